@@ -1,0 +1,53 @@
+# The two commands a newcomer needs are `make demo` and `make test`; both
+# set up what they need on a fresh machine first.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+# Debian packages the lab and the tests run: Kamailio (the PBX), SIPp (simulated
+# customers) and sox (test audio).
+DEB_PACKAGES := kamailio sip-tester sox
+
+.PHONY: setup system-deps demo test lint typecheck unit bench clean
+
+# Installs only what is missing, so a prepared machine does not touch apt at all.
+system-deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing Debian packages:" $$missing; \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# The virtual environment is rebuilt when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: system-deps $(VENV)/.installed
+
+# The lab (Kamailio, simulated customers, agent phones) and the daemon on it.
+demo: setup
+	$(BIN)/python -m lab demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: setup
+	$(BIN)/python bench/lookup.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

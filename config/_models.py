@@ -1,0 +1,695 @@
+"""The configuration model: one frozen pydantic model per TOML table.
+
+Field descriptions are the text of the configuration reference (``config/_docs.py`` renders
+them), so they are written for the person editing the file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from config._checks import cross_check
+from config._lines import format_path
+from config._secret import MASK, Secret
+from config._types import (
+    Bool,
+    Constraint,
+    Digits,
+    EnvName,
+    Float,
+    Int,
+    Network,
+    NonEmpty,
+    PhoneNumber,
+    Port,
+    RegionCode,
+    RelativePath,
+    TimeZoneName,
+    base_dir,
+    matching,
+    resolve_path,
+)
+
+__all__ = [
+    "AgentConfig",
+    "BusConfig",
+    "Config",
+    "DialerConfig",
+    "HttpConfig",
+    "LineConfig",
+    "LineRole",
+    "LogFormat",
+    "LoggingConfig",
+    "PbxConfig",
+    "RecordingConfig",
+    "SipConfig",
+    "SiteConfig",
+    "StoreConfig",
+    "WebsocketConfig",
+]
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+IpAddress = Annotated[
+    str,
+    Strict(),
+    AfterValidator(lambda value: str(_ip_address(value))),
+    Constraint("IP address"),
+]
+_STORE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+_WORKING_HOURS = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])")
+
+
+def _ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("must be an IP address") from None
+
+
+def _lowercase(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _origin(value: str) -> str:
+    parts = urlsplit(value)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+    ):
+        raise ValueError("must be an origin like https://crm.example.com")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+Origin = Annotated[
+    str, Strict(), AfterValidator(_origin), Constraint("http(s)://host[:port], no path")
+]
+
+
+class LineRole(StrEnum):
+    """What a Switchboard line is for."""
+
+    AGENT = "agent"
+    RECEPTION = "reception"
+    DIALER = "dialer"
+
+
+class LogFormat(StrEnum):
+    """How log lines are rendered."""
+
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SiteConfig(_Section):
+    """``[site]``: who this daemon is and where it works."""
+
+    id: Annotated[
+        str,
+        Strict(),
+        matching(r"[a-z0-9-]+", "must be lowercase letters, digits and -"),
+        Constraint("a-z, 0-9, -"),
+    ] = Field(
+        default="main",
+        description="Identifier of this daemon (site). Every event carries it as its origin, "
+        "and MQTT topics include it, so daemons sharing a store and a broker need "
+        "distinct ids.",
+    )
+    default_region: RegionCode = Field(
+        default="FR",
+        description="ISO 3166 region used to read phone numbers typed without a leading + "
+        "(national format), such as 01 23 45 67 89 in France.",
+    )
+    timezone: TimeZoneName = Field(
+        default="UTC",
+        description="IANA time zone of the call centre: working hours are read in it, and "
+        "the web pages display times in it. Times are stored in UTC regardless.",
+    )
+    working_days: tuple[Weekday, ...] = Field(
+        default=("mon", "tue", "wed", "thu", "fri"),
+        min_length=1,
+        description="Days the call centre works; the auto-dialer only dials on these days.",
+    )
+    working_hours: Annotated[str, Strict(), Constraint("HH:MM-HH:MM, start before end")] = Field(
+        default="09:00-19:00",
+        description="Opening hours on working days, in the site time zone; the "
+        "auto-dialer only dials within them.",
+    )
+
+    @field_validator("working_days")
+    @classmethod
+    def _distinct_days(cls, days: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(days)) != len(days):
+            raise ValueError("must not list a day twice")
+        return days
+
+    @field_validator("working_hours")
+    @classmethod
+    def _check_hours(cls, value: str) -> str:
+        match = _WORKING_HOURS.fullmatch(value)
+        if match is None:
+            raise ValueError('must be "HH:MM-HH:MM", like "09:00-19:00"')
+        start_h, start_m, end_h, end_m = (int(group) for group in match.groups())
+        if end_h == 24 and end_m != 0:
+            raise ValueError('must be "HH:MM-HH:MM", like "09:00-19:00"')
+        if (start_h, start_m) >= (end_h, end_m):
+            raise ValueError("must start before it ends")
+        return value
+
+    def opening_hours(self) -> tuple[time, time | None]:
+        """Return (opening, closing) times; closing is ``None`` for ``24:00`` (midnight)."""
+        start, end = self.working_hours.split("-")
+        closing = None if end == "24:00" else time.fromisoformat(end)
+        return time.fromisoformat(start), closing
+
+    def zone(self) -> ZoneInfo:
+        """Return the site's time zone."""
+        return ZoneInfo(self.timezone)
+
+
+class PbxConfig(_Section):
+    """``[pbx]``: the PBX the lines register on."""
+
+    host: NonEmpty = Field(description="Host name or IP address of the PBX (SIP registrar).")
+    port: Port = Field(default=5060, description="SIP port of the PBX.")
+    transport: Literal["udp", "tcp", "tls"] = Field(
+        default="udp", description="SIP transport used to reach the PBX."
+    )
+    domain: NonEmpty = Field(
+        description="SIP domain (realm) of the accounts: lines register as "
+        "`sip:<extension>@<domain>`."
+    )
+    allowed_sources: tuple[Network, ...] = Field(
+        default=(),
+        validate_default=True,
+        json_schema_extra={"default_text": "the host, when it is an IP address"},
+        description="IP addresses or CIDR networks SIP traffic is accepted from; everything "
+        "else is dropped, because the SIP stack has known parser bugs. Required when host "
+        "is a name.",
+    )
+    register_expires: Int = Field(
+        default=300, ge=60, description="Registration lifetime requested from the PBX, seconds."
+    )
+    outbound_caller_id: PhoneNumber | None = Field(
+        default=None,
+        description="Caller id presented on outgoing calls, unless the line sets its own.",
+    )
+
+    @field_validator("allowed_sources")
+    @classmethod
+    def _default_to_host(cls, sources: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if sources:
+            return sources
+        host = info.data.get("host")
+        if host is None:
+            return sources  # the host itself is invalid, and reported as such
+        try:
+            return (str(ipaddress.ip_address(host)),)
+        except ValueError:
+            raise ValueError("required when host is a name, not an IP address") from None
+
+    def accepts(self, address: str) -> bool:
+        """Tell whether SIP traffic from ``address`` (an IP address) is to be accepted."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in ipaddress.ip_network(source) for source in self.allowed_sources)
+
+
+class SipConfig(_Section):
+    """``[sip]``: the pool of SIP worker processes."""
+
+    bind_address: IpAddress = Field(
+        default="127.0.0.1",
+        description="Local address SIP and RTP sockets bind to; pick the interface that "
+        "faces the PBX.",
+    )
+    port_range_start: Port = Field(
+        default=25060,
+        description="SIP port of the first worker; worker n uses port_range_start + n.",
+    )
+    max_workers: Int = Field(
+        default=16,
+        ge=1,
+        description="Maximum number of SIP worker processes. Each logged-in agent has one; "
+        "reception and dialer lines share the rest.",
+    )
+    calls_per_worker: Int = Field(
+        default=4,
+        ge=1,
+        le=4,
+        description="Simultaneous calls per worker. The pjsua2 wheel is compiled with "
+        "PJSUA_MAX_CALLS = 4, so one process cannot hold more than 4 calls.",
+    )
+    accounts_per_worker: Int = Field(
+        default=8,
+        ge=1,
+        le=8,
+        description="Registered accounts (lines) per worker. The pjsua2 wheel is compiled "
+        "with PJSUA_MAX_ACC = 8, so one process cannot register more than 8.",
+    )
+    rtp_port_range: Annotated[
+        tuple[Port, Port], Constraint("[first, last], first < last, apart from SIP ports")
+    ] = Field(
+        default=(30000, 30999),
+        description="First and last UDP port for RTP (audio); workers share the range.",
+    )
+    restart_backoff_max: Float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest wait, in seconds, before restarting a crashed worker. The "
+        "first restart is immediate, then the wait doubles from one second up to this; a "
+        "worker that stays up for a minute starts again from an immediate restart.",
+    )
+
+    @field_validator("max_workers")
+    @classmethod
+    def _ports_fit(cls, workers: int, info: ValidationInfo) -> int:
+        start = info.data.get("port_range_start")
+        if start is not None and start + workers - 1 > 65535:
+            raise ValueError(f"workers' SIP ports would go past 65535 from {start}")
+        return workers
+
+    @field_validator("rtp_port_range", mode="before")
+    @classmethod
+    def _pair(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise ValueError("must be two ports: [first, last]")
+        return value
+
+    @field_validator("rtp_port_range")
+    @classmethod
+    def _rtp_range(cls, value: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
+        first, last = value
+        if first >= last:
+            raise ValueError("first port must be below last port")
+        start, workers = info.data.get("port_range_start"), info.data.get("max_workers")
+        if start is not None and workers is not None:
+            end = start + workers - 1
+            if first <= end and start <= last:
+                raise ValueError(f"overlaps the workers' SIP ports {start}-{end}")
+        return value
+
+    def sip_port(self, worker: int) -> int:
+        """Return the SIP port of worker number ``worker`` (0-based)."""
+        if not 0 <= worker < self.max_workers:
+            raise ValueError(f"worker {worker} out of range 0..{self.max_workers - 1}")
+        return self.port_range_start + worker
+
+
+class LineConfig(_Section):
+    """``[[lines]]``: one SIP account Switchboard registers on the PBX."""
+
+    extension: Digits = Field(description="Extension (SIP user name) of the line on the PBX.")
+    role: LineRole = Field(
+        description="agent: an agent works through it; reception: answers inbound calls "
+        "and routes them; dialer: places the auto-dialer's calls."
+    )
+    secret: Secret = Field(
+        json_schema_extra={"default_text": "one of secret, secret_file, secret_env"},
+        description="SIP password of the line. Give exactly one of secret, secret_file and "
+        "secret_env; prefer secret_file or secret_env so the file can be shared.",
+    )
+    secret_file: RelativePath | None = Field(
+        default=None,
+        description="File holding the SIP password (trailing newline ignored). Keep it mode "
+        "0600, owned by the service user.",
+    )
+    secret_env: EnvName | None = Field(
+        default=None, description="Environment variable holding the SIP password."
+    )
+    display_name: NonEmpty | None = Field(
+        default=None, description="Display name sent with calls from this line."
+    )
+    caller_id: PhoneNumber | None = Field(
+        default=None,
+        description="Caller id presented on calls from this line; defaults to "
+        "pbx.outbound_caller_id.",
+    )
+
+
+class AgentConfig(_Section):
+    """``[[agents]]``: a person taking calls, and the line they work through."""
+
+    name: NonEmpty = Field(description="Name shown on the supervisor feed and in call records.")
+    extension: Digits = Field(
+        description="Extension of the agent's own desk or soft phone on the PBX; Switchboard "
+        "rings it to connect the agent to calls."
+    )
+    line: Digits = Field(
+        description="Extension of the Switchboard line (a [[lines]] entry with role agent) "
+        "the agent's calls go through; one agent per line."
+    )
+    user: (
+        Annotated[
+            str,
+            Strict(),
+            matching(r"[a-z0-9._-]+", "must be lowercase letters, digits and . _ -"),
+            Constraint("a-z, 0-9, . _ -"),
+        ]
+        | None
+    ) = Field(default=None, description="User name of the agent in the CRM store, if any.")
+    supervisor: Bool = Field(
+        default=False,
+        description="Supervisors see every call and may listen, whisper and barge in.",
+    )
+
+    @property
+    def key(self) -> str:
+        """How events, commands and rights name this agent: its CRM user, else its name.
+
+        One definition, so the SIP pool's events and the gateway's rights agree.
+        """
+        return self.user or self.name
+
+
+class RecordingConfig(_Section):
+    """``[recording]``: call recordings."""
+
+    enabled: Bool = Field(default=True, description="Record calls.")
+    directory: RelativePath = Field(
+        default=Path("recordings"),
+        validate_default=True,
+        description="Directory recordings are written to.",
+    )
+    retention_days: Int = Field(
+        default=90, ge=0, description="Days recordings are kept; 0 keeps them forever."
+    )
+    format: Literal["wav"] = Field(default="wav", description="File format of recordings.")
+
+
+class StoreConfig(_Section):
+    """``[store]``: the CRM store (clients, leads, calls)."""
+
+    url: Annotated[str, Strict(), Constraint("sqlite+aiosqlite:// or postgresql+asyncpg://")] = (
+        Field(
+            default="sqlite+aiosqlite:///switchboard.sqlite3",
+            validate_default=True,
+            json_schema_extra={
+                "default_text": "sqlite+aiosqlite:///switchboard.sqlite3 (next to the config file)"
+            },
+            description="SQLAlchemy URL of the store. A relative SQLite path is relative to "
+            "the config file's directory. A password written in the URL is moved out of "
+            "it and treated as a secret.",
+        )
+    )
+    password: Secret | None = Field(
+        default=None,
+        description="Password of the PostgreSQL user; give at most one of password, "
+        "password_file, password_env and a password in the url.",
+    )
+    password_file: RelativePath | None = Field(
+        default=None, description="File holding the PostgreSQL password."
+    )
+    password_env: EnvName | None = Field(
+        default=None, description="Environment variable holding the PostgreSQL password."
+    )
+    auto_migrate: Bool = Field(
+        default=True, description="Upgrade the database schema when the daemon starts."
+    )
+    pool_size: Int = Field(
+        default=5, ge=1, description="Connections kept open to PostgreSQL (not used by SQLite)."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("must be a database URL") from None
+        if url.drivername not in _STORE_DRIVERS:
+            raise ValueError("scheme must be one of: " + ", ".join(_STORE_DRIVERS))
+        if url.password is not None:
+            raise ValueError("must not contain the password: use password_file or password_env")
+        if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
+            database = resolve_path(Path(url.database), base_dir(info))
+            url = url.set(database=str(database))
+        return url.render_as_string(hide_password=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the store is an SQLite file (or in memory)."""
+        return self.url.startswith("sqlite")
+
+    def url_with_secret(self) -> str:
+        """Return the URL with the password put in; hand it to the engine, never print it."""
+        return self._url(self.password.reveal() if self.password else None)
+
+    def redacted_url(self) -> str:
+        """Return the URL with the password, if any, shown as ``**********``."""
+        return self._url(MASK if self.password else None).replace("%2A", "*")
+
+    def _url(self, password: str | None) -> str:
+        url: URL = make_url(self.url)
+        if password is not None:
+            url = url.set(password=password)
+        return url.render_as_string(hide_password=False)
+
+
+class BusConfig(_Section):
+    """``[bus]``: the event bus, and its optional MQTT bridge for multi-host set-ups."""
+
+    mqtt_url: Annotated[str, Strict(), Constraint("mqtt:// or mqtts://")] | None = Field(
+        default=None,
+        description="MQTT broker to publish events to and receive them from, like "
+        "mqtts://switchboard@broker.example:8883. Unset: events stay in this process. A "
+        "password written in the URL is moved out of it and treated as a secret.",
+    )
+    mqtt_password: Secret | None = Field(
+        default=None,
+        description="Broker password; give at most one of mqtt_password, "
+        "mqtt_password_file, mqtt_password_env and a password in mqtt_url.",
+    )
+    mqtt_password_file: RelativePath | None = Field(
+        default=None, description="File holding the broker password."
+    )
+    mqtt_password_env: EnvName | None = Field(
+        default=None, description="Environment variable holding the broker password."
+    )
+    topic_prefix: Annotated[
+        str,
+        Strict(),
+        matching(r"[^/+#\s]+(/[^/+#\s]+)*", "must be topic levels without + # or blanks"),
+        Constraint("MQTT topic levels, no wildcards"),
+    ] = Field(default="switchboard", description="First levels of every MQTT topic.")
+    subscriber_queue: Int = Field(
+        default=1000,
+        ge=1,
+        description="Events buffered per in-process subscriber before it is considered "
+        "too slow and dropped.",
+    )
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - parsing the port is what validates it
+        except ValueError:
+            raise ValueError("port must be a number from 1 to 65535") from None
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("must be mqtt://host[:port] or mqtts://host[:port]")
+        if parts.password is not None:
+            raise ValueError(
+                "must not contain the password: use mqtt_password_file or mqtt_password_env"
+            )
+        return value
+
+    def redacted_mqtt_url(self) -> str | None:
+        """Return ``mqtt_url`` with the password, if any, shown as ``**********``."""
+        if self.mqtt_url is None or self.mqtt_password is None:
+            return self.mqtt_url
+        parts = urlsplit(self.mqtt_url)
+        user, _, host = parts.netloc.rpartition("@")
+        return parts._replace(netloc=f"{user}:{MASK}@{host}").geturl()
+
+
+class WebsocketConfig(_Section):
+    """``[websocket]``: the websocket server the widget and the live feed connect to."""
+
+    host: NonEmpty = Field(default="127.0.0.1", description="Address to listen on.")
+    port: Port = Field(default=8765, description="Port to listen on.")
+    allowed_origins: tuple[Origin, ...] = Field(
+        default=("http://127.0.0.1:8080", "http://localhost:8080"),
+        description="Browser origins allowed to connect (the Origin header); pages served "
+        "from elsewhere are refused.",
+    )
+    tls_cert: RelativePath | None = Field(
+        default=None,
+        description="PEM certificate chain for wss://; set together with tls_key.",
+    )
+    tls_key: RelativePath | None = Field(
+        default=None,
+        validate_default=True,
+        description="PEM private key for wss://; set together with tls_cert.",
+    )
+    max_message_bytes: Int = Field(
+        default=65536, ge=1024, description="Largest message accepted from a client, bytes."
+    )
+    commands_per_second: Int = Field(
+        default=20, ge=1, description="Commands a client may send per second before throttling."
+    )
+    ping_interval: Float = Field(
+        default=20.0, gt=0, description="Seconds between keep-alive pings."
+    )
+    replay_buffer: Int = Field(
+        default=10000,
+        ge=0,
+        description="Recent events kept so a reconnecting client can resume from its last "
+        "sequence number.",
+    )
+    client_queue: Int = Field(
+        default=1000,
+        ge=1,
+        description="Events queued per client before a slow client is disconnected.",
+    )
+
+    @field_validator("tls_key")
+    @classmethod
+    def _cert_and_key(cls, key: Path | None, info: ValidationInfo) -> Path | None:
+        if "tls_cert" not in info.data:
+            return key  # tls_cert itself is invalid, and reported as such
+        cert = info.data["tls_cert"]
+        if cert is not None and key is None:
+            raise ValueError("required when tls_cert is set")
+        if key is not None and cert is None:
+            raise ValueError("needs tls_cert as well")
+        return key
+
+
+class HttpConfig(_Section):
+    """``[http]``: the HTTP API and the web pages."""
+
+    host: NonEmpty = Field(default="127.0.0.1", description="Address to listen on.")
+    port: Port = Field(default=8080, description="Port to listen on.")
+
+
+class LoggingConfig(_Section):
+    """``[logging]``: log output."""
+
+    format: LogFormat = Field(
+        default=LogFormat.CONSOLE,
+        description="console: readable lines for a terminal; json: one JSON object per "
+        "line, for journald and log shippers.",
+    )
+    level: Annotated[
+        Literal["debug", "info", "warning", "error"],
+        BeforeValidator(_lowercase),
+        Constraint("case-insensitive"),
+    ] = Field(default="info", description="Lowest level logged.")
+
+
+class DialerConfig(_Section):
+    """``[dialer]``: the auto-dialer."""
+
+    gap_seconds: Float = Field(
+        default=5.0, ge=0, description="Pause between the end of a call and the next dial."
+    )
+    ring_timeout: Int = Field(
+        default=30, gt=0, description="Seconds a number may ring before it counts as no answer."
+    )
+    wrap_up_seconds: Int = Field(
+        default=0, ge=0, description="Seconds left to the agent after a call, before the next."
+    )
+    max_attempts: Int = Field(default=3, ge=1, description="Dial attempts per number.")
+    retry_busy_minutes: Int = Field(
+        default=10, ge=0, description="Minutes before a busy number is dialed again."
+    )
+    retry_no_answer_minutes: Int = Field(
+        default=60, ge=0, description="Minutes before an unanswered number is dialed again."
+    )
+    create_leads: Bool = Field(
+        default=True,
+        description="Create a lead for an answered number that matches no client.",
+    )
+    agent_leg: Literal["persistent", "per_call"] = Field(
+        default="persistent",
+        description="persistent: the agent's phone stays connected between calls; "
+        "per_call: it is rung for each answered call.",
+    )
+
+
+class Config(BaseModel):
+    """The whole configuration of one Switchboard daemon."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    site: SiteConfig = Field(default_factory=SiteConfig, description="See [site].")
+    pbx: PbxConfig = Field(description="See [pbx].")
+    sip: SipConfig = Field(default_factory=SipConfig, description="See [sip].")
+    lines: tuple[LineConfig, ...] = Field(default=(), description="See [[lines]].")
+    agents: tuple[AgentConfig, ...] = Field(default=(), description="See [[agents]].")
+    recording: RecordingConfig = Field(
+        default_factory=RecordingConfig, description="See [recording]."
+    )
+    store: StoreConfig = Field(default_factory=StoreConfig, description="See [store].")
+    bus: BusConfig = Field(default_factory=BusConfig, description="See [bus].")
+    websocket: WebsocketConfig = Field(
+        default_factory=WebsocketConfig, description="See [websocket]."
+    )
+    http: HttpConfig = Field(default_factory=HttpConfig, description="See [http].")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="See [logging].")
+    dialer: DialerConfig = Field(default_factory=DialerConfig, description="See [dialer].")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        problems = cross_check(
+            lines=list(enumerate(self.lines)),
+            agents=list(enumerate(self.agents)),
+            websocket=self.websocket,
+            http=self.http,
+        )
+        if problems:
+            raise ValueError("; ".join(f"{format_path(p)}: {m}" for p, m in problems))
+        return self
+
+    def lines_by_role(self, role: LineRole | str) -> tuple[LineConfig, ...]:
+        """Return the lines of ``role``, in file order."""
+        wanted = LineRole(role)
+        return tuple(line for line in self.lines if line.role is wanted)
+
+    def line(self, extension: str) -> LineConfig:
+        """Return the line with ``extension``; raise ``KeyError`` if none is declared."""
+        for line in self.lines:
+            if line.extension == extension:
+                return line
+        raise KeyError(extension)
+
+    def agent_for_line(self, extension: str) -> AgentConfig | None:
+        """Return the agent working through line ``extension``, or ``None``."""
+        for agent in self.agents:
+            if agent.line == extension:
+                return agent
+        return None

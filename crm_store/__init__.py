@@ -1,0 +1,118 @@
+"""The CRM store: clients, leads, calls, tasks, call lists, users and the audit log.
+
+SQLAlchemy 2 async over SQLite (aiosqlite, the embedded default) or PostgreSQL
+(asyncpg), with one set of models and Alembic migrations for both. Repositories
+return frozen dataclasses, never ORM objects. Phone numbers are normalised to E.164
+on the way in, so caller lookup is one indexed equality match.
+"""
+
+from __future__ import annotations
+
+from .dto import (
+    Address,
+    ApiToken,
+    AuditEntry,
+    Call,
+    CallerMatch,
+    CallList,
+    CallListEntry,
+    CallListItem,
+    CallListReport,
+    Client,
+    Lead,
+    Phone,
+    Task,
+    User,
+)
+from .enums import (
+    CallDirection,
+    CallEndReason,
+    CallListItemState,
+    ClientKind,
+    LeadSource,
+    LeadStatus,
+    PhoneKind,
+    Role,
+    TaskKind,
+    Visibility,
+)
+from .exceptions import (
+    Conflict,
+    InvalidPhone,
+    NotFound,
+    SchemaOutOfDate,
+    StoreError,
+    StoreUnavailable,
+)
+from .ids import new_id
+from .importing import ImportRejected, RowError, read_numbers
+from .migrate import downgrade, head_revision, upgrade
+from .phones import normalize_phone
+from .repos import (
+    AuditRepository,
+    CallListRepository,
+    CallRepository,
+    ClientRepository,
+    DialerRepository,
+    DialerSessionRecord,
+    DoNotCallEntry,
+    LeadRepository,
+    PendingAttempt,
+    TaskRepository,
+    UserRepository,
+)
+from .store import Store, open_store
+
+__all__ = [
+    "Address",
+    "ApiToken",
+    "AuditEntry",
+    "AuditRepository",
+    "Call",
+    "CallDirection",
+    "CallEndReason",
+    "CallList",
+    "CallListEntry",
+    "CallListItem",
+    "CallListItemState",
+    "CallListReport",
+    "CallListRepository",
+    "CallRepository",
+    "CallerMatch",
+    "Client",
+    "ClientKind",
+    "ClientRepository",
+    "Conflict",
+    "DialerRepository",
+    "DialerSessionRecord",
+    "DoNotCallEntry",
+    "ImportRejected",
+    "InvalidPhone",
+    "Lead",
+    "LeadRepository",
+    "LeadSource",
+    "LeadStatus",
+    "NotFound",
+    "PendingAttempt",
+    "Phone",
+    "PhoneKind",
+    "Role",
+    "RowError",
+    "SchemaOutOfDate",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "Task",
+    "TaskKind",
+    "TaskRepository",
+    "User",
+    "UserRepository",
+    "Visibility",
+    "downgrade",
+    "head_revision",
+    "new_id",
+    "normalize_phone",
+    "open_store",
+    "read_numbers",
+    "upgrade",
+]

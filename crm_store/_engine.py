@@ -1,0 +1,93 @@
+"""Engine construction for SQLite (aiosqlite) and PostgreSQL (asyncpg)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+__all__ = [
+    "IMMEDIATE",
+    "create_engine",
+    "is_sqlite",
+    "writer",
+]
+
+# Execution options read by the SQLite "begin" listener below.
+IMMEDIATE = "crm_store_begin_immediate"
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_engine(url: str, *, pool_size: int = 5, for_migrations: bool = False) -> AsyncEngine:
+    """Create the async engine for ``url`` with the store's connection settings.
+
+    SQLite connections get WAL (readers never block the writer), ``foreign_keys=ON``
+    (off by default in SQLite), a busy timeout (writers queue instead of failing at
+    once) and ``synchronous=NORMAL`` (safe with WAL, one fsync per checkpoint instead
+    of per commit). Migrations run with foreign keys off because SQLite's batch mode
+    rebuilds tables by copy-and-rename, which foreign keys would block or cascade.
+    """
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {}
+    sqlite = parsed.get_backend_name() == "sqlite"
+    memory = sqlite and parsed.database in (None, "", ":memory:")
+    if not memory:
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2)
+    engine = create_async_engine(parsed, **kwargs)
+    if sqlite:
+        _configure_sqlite(engine, foreign_keys=not for_migrations)
+    return engine
+
+
+def writer(engine: AsyncEngine) -> AsyncEngine:
+    """The engine to use for read-write transactions.
+
+    On SQLite, a deferred transaction that reads and then writes can fail with
+    ``SQLITE_BUSY`` without waiting when another connection wrote in between (the
+    busy timeout does not apply to a lock upgrade). Starting write transactions with
+    ``BEGIN IMMEDIATE`` takes the write lock first, so writers queue on the busy
+    timeout and a read-then-write sequence is atomic.
+    """
+    if is_sqlite(engine):
+        return engine.execution_options(**{IMMEDIATE: True})
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        # Take transaction control away from the sqlite3 module, which otherwise
+        # issues its own deferred BEGIN lazily; the "begin" listener emits ours.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        options = conn.get_execution_options()
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(IMMEDIATE, False) else "BEGIN")
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    """Say why a connection failed, from the driver's own error.
+
+    SQLAlchemy's message embeds the statement and a link; the driver's (``orig``)
+    is the useful part, and neither carries the URL's password.
+    """
+    return str(getattr(exc, "orig", None) or exc)

@@ -1,0 +1,26 @@
+"""Repositories: one per aggregate, each method one transaction."""
+
+from __future__ import annotations
+
+from .audit import AuditRepository
+from .call_lists import CallListRepository
+from .calls import CallRepository
+from .clients import ClientRepository
+from .dialer import DialerRepository, DialerSessionRecord, DoNotCallEntry, PendingAttempt
+from .leads import LeadRepository
+from .tasks import TaskRepository
+from .users import UserRepository
+
+__all__ = [
+    "AuditRepository",
+    "CallListRepository",
+    "CallRepository",
+    "ClientRepository",
+    "DialerRepository",
+    "DialerSessionRecord",
+    "DoNotCallEntry",
+    "LeadRepository",
+    "PendingAttempt",
+    "TaskRepository",
+    "UserRepository",
+]

@@ -1,0 +1,256 @@
+"""Call detail records, written when a call starts and completed when it ends."""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .. import _models as m
+from .._base import Actor, Database, audit, call_from
+from .._types import utcnow
+from ..dto import Call
+from ..enums import CallDirection, CallEndReason
+from ..exceptions import Conflict, NotFound
+from ..ids import new_id
+from ..phones import try_normalize_phone
+
+__all__ = ["CallRepository"]
+
+log = structlog.get_logger(__name__)
+
+_c = m.calls
+
+
+class CallRepository:
+    """Call records. Every call is stored at creation, so a crash never loses one:
+    records left open are closed as ``interrupted`` at the next start-up."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        direction: CallDirection,
+        from_number: str,
+        to_number: str,
+        *,
+        agent_user_id: uuid.UUID | None = None,
+        client_id: uuid.UUID | None = None,
+        lead_id: uuid.UUID | None = None,
+        origin: str | None = None,
+        worker_id: str | None = None,
+        line: str | None = None,
+        dialer_item_id: uuid.UUID | None = None,
+        sip_call_id: str | None = None,
+        at: datetime | None = None,
+        actor: Actor = None,
+    ) -> Call:
+        """Record a new call. Numbers are stored in E.164 when they normalise and as
+        given otherwise (extensions, ``anonymous``)."""
+        region = self._db.region
+        values: dict[str, Any] = {
+            "id": new_id(),
+            "direction": CallDirection(direction),
+            "from_number": try_normalize_phone(from_number, region) or from_number,
+            "to_number": try_normalize_phone(to_number, region) or to_number,
+            "agent_user_id": agent_user_id,
+            "client_id": client_id,
+            "lead_id": lead_id,
+            "origin": origin,
+            "worker_id": worker_id,
+            "line": line,
+            "dialer_item_id": dialer_item_id,
+            "sip_call_id": sip_call_id,
+            "created_at": at or utcnow(),
+        }
+        async with self._db.write() as conn:
+            row = (await conn.execute(_c.insert().values(values).returning(_c))).mappings().one()
+            await audit(
+                conn,
+                actor=actor,
+                entity_type="call",
+                entity_id=values["id"],
+                action="create",
+                changes={k: v for k, v in values.items() if k != "id" and v is not None},
+            )
+        return call_from(row)
+
+    async def mark_ringing(self, call_id: uuid.UUID, at: datetime | None = None) -> Call:
+        """Record when the call started ringing. Raises :class:`Conflict` if ended."""
+        return await self._open_update(call_id, "ringing", {"ringing_at": at or utcnow()})
+
+    async def mark_answered(self, call_id: uuid.UUID, at: datetime | None = None) -> Call:
+        """Record when the call was answered. Raises :class:`Conflict` if ended."""
+        return await self._open_update(call_id, "answered", {"answered_at": at or utcnow()})
+
+    async def end(
+        self, call_id: uuid.UUID, reason: CallEndReason, at: datetime | None = None
+    ) -> Call:
+        """Close the call with ``reason``. Raises :class:`Conflict` if already ended,
+        so that two endings of one call cannot overwrite each other."""
+        reason = CallEndReason(reason)
+        return await self._open_update(
+            call_id, "end", {"ended_at": at or utcnow(), "end_reason": reason}
+        )
+
+    async def set_disposition(
+        self, call_id: uuid.UUID, disposition: str | None, *, actor: Actor = None
+    ) -> Call:
+        """Set the agent's short outcome label (``"callback"``, ``"sale"``...)."""
+        return await self._update(call_id, "disposition", {"disposition": disposition}, actor)
+
+    async def set_note(self, call_id: uuid.UUID, note: str | None, *, actor: Actor = None) -> Call:
+        return await self._update(call_id, "note", {"note": note}, actor)
+
+    async def attach_recording(
+        self, call_id: uuid.UUID, path: str, duration: float | None = None
+    ) -> Call:
+        """Record where the call's recording is and its duration in seconds."""
+        return await self._update(
+            call_id, "recording", {"recording_path": path, "recording_duration": duration}, None
+        )
+
+    async def link(
+        self,
+        call_id: uuid.UUID,
+        *,
+        client_id: uuid.UUID | None = None,
+        lead_id: uuid.UUID | None = None,
+        actor: Actor = None,
+    ) -> Call:
+        """Attach the call to a client or lead found (or created) after it started."""
+        return await self._update(
+            call_id, "link", {"client_id": client_id, "lead_id": lead_id}, actor
+        )
+
+    async def get(self, call_id: uuid.UUID) -> Call:
+        async with self._db.read() as conn:
+            row = (
+                (await conn.execute(select(_c).where(_c.c.id == call_id))).mappings().one_or_none()
+            )
+        if row is None:
+            raise NotFound("call", call_id)
+        return call_from(row)
+
+    async def list_recent(
+        self, agent: uuid.UUID | None = None, limit: int = 50
+    ) -> builtins.list[Call]:
+        """Newest calls first, optionally only those of one agent."""
+        stmt = select(_c).order_by(_c.c.created_at.desc(), _c.c.id.desc()).limit(limit)
+        if agent is not None:
+            stmt = stmt.where(_c.c.agent_user_id == agent)
+        return await self._many(stmt)
+
+    async def open_calls(self) -> builtins.list[Call]:
+        """Calls not ended yet, oldest first."""
+        return await self._many(
+            select(_c).where(_c.c.ended_at.is_(None)).order_by(_c.c.created_at, _c.c.id)
+        )
+
+    async def close_interrupted(
+        self, at: datetime | None = None, *, origin: str | None = None
+    ) -> int:
+        """Close every open call as ``interrupted`` and return how many.
+
+        Meant for daemon start-up, before any worker runs: any call still open then
+        belongs to a previous run that stopped without ending it. With ``origin``
+        only that daemon's calls are closed, so daemons sharing one database leave
+        each other's live calls alone.
+        """
+        condition: ColumnElement[bool] = _c.c.ended_at.is_(None)
+        if origin is not None:
+            condition = condition & (_c.c.origin == origin)
+        closed = await self._close_where(condition, at)
+        if closed:
+            log.warning("interrupted_calls_closed", count=len(closed))
+        return len(closed)
+
+    async def close_worker_calls(
+        self, worker_id: str, at: datetime | None = None
+    ) -> builtins.list[Call]:
+        """Close the open calls of a crashed worker as ``interrupted`` and return them
+        (so that the daemon can publish their ended events)."""
+        closed = await self._close_where(
+            (_c.c.ended_at.is_(None)) & (_c.c.worker_id == worker_id), at
+        )
+        if closed:
+            log.warning("worker_calls_closed", worker_id=worker_id, count=len(closed))
+        return closed
+
+    async def _close_where(self, condition: Any, at: datetime | None) -> builtins.list[Call]:
+        when = at or utcnow()
+        async with self._db.write() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        update(_c)
+                        .where(condition)
+                        .values(ended_at=when, end_reason=CallEndReason.INTERRUPTED)
+                        .returning(_c)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            for row in rows:
+                await audit(
+                    conn,
+                    actor=None,
+                    entity_type="call",
+                    entity_id=row["id"],
+                    action="end",
+                    changes={"ended_at": when, "end_reason": CallEndReason.INTERRUPTED},
+                )
+        return sorted((call_from(r) for r in rows), key=lambda c: (c.created_at, c.id))
+
+    async def _open_update(self, call_id: uuid.UUID, action: str, values: dict[str, Any]) -> Call:
+        async with self._db.write() as conn:
+            row = await self._returning(
+                conn, update(_c).where(_c.c.id == call_id, _c.c.ended_at.is_(None)), values
+            )
+            if row is None:
+                if await conn.scalar(select(_c.c.id).where(_c.c.id == call_id)) is None:
+                    raise NotFound("call", call_id)
+                raise Conflict(f"call {call_id} has already ended")
+            await audit(
+                conn,
+                actor=None,
+                entity_type="call",
+                entity_id=call_id,
+                action=action,
+                changes=values,
+            )
+        return call_from(row)
+
+    async def _update(
+        self, call_id: uuid.UUID, action: str, values: dict[str, Any], actor: Actor
+    ) -> Call:
+        async with self._db.write() as conn:
+            row = await self._returning(conn, update(_c).where(_c.c.id == call_id), values)
+            if row is None:
+                raise NotFound("call", call_id)
+            await audit(
+                conn,
+                actor=actor,
+                entity_type="call",
+                entity_id=call_id,
+                action=action,
+                changes=values,
+            )
+        return call_from(row)
+
+    @staticmethod
+    async def _returning(conn: AsyncConnection, stmt: Any, values: dict[str, Any]) -> Any:
+        result = await conn.execute(stmt.values(values).returning(_c))
+        return result.mappings().one_or_none()
+
+    async def _many(self, stmt: Any) -> builtins.list[Call]:
+        async with self._db.read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [call_from(r) for r in rows]

@@ -1,0 +1,369 @@
+"""Leads: prospective clients, from imports, web forms and unknown callers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import phonenumbers
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from .. import _models as m
+from .._base import (
+    Actor,
+    Database,
+    audit,
+    is_unique_violation,
+    lead_from,
+    load_client,
+    load_lead,
+)
+from .._lookup import lookup_e164
+from .._types import utcnow
+from ..dto import CallerMatch, Client, Lead
+from ..enums import ClientKind, LeadSource, LeadStatus, PhoneKind, Visibility
+from ..exceptions import Conflict, NotFound
+from ..ids import new_id
+from ..phones import normalize_phone
+from ._phones import PhoneInput, insert_phones, normalise_inputs
+from .clients import client_display_name
+
+__all__ = ["LeadRepository"]
+
+log = structlog.get_logger(__name__)
+
+
+def _lead_display_name(
+    first_name: str | None, last_name: str | None, company_name: str | None, fallback: str
+) -> str:
+    return client_display_name(ClientKind.PERSON, first_name, last_name, company_name) or fallback
+
+
+class LeadRepository:
+    """Leads, the unowned lead pool, and conversion of leads into clients."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        *,
+        first_name: str | None = None,
+        last_name: str | None = None,
+        company_name: str | None = None,
+        emails: Iterable[str] = (),
+        phones: Iterable[PhoneInput] = (),
+        source: LeadSource = LeadSource.MANUAL,
+        status: LeadStatus = LeadStatus.UNPROCESSED,
+        owner_user_id: uuid.UUID | None = None,
+        note: str | None = None,
+        actor: Actor = None,
+    ) -> Lead:
+        """Create a lead. Without an owner it lands in the pool. Phone numbers are
+        normalised (the first invalid one raises :class:`InvalidPhone`)."""
+        numbers = normalise_inputs(phones, self._db.region)
+        fallback = numbers[0][0] if numbers else (next(iter(emails), "") or "")
+        display = _lead_display_name(first_name, last_name, company_name, fallback)
+        if not display:
+            raise ValueError("a lead needs a name, a company, a phone or an email")
+        async with self._db.write() as conn:
+            lead = await self._insert(
+                conn,
+                actor=actor,
+                first_name=first_name,
+                last_name=last_name,
+                company_name=company_name,
+                display_name=display,
+                emails=list(emails),
+                numbers=numbers,
+                source=LeadSource(source),
+                status=LeadStatus(status),
+                owner_user_id=owner_user_id,
+                note=note,
+            )
+        log.info("lead_created", lead_id=str(lead.id), source=str(lead.source))
+        return lead
+
+    async def get(self, lead_id: uuid.UUID) -> Lead:
+        """Return the lead with its phones, or raise :class:`NotFound`."""
+        async with self._db.read() as conn:
+            lead = await load_lead(conn, lead_id)
+        if lead is None:
+            raise NotFound("lead", lead_id)
+        return lead
+
+    async def update_status(
+        self, lead_id: uuid.UUID, status: LeadStatus, *, actor: Actor = None
+    ) -> Lead:
+        status = LeadStatus(status)
+        async with self._db.write() as conn:
+            old = await conn.scalar(select(m.leads.c.status).where(m.leads.c.id == lead_id))
+            if old is None:
+                raise NotFound("lead", lead_id)
+            await conn.execute(
+                update(m.leads)
+                .where(m.leads.c.id == lead_id)
+                .values(status=status, updated_at=utcnow())
+            )
+            await audit(
+                conn,
+                actor=actor,
+                entity_type="lead",
+                entity_id=lead_id,
+                action="status",
+                changes={"from": old, "to": status},
+            )
+            lead = await load_lead(conn, lead_id)
+        assert lead is not None
+        return lead
+
+    async def pool(self, limit: int = 50) -> list[Lead]:
+        """Unowned, unprocessed leads, oldest first: the queue agents take from."""
+        stmt = (
+            select(m.leads)
+            .where(
+                m.leads.c.owner_user_id.is_(None),
+                m.leads.c.status == LeadStatus.UNPROCESSED,
+            )
+            .order_by(m.leads.c.created_at, m.leads.c.id)
+            .limit(limit)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+            result = []
+            for row in rows:
+                lead = await load_lead(conn, row["id"])
+                if lead is not None:
+                    result.append(lead)
+        return result
+
+    async def take(self, lead_id: uuid.UUID, user_id: uuid.UUID, *, actor: Actor = None) -> Lead:
+        """Give an unowned lead to ``user_id`` and mark it ``in_progress``.
+
+        Atomic: one ``UPDATE ... WHERE owner_user_id IS NULL``, so of two agents
+        taking the same lead exactly one succeeds; the other gets :class:`Conflict`.
+        Raises :class:`NotFound` if the lead does not exist.
+        """
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                update(m.leads)
+                .where(m.leads.c.id == lead_id, m.leads.c.owner_user_id.is_(None))
+                .values(
+                    owner_user_id=user_id,
+                    status=LeadStatus.IN_PROGRESS,
+                    updated_at=utcnow(),
+                )
+            )
+            if result.rowcount == 0:
+                exists = await conn.scalar(select(m.leads.c.id).where(m.leads.c.id == lead_id))
+                if exists is None:
+                    raise NotFound("lead", lead_id)
+                raise Conflict(f"lead {lead_id} is already owned")
+            await audit(
+                conn,
+                actor=actor if actor is not None else user_id,
+                entity_type="lead",
+                entity_id=lead_id,
+                action="take",
+                changes={"owner_user_id": user_id},
+            )
+            lead = await load_lead(conn, lead_id)
+        assert lead is not None
+        log.info("lead_taken", lead_id=str(lead_id), user_id=str(user_id))
+        return lead
+
+    async def convert_to_client(self, lead_id: uuid.UUID, *, actor: Actor = None) -> Client:
+        """Turn a lead into a client, in one transaction.
+
+        The client is a person when the lead has a first or last name, a company
+        otherwise; it gets the lead's emails and a copy of its phones, and the lead's
+        owner becomes its responsible user. The lead is kept, marked ``done`` with
+        ``converted_client_id`` set (caller lookup prefers the client from then on).
+        Raises :class:`Conflict` if the lead was already converted.
+        """
+        async with self._db.write() as conn:
+            row = (
+                (await conn.execute(select(m.leads).where(m.leads.c.id == lead_id)))
+                .mappings()
+                .one_or_none()
+            )
+            if row is None:
+                raise NotFound("lead", lead_id)
+            if row["converted_client_id"] is not None:
+                raise Conflict(f"lead {lead_id} was already converted")
+            person = bool(row["first_name"] or row["last_name"])
+            kind = ClientKind.PERSON if person else ClientKind.COMPANY
+            company = row["company_name"] or (None if person else row["display_name"])
+            now = utcnow()
+            client_id = new_id()
+            values: dict[str, Any] = {
+                "id": client_id,
+                "kind": kind,
+                "first_name": row["first_name"],
+                "last_name": row["last_name"],
+                "company_name": company,
+                "display_name": client_display_name(
+                    kind, row["first_name"], row["last_name"], company
+                ),
+                "emails": list(row["emails"] or ()),
+                "custom_fields": {},
+                "responsible_user_id": row["owner_user_id"],
+                "visibility": Visibility.SHARED,
+                "created_at": now,
+                "updated_at": now,
+            }
+            await conn.execute(m.clients.insert().values(values))
+            numbers = (
+                await conn.execute(
+                    select(m.phones.c.number_e164, m.phones.c.kind).where(
+                        m.phones.c.lead_id == lead_id
+                    )
+                )
+            ).all()
+            await insert_phones(conn, [(n, k) for n, k in numbers], client_id=client_id)
+            await conn.execute(
+                update(m.leads)
+                .where(m.leads.c.id == lead_id)
+                .values(converted_client_id=client_id, status=LeadStatus.DONE, updated_at=now)
+            )
+            await audit(
+                conn,
+                actor=actor,
+                entity_type="client",
+                entity_id=client_id,
+                action="create",
+                changes={"from_lead": lead_id, "kind": kind},
+            )
+            await audit(
+                conn,
+                actor=actor,
+                entity_type="lead",
+                entity_id=lead_id,
+                action="convert",
+                changes={"client_id": client_id},
+            )
+            client = await load_client(conn, client_id)
+        assert client is not None
+        log.info("lead_converted", lead_id=str(lead_id), client_id=str(client_id))
+        return client
+
+    async def find_or_create_for_number(
+        self,
+        number: str,
+        source: LeadSource,
+        owner: uuid.UUID | None = None,
+        *,
+        actor: Actor = None,
+    ) -> tuple[CallerMatch, bool]:
+        """Return the client or lead owning ``number``, creating a lead if nobody does.
+
+        Returns ``(match, created)``. Exactly one lead is created per unknown number
+        even when several calls from it arrive at once, in this process or in other
+        daemons sharing the database: the new lead's ``origin_number`` is unique, so a
+        concurrent second insert fails and the loser returns the winner's lead. On
+        SQLite the check and the insert also run under ``BEGIN IMMEDIATE``.
+        Raises :class:`InvalidPhone` for a number that cannot be normalised
+        (withheld and anonymous callers cannot become leads).
+        """
+        e164 = normalize_phone(number, self._db.region)
+        async with self._db.read() as conn:
+            match = await lookup_e164(conn, e164)
+        if match is not None:
+            return match, False
+        parsed = phonenumbers.parse(e164)
+        display = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+        try:
+            async with self._db.write() as conn:
+                match = await lookup_e164(conn, e164)
+                if match is not None:
+                    return match, False
+                lead = await self._insert(
+                    conn,
+                    actor=actor,
+                    display_name=display,
+                    emails=[],
+                    numbers=[(e164, PhoneKind.OTHER)],
+                    source=LeadSource(source),
+                    status=LeadStatus.UNPROCESSED,
+                    owner_user_id=owner,
+                    origin_number=e164,
+                )
+        except IntegrityError as exc:
+            if not is_unique_violation(exc):
+                raise
+            return await self._winner(e164), False
+        log.info("lead_created_for_number", lead_id=str(lead.id), source=str(source))
+        return CallerMatch(
+            kind="lead", id=lead.id, display_name=lead.display_name, phone=e164, lead=lead
+        ), True
+
+    async def _winner(self, e164: str) -> CallerMatch:
+        async with self._db.read() as conn:
+            match = await lookup_e164(conn, e164)
+            if match is not None:
+                return match
+            # The number's phone row was removed from the auto-created lead since;
+            # the lead itself is still the answer.
+            lead_id = await conn.scalar(select(m.leads.c.id).where(m.leads.c.origin_number == e164))
+            lead = None if lead_id is None else await load_lead(conn, lead_id)
+        if lead is None:
+            raise Conflict(f"lead for {e164} vanished while being created")
+        return CallerMatch(
+            kind="lead", id=lead.id, display_name=lead.display_name, phone=e164, lead=lead
+        )
+
+    async def _insert(
+        self,
+        conn: Any,
+        *,
+        actor: Actor,
+        display_name: str,
+        emails: list[str],
+        numbers: list[tuple[str, PhoneKind]],
+        source: LeadSource,
+        status: LeadStatus,
+        owner_user_id: uuid.UUID | None,
+        first_name: str | None = None,
+        last_name: str | None = None,
+        company_name: str | None = None,
+        note: str | None = None,
+        origin_number: str | None = None,
+    ) -> Lead:
+        now = utcnow()
+        values: dict[str, Any] = {
+            "id": new_id(),
+            "first_name": first_name,
+            "last_name": last_name,
+            "company_name": company_name,
+            "display_name": display_name,
+            "emails": emails,
+            "source": source,
+            "status": status,
+            "owner_user_id": owner_user_id,
+            "origin_number": origin_number,
+            "note": note,
+            "created_at": now,
+            "updated_at": now,
+        }
+        row = (
+            (await conn.execute(m.leads.insert().values(values).returning(m.leads)))
+            .mappings()
+            .one()
+        )
+        await insert_phones(conn, numbers, lead_id=values["id"])
+        await audit(
+            conn,
+            actor=actor,
+            entity_type="lead",
+            entity_id=values["id"],
+            action="create",
+            changes={
+                **{k: v for k, v in values.items() if k not in ("id", "updated_at")},
+                "phones": [n for n, _ in numbers],
+            },
+        )
+        lead = await load_lead(conn, values["id"])
+        return lead if lead is not None else lead_from(row, [])

@@ -1,0 +1,256 @@
+"""Users and their API tokens."""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import secrets
+import uuid
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from .. import _models as m
+from .._base import Actor, Database, audit, conflict_from, token_from, user_from
+from .._types import utcnow
+from ..dto import ApiToken, User
+from ..enums import Role
+from ..exceptions import NotFound
+from ..ids import new_id
+
+__all__ = ["TOKEN_PREFIX", "UserRepository"]
+
+log = structlog.get_logger(__name__)
+
+TOKEN_PREFIX = "sbt_"
+"""Prefix of every API token, so a leaked token is recognisable by secret scanners."""
+
+
+def _hash_token(token: str) -> str:
+    # A plain SHA-256 is the right tool here, unlike for passwords: the token is 32
+    # random bytes, so there is nothing to brute-force or look up in a dictionary, and
+    # a slow KDF would only add latency to every websocket authentication. The hash
+    # makes a stolen database useless for logging in.
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class UserRepository:
+    """Users (agents, supervisors, admins) and their API tokens."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(
+        self,
+        username: str,
+        display_name: str,
+        role: Role = Role.AGENT,
+        extension: str | None = None,
+        *,
+        actor: Actor = None,
+    ) -> User:
+        """Create an active user. Raises :class:`Conflict` if the username is taken."""
+        values = {
+            "id": new_id(),
+            "username": username,
+            "display_name": display_name,
+            "role": Role(role),
+            "extension": extension,
+            "active": True,
+            "created_at": utcnow(),
+        }
+        try:
+            async with self._db.write() as conn:
+                row = (
+                    (await conn.execute(m.users.insert().values(values).returning(m.users)))
+                    .mappings()
+                    .one()
+                )
+                await audit(
+                    conn,
+                    actor=actor,
+                    entity_type="user",
+                    entity_id=row["id"],
+                    action="create",
+                    changes={k: v for k, v in values.items() if k != "id"},
+                )
+        except IntegrityError as exc:
+            raise conflict_from(exc, f"username {username!r} already exists") from None
+        log.info("user_created", user_id=str(row["id"]), username=username, role=str(role))
+        return user_from(row)
+
+    async def get(self, user_id: uuid.UUID) -> User:
+        """Return the user or raise :class:`NotFound`."""
+        async with self._db.read() as conn:
+            row = (
+                (await conn.execute(select(m.users).where(m.users.c.id == user_id)))
+                .mappings()
+                .one_or_none()
+            )
+        if row is None:
+            raise NotFound("user", user_id)
+        return user_from(row)
+
+    async def by_username(self, username: str) -> User | None:
+        async with self._db.read() as conn:
+            row = (
+                (await conn.execute(select(m.users).where(m.users.c.username == username)))
+                .mappings()
+                .one_or_none()
+            )
+        return None if row is None else user_from(row)
+
+    async def list(self, *, active_only: bool = False) -> list[User]:
+        """All users ordered by username."""
+        stmt = select(m.users).order_by(m.users.c.username)
+        if active_only:
+            stmt = stmt.where(m.users.c.active.is_(True))
+        async with self._db.read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [user_from(r) for r in rows]
+
+    async def set_active(self, user_id: uuid.UUID, active: bool, *, actor: Actor = None) -> User:
+        """Enable or disable a user. A disabled user's tokens stop authenticating."""
+        async with self._db.write() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        update(m.users)
+                        .where(m.users.c.id == user_id)
+                        .values(active=active)
+                        .returning(m.users)
+                    )
+                )
+                .mappings()
+                .one_or_none()
+            )
+            if row is None:
+                raise NotFound("user", user_id)
+            await audit(
+                conn,
+                actor=actor,
+                entity_type="user",
+                entity_id=user_id,
+                action="activate" if active else "deactivate",
+                changes={"active": active},
+            )
+        return user_from(row)
+
+    async def issue_token(
+        self, user_id: uuid.UUID, label: str, *, actor: Actor = None
+    ) -> tuple[ApiToken, str]:
+        """Create an API token for the user.
+
+        Returns the token's metadata and its plaintext. The plaintext is shown this
+        once: only its SHA-256 is stored, so it cannot be recovered later.
+        """
+        plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        values = {
+            "id": new_id(),
+            "user_id": user_id,
+            "label": label,
+            "token_hash": _hash_token(plaintext),
+            "created_at": utcnow(),
+        }
+        async with self._db.write() as conn:
+            exists = await conn.scalar(select(m.users.c.id).where(m.users.c.id == user_id))
+            if exists is None:
+                raise NotFound("user", user_id)
+            row = (
+                (await conn.execute(m.api_tokens.insert().values(values).returning(m.api_tokens)))
+                .mappings()
+                .one()
+            )
+            await audit(
+                conn,
+                actor=actor,
+                entity_type="api_token",
+                entity_id=row["id"],
+                action="issue",
+                changes={"user_id": user_id, "label": label},
+            )
+        log.info("token_issued", user_id=str(user_id), token_id=str(row["id"]))
+        return token_from(row), plaintext
+
+    async def authenticate(self, token: str) -> User | None:
+        """Return the active user owning ``token``, or ``None``.
+
+        Unknown, malformed and revoked tokens and tokens of disabled users all give
+        ``None``, indistinguishably. A success records ``last_used_at``; that touch is
+        bookkeeping, not a change of state, and is not written to the audit log (it
+        would add a row per websocket connection).
+        """
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        digest = _hash_token(token)
+        async with self._db.write() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(m.users, m.api_tokens.c.id.label("token_id"))
+                        .join(m.api_tokens, m.api_tokens.c.user_id == m.users.c.id)
+                        .where(
+                            m.api_tokens.c.token_hash == digest,
+                            m.api_tokens.c.revoked_at.is_(None),
+                            m.users.c.active.is_(True),
+                        )
+                    )
+                )
+                .mappings()
+                .one_or_none()
+            )
+            if row is None:
+                return None
+            await conn.execute(
+                update(m.api_tokens)
+                .where(m.api_tokens.c.id == row["token_id"])
+                .values(last_used_at=utcnow())
+            )
+        return user_from(row)
+
+    async def revoke_token(self, token_id: uuid.UUID, *, actor: Actor = None) -> ApiToken:
+        """Revoke a token; revoking twice keeps the first revocation time."""
+        async with self._db.write() as conn:
+            row = (
+                (await conn.execute(select(m.api_tokens).where(m.api_tokens.c.id == token_id)))
+                .mappings()
+                .one_or_none()
+            )
+            if row is None:
+                raise NotFound("api_token", token_id)
+            if row["revoked_at"] is not None:
+                return token_from(row)
+            row = (
+                (
+                    await conn.execute(
+                        update(m.api_tokens)
+                        .where(m.api_tokens.c.id == token_id)
+                        .values(revoked_at=utcnow())
+                        .returning(m.api_tokens)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            await audit(
+                conn, actor=actor, entity_type="api_token", entity_id=token_id, action="revoke"
+            )
+        log.info("token_revoked", token_id=str(token_id))
+        return token_from(row)
+
+    async def list_tokens(self, user_id: uuid.UUID) -> builtins.list[ApiToken]:
+        """The user's tokens, revoked ones included, oldest first."""
+        async with self._db.read() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        select(m.api_tokens)
+                        .where(m.api_tokens.c.user_id == user_id)
+                        .order_by(m.api_tokens.c.created_at, m.api_tokens.c.id)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [token_from(r) for r in rows]
