@@ -1,0 +1,76 @@
+"""Typed events and the in-process bus that carries them.
+
+Producers (the SIP pool, the dialer) publish :mod:`bus.events` dataclasses;
+consumers (the websocket gateway, the MQTT bridge, the store writer) subscribe
+with their own bounded queue.
+"""
+
+from ._bus import Bus, Subscription
+from .codec import CodecError, UnknownEventType, decode, encode
+from .events import (
+    EVENT_TYPES,
+    AgentStateChanged,
+    CallAnswered,
+    CallBridged,
+    CallCreated,
+    CallDialing,
+    CallEnded,
+    CallRinging,
+    DialerDialing,
+    DialerGap,
+    DialerItemClaimed,
+    DialerItemSkipped,
+    DialerResult,
+    DialerSessionFinished,
+    DialerSessionPaused,
+    DialerSessionResumed,
+    DialerSessionStarted,
+    DialerSessionStopped,
+    Envelope,
+    Event,
+    EventsDropped,
+    RecordingReady,
+    RegistrationChanged,
+    WorkerCrashed,
+    WorkerStarted,
+)
+from .exceptions import BusError, SubscriptionClosed
+from .mqtt import CommandError, MqttBridge
+
+__all__ = [
+    "EVENT_TYPES",
+    "AgentStateChanged",
+    "Bus",
+    "BusError",
+    "CallAnswered",
+    "CallBridged",
+    "CallCreated",
+    "CallDialing",
+    "CallEnded",
+    "CallRinging",
+    "CodecError",
+    "CommandError",
+    "DialerDialing",
+    "DialerGap",
+    "DialerItemClaimed",
+    "DialerItemSkipped",
+    "DialerResult",
+    "DialerSessionFinished",
+    "DialerSessionPaused",
+    "DialerSessionResumed",
+    "DialerSessionStarted",
+    "DialerSessionStopped",
+    "Envelope",
+    "Event",
+    "EventsDropped",
+    "MqttBridge",
+    "RecordingReady",
+    "RegistrationChanged",
+    "Subscription",
+    "SubscriptionClosed",
+    "UnknownEventType",
+    "WorkerCrashed",
+    "WorkerStarted",
+    "decode",
+    "encode",
+]

@@ -1,0 +1,315 @@
+"""The gateway's protocol without I/O: messages, states, close codes, rate limit.
+
+Everything here is synchronous and deterministic (the rate limiter takes the
+time as an argument), so it is tested without a socket. :mod:`ws_gateway.server`
+puts it on asyncio.
+
+Client messages are JSON text frames checked against the JSON Schemas in
+``ws_gateway/schemas/`` (the published contract, see ``docs/protocol.md``).
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from referencing import Registry, Resource
+
+from .exceptions import BadRequest, CommandError
+
+__all__ = [
+    "CLOSE_CODE_MEANINGS",
+    "RESUME_REASONS",
+    "Auth",
+    "CloseCode",
+    "Command",
+    "RateLimiter",
+    "SessionState",
+    "auth_ok",
+    "command_args",
+    "encode",
+    "error",
+    "event",
+    "parse_auth",
+    "parse_command",
+    "result",
+    "snapshot",
+]
+
+
+class SessionState(enum.IntEnum):
+    """The life of one client connection."""
+
+    AUTHENTICATING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+class CloseCode(enum.IntEnum):
+    """Close codes the gateway uses; the 4xxx are the gateway's own."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TOO_SLOW = 4008
+    RATE_LIMITED = 4029
+    UNAUTHORIZED = 4401
+
+
+CLOSE_CODE_MEANINGS: Mapping[CloseCode, str] = {
+    CloseCode.NORMAL: "Normal closure.",
+    CloseCode.GOING_AWAY: "The gateway is shutting down; reconnect and resume.",
+    CloseCode.MESSAGE_TOO_BIG: "A message was larger than max_message_bytes.",
+    CloseCode.INTERNAL_ERROR: "The gateway could not check the token (store down) or hit a bug; "
+    "retry later.",
+    CloseCode.TOO_SLOW: "The client did not read its events fast enough: its queue of "
+    "client_queue messages overflowed. Reconnect and resume.",
+    CloseCode.RATE_LIMITED: "The client kept sending commands over commands_per_second after "
+    "rate_limited errors.",
+    CloseCode.UNAUTHORIZED: "No valid auth message within the authentication timeout, or an "
+    "unknown, revoked or disabled token. Do not retry with the same token.",
+}
+
+RESUME_REASONS: tuple[str, ...] = ("too_old", "unknown_seq")
+"""Why a resume gave a fresh snapshot: ``too_old``, the missed events are no longer
+buffered; ``unknown_seq``, the seq or stream is not this gateway's (it restarted)."""
+
+
+# --- schemas -------------------------------------------------------------------
+
+
+@functools.cache
+def _registry() -> Registry[Any]:
+    resources_: list[tuple[str, Resource[Any]]] = []
+    for entry in (resources.files(__package__) / "schemas").iterdir():
+        if entry.name.endswith(".json"):
+            contents = json.loads(entry.read_text(encoding="utf-8"))
+            resources_.append((contents["$id"], Resource.from_contents(contents)))
+    return Registry().with_resources(resources_)
+
+
+@functools.cache
+def validator(name: str) -> jsonschema.Draft202012Validator:
+    """The validator of schema file ``name`` (``"client.auth.json"``...)."""
+    registry = _registry()
+    uri = next(uri for uri in registry if uri.endswith("/" + name))
+    return jsonschema.Draft202012Validator(
+        registry.contents(uri), registry=registry, format_checker=jsonschema.FormatChecker()
+    )
+
+
+def _check(name: str, message: Mapping[str, Any]) -> None:
+    error = jsonschema.exceptions.best_match(validator(name).iter_errors(message))
+    if error is not None:
+        path = "/" + "/".join(str(p) for p in error.absolute_path)
+        raise BadRequest(f"{path}: {error.message}", details={"path": path})
+
+
+# --- client messages ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """The first message: the token (never logged) and an optional resume point."""
+
+    token: str = field(repr=False)
+    resume_from: int | None = None
+    stream: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command: the client's ``id``, the command ``name`` and its ``args``."""
+
+    id: str
+    name: str
+    args: dict[str, Any]
+
+
+def _load(raw: str | bytes) -> dict[str, Any]:
+    if isinstance(raw, bytes):
+        raise BadRequest("binary messages are not accepted; send JSON text")
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        raise BadRequest("not JSON") from None
+    if not isinstance(message, dict):
+        raise BadRequest("a message is a JSON object")
+    return message
+
+
+def parse_auth(raw: str | bytes) -> Auth:
+    """The auth message in ``raw``; raises :class:`BadRequest` for anything else."""
+    message = _load(raw)
+    if message.get("type") != "auth":
+        raise BadRequest("the first message must be auth")
+    _check("client.auth.json", message)
+    return Auth(
+        token=message["token"],
+        resume_from=message.get("resume_from"),
+        stream=message.get("stream"),
+    )
+
+
+def parse_command(raw: str | bytes) -> Command:
+    """The command in ``raw``, its args valid against the command's schema.
+
+    Raises :class:`BadRequest`; when the message had a usable ``id``, it is in
+    ``details["id"]`` so that the error reply can carry it.
+    """
+    message = _load(raw)
+    cid = message.get("id")
+    try:
+        if message.get("type") != "command":
+            raise BadRequest("expected a command message")
+        message.setdefault("args", {})
+        _check("client.command.json", message)
+    except BadRequest as exc:
+        if isinstance(cid, str) and 0 < len(cid) <= 64:
+            exc.details["id"] = cid
+        raise
+    return Command(id=str(cid), name=message["name"], args=message["args"])
+
+
+def command_args(name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """``args`` of command ``name``, validated exactly as a websocket command's are.
+
+    For other transports (the MQTT command topic) that must accept the same
+    commands under the same rules. Raises :class:`BadRequest`.
+    """
+    checked = dict(args)
+    _check(
+        "client.command.json", {"type": "command", "id": "transport", "name": name, "args": checked}
+    )
+    return checked
+
+
+# --- server messages ---------------------------------------------------------
+
+
+def encode(message: Mapping[str, Any]) -> str:
+    """Compact JSON text of a server message."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def auth_ok(
+    *,
+    seq: int,
+    stream: str,
+    session: str,
+    user: str,
+    display_name: str,
+    role: str,
+    agents: frozenset[str],
+    resumed: bool | None = None,
+) -> dict[str, Any]:
+    msg: dict[str, Any] = {
+        "type": "auth.ok",
+        "seq": seq,
+        "stream": stream,
+        "session": session,
+        "user": user,
+        "display_name": display_name,
+        "role": role,
+        "agents": sorted(agents),
+    }
+    if resumed is not None:
+        msg["resumed"] = resumed
+    return msg
+
+
+def snapshot(
+    *,
+    seq: int,
+    stream: str,
+    calls: list[dict[str, Any]],
+    agents: list[dict[str, Any]],
+    dialer: list[dict[str, Any]],
+    reason: str | None = None,
+) -> dict[str, Any]:
+    msg: dict[str, Any] = {
+        "type": "snapshot",
+        "seq": seq,
+        "stream": stream,
+        "calls": calls,
+        "agents": agents,
+        "dialer": dialer,
+    }
+    if reason is not None:
+        msg["resumed"] = False
+        msg["reason"] = reason
+    return msg
+
+
+def event(*, seq: int, envelope_data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "event", "seq": seq, "event": envelope_data}
+
+
+def result(*, seq: int, id: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    return {"type": "result", "seq": seq, "id": id, "data": dict(data)}
+
+
+def error(*, seq: int, id: str | None, exc: CommandError) -> dict[str, Any]:
+    return {
+        "type": "error",
+        "seq": seq,
+        "id": id,
+        "code": exc.code,
+        "message": exc.message,
+        "details": exc.details,
+    }
+
+
+# --- rate limit ----------------------------------------------------------------
+
+
+class RateLimiter:
+    """A token bucket of ``rate`` commands per second (burst ``rate``), plus an
+    abuse rule: more than ``abuse_limit`` refusals within ``abuse_window``
+    seconds means the client ignores ``rate_limited`` and is to be closed.
+
+    ``now`` is a monotonic time in seconds, passed in by the caller.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        now: float,
+        abuse_limit: int | None = None,
+        abuse_window: float = 10.0,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.abuse_limit = abuse_limit if abuse_limit is not None else max(10, int(2 * rate))
+        self.abuse_window = abuse_window
+        self._tokens = self.capacity
+        self._last = now
+        self._refusals: deque[float] = deque()
+
+    def allow(self, now: float) -> bool:
+        """Take a token if there is one; False means refuse this command."""
+        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self._refusals.append(now)
+        return False
+
+    def abusive(self, now: float) -> bool:
+        """Whether the refusals within the window exceed the abuse limit."""
+        while self._refusals and self._refusals[0] <= now - self.abuse_window:
+            self._refusals.popleft()
+        return len(self._refusals) > self.abuse_limit
