@@ -1,0 +1,805 @@
+"""The pjsua2-facing half of a SIP worker: the only module that touches pjsua2.
+
+Everything in this module runs on the worker's *pj thread* (the thread that
+called :meth:`Engine.configure`, which calls ``libCreate``). pjsua2 is set up
+with ``threadCnt = 0`` and ``mainThreadOnly``, and the media endpoint with
+``threadCnt = 0`` too, so every socket is polled and every callback runs inside
+:meth:`Engine.poll` on that thread. Nothing else may call into pjsua2.
+
+Lifetime rules (each one is a trap that crashes or hangs pjsua2):
+
+* Every ``pj.Call``, ``pj.Account`` and ``pj.AudioMediaRecorder`` is referenced
+  from exactly one place in this module and is released explicitly. A Python
+  ``Call`` proxy being garbage-collected runs ``Call::~Call``, which hangs the
+  call up; so calls stay in :attr:`Engine._calls` until DISCONNECTED.
+* A ``Call`` must not be deleted inside its own callback (the C++ caller still
+  uses ``this`` afterwards): releases are queued on :attr:`Engine._deferred` and
+  run after ``libHandleEvents`` returns.
+* ``AudioMediaRecorder`` writes the WAV header in its destructor: drop the last
+  reference first, then rename the file.
+* All calls, recorders and accounts are released before ``libDestroy``; the
+  ``LogWriter`` after it (``libDestroy`` still logs).
+* No exception may propagate out of a callback into C++: each callback body is
+  wrapped by :func:`_guard`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import re
+import sys
+import time
+import traceback
+import uuid
+import wave
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pjsua2 as pj  # type: ignore[import-untyped]
+
+from sip import protocol as p
+
+__all__ = ["Engine", "EngineError"]
+
+Emit = Callable[[p.Event], None]
+F = TypeVar("F", bound=Callable[..., Any])
+
+_PJ_LEVELS = {"debug": 5, "info": 3, "warning": 2, "error": 1}
+_PJ_ETOOMANY = 70010
+_RECORDER_CLOSE_TIMEOUT = 2.0
+# Headers of an incoming INVITE copied into ``incoming_call``: custom headers
+# (X-*) and the few standard ones a CRM cares about. Never Authorization.
+_COPIED_HEADERS = ("p-asserted-identity", "diversion", "user-agent", "subject")
+_USER_RE = re.compile(r"sips?:([^@;>]+)@")
+
+
+class EngineError(Exception):
+    """A command cannot be carried out; ``code`` goes into the ``error`` event."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def log(level: str, message: str, **context: object) -> None:
+    """Write one log line to stderr (stdout carries protocol frames only)."""
+    extra = " ".join(f"{k}={v}" for k, v in context.items())
+    sys.stderr.write(f"{level} {message} {extra}".rstrip() + "\n")
+    sys.stderr.flush()
+
+
+def _guard(fn: F) -> F:
+    """Keep exceptions from crossing into C++ (SWIG directors would abort or hang)."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            log("error", f"callback {fn.__name__} failed", tb=repr(traceback.format_exc()))
+            return None
+
+    wrapper.__name__ = fn.__name__
+    return wrapper  # type: ignore[return-value]
+
+
+class _LogWriter(pj.LogWriter):  # type: ignore[misc]
+    """Route pjsip's own log to stderr; its console output is switched off."""
+
+    @_guard
+    def write(self, entry: Any) -> None:
+        sys.stderr.write(f"pj{entry.level} {entry.msg.rstrip()}\n")
+        sys.stderr.flush()
+
+
+class _Account(pj.Account):  # type: ignore[misc]
+    def __init__(self, engine: Engine, line: str | None) -> None:
+        super().__init__()
+        self._engine = engine
+        self.line = line
+
+    @_guard
+    def onRegStarted(self, prm: Any) -> None:
+        if self.line is not None and prm.renew:
+            self._engine._emit_registration(self.line, "registering", 0, "", 0)
+
+    @_guard
+    def onRegState(self, prm: Any) -> None:
+        if self.line is None:
+            return
+        code, expires = int(prm.code), int(prm.expiration)
+        self._engine._unregistering.discard(self.line)
+        state = "failed"
+        if code // 100 == 2:
+            state = "registered" if expires > 0 else "unregistered"
+        self._engine._emit_registration(self.line, state, code, str(prm.reason), expires)
+
+    @_guard
+    def onIncomingCall(self, prm: Any) -> None:
+        self._engine._on_incoming(self, prm)
+
+
+class _Call(pj.Call):  # type: ignore[misc]
+    def __init__(self, engine: Engine, account: _Account, call_id: str, pj_id: int = -1) -> None:
+        super().__init__(account, pj_id)
+        self._engine = engine
+        self.call_id = call_id
+
+    @_guard
+    def onCallState(self, prm: Any) -> None:
+        self._engine._on_call_state(self.call_id, self.getInfo())
+
+    @_guard
+    def onCallMediaState(self, prm: Any) -> None:
+        self._engine._on_media_state(self.call_id, self.getInfo())
+
+    @_guard
+    def onDtmfDigit(self, prm: Any) -> None:
+        self._engine.emit(p.Dtmf(call_id=self.call_id, digit=str(prm.digit)))
+
+
+@dataclass(eq=False)
+class _Recording:
+    call_id: str
+    final: Path
+    partial: Path
+    recorder: Any
+    sources: set[str] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class _CallRecord:
+    call_id: str
+    call: Any  # _Call, released on DISCONNECTED
+    line: str | None
+    incoming: bool
+    announce: bool = True  # False for calls refused by the source filter
+    answered: bool = False
+    hangup_requested: bool = False
+    media_active: bool = False
+    last_state: str = ""
+    bridged: set[str] = field(default_factory=set)
+
+
+class Engine:
+    """One pjsua2 endpoint, driven by protocol commands, reporting protocol events."""
+
+    def __init__(self, emit: Emit) -> None:
+        self.emit = emit
+        self.settings: p.WorkerSettings | None = None
+        self._ep: Any = None
+        self._writer: Any = None
+        self._local: _Account | None = None
+        self._lines: dict[str, _Account] = {}
+        self._calls: dict[str, _CallRecord] = {}
+        self._recordings: dict[str, _Recording] = {}
+        self._deferred: list[Callable[[], None]] = []
+        self._closing_recordings: set[_Recording] = set()
+        self._unregistering: set[str] = set()
+        self._networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self.sip_port = 0
+        self._transport_ids: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def configure(self, settings: p.WorkerSettings) -> int:
+        """Create and start the endpoint; return the bound SIP port."""
+        if self._ep is not None:
+            raise EngineError("already_configured", "configure may be sent only once")
+        self.settings = settings
+        self._networks = [ipaddress.ip_network(s, strict=False) for s in settings.allowed_sources]
+        ep = pj.Endpoint()
+        ep.libCreate()  # makes this thread the pj "main" thread
+        self._ep = ep
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.uaConfig.maxCalls = settings.max_calls
+        cfg.uaConfig.userAgent = "Switchboard"
+        cfg.uaConfig.stunServer.clear()
+        # Media worker threads would poll the shared ioqueue outside this
+        # thread; with none, RTP is handled inside libHandleEvents too.
+        cfg.medConfig.threadCnt = 0
+        cfg.medConfig.hasIoqueue = True
+        self._writer = _LogWriter()
+        cfg.logConfig.writer = self._writer
+        cfg.logConfig.consoleLevel = 0
+        cfg.logConfig.level = _PJ_LEVELS[settings.log_level]
+        cfg.logConfig.decor = 0  # pjsip's time/thread prefixes: stderr reader adds its own
+        ep.libInit(cfg)
+        ep.audDevManager().setNullDev()  # no sound card on a server
+
+        tcfg = pj.TransportConfig()
+        tcfg.port = settings.sip_port
+        tcfg.boundAddress = settings.bind_address
+        udp = ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        self.sip_port = int(ep.transportGetInfo(udp).localName.rsplit(":", 1)[1])
+        self._transport_ids = {"udp": udp}
+        if settings.tcp:
+            tcfg.port = self.sip_port
+            try:
+                self._transport_ids["tcp"] = ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, tcfg)
+            except pj.Error as exc:
+                log("warning", "no TCP transport", reason=exc.info())
+        ep.libStart()
+
+        # The local identity receives calls addressed to this worker directly
+        # and places calls with line=None. It uses one of the account slots.
+        acfg = self._account_config()
+        acfg.idUri = f"sip:{_host(settings.bind_address)}:{self.sip_port}"
+        acfg.regConfig.registrarUri = ""
+        self._local = _Account(self, None)
+        self._local.create(acfg, True)
+        log("info", "configured", sip_port=self.sip_port)
+        return self.sip_port
+
+    def poll(self, msec: int) -> None:
+        """Handle pjsip events for at most ``msec``; then run deferred releases."""
+        if self._ep is not None:
+            self._ep.libHandleEvents(msec)
+        else:
+            time.sleep(msec / 1000)
+        self._run_deferred()
+
+    def shutdown(self, grace: float = 2.0) -> None:
+        """Hang up, unregister, release every pj object and destroy the library."""
+        if self._ep is None:
+            return
+        ep = self._ep
+        with contextlib.suppress(pj.Error):
+            ep.hangupAllCalls()
+        deadline = time.monotonic() + grace
+        while self._calls and time.monotonic() < deadline:
+            self.poll(20)
+        for call_id in list(self._recordings):
+            self._finish_recording(call_id)
+        for record in list(self._calls.values()):
+            self._release_call(record.call_id)
+        deadline = time.monotonic() + _RECORDER_CLOSE_TIMEOUT + 0.5
+        while self._closing_recordings and time.monotonic() < deadline:
+            self.poll(10)
+        self._run_deferred()
+        # Unregister the lines and wait (bounded) for the PBX's answers here,
+        # so libDestroy need not: by default it waits a fixed second.
+        for line, account in self._lines.items():
+            with contextlib.suppress(pj.Error):
+                if account.getInfo().regIsActive:
+                    account.setRegistration(False)
+                    self._unregistering.add(line)
+        deadline = time.monotonic() + 1.5
+        while self._unregistering and time.monotonic() < deadline:
+            self.poll(10)
+        for line in list(self._lines):
+            self._drop_line(line)
+        if self._local is not None:
+            self._local.shutdown()
+            self._local = None
+        ep.libDestroy(pj.PJSUA_DESTROY_NO_RX_MSG)
+        self._ep = None
+        self._writer = None
+
+    # ------------------------------------------------------------------ commands
+
+    def handle(self, cmd: p.Command) -> p.Event:
+        """Carry out one command (not configure/shutdown); return its reply."""
+        handler = getattr(self, f"_cmd_{cmd.TYPE}", None)
+        call_id = getattr(cmd, "call_id", None)
+        if self._ep is None:
+            return p.Error(cmd_id=cmd.cmd_id, code="not_configured", message="send configure first")
+        if handler is None:
+            return p.Error(
+                cmd_id=cmd.cmd_id,
+                call_id=call_id,
+                code="not_implemented",
+                message=f"{cmd.TYPE} is not implemented by this worker",
+            )
+        try:
+            handler(cmd)
+        except EngineError as exc:
+            return p.Error(cmd_id=cmd.cmd_id, call_id=call_id, code=exc.code, message=exc.message)
+        except pj.Error as exc:
+            return p.Error(cmd_id=cmd.cmd_id, call_id=call_id, code="sip_error", message=exc.info())
+        return p.Ok(cmd_id=cmd.cmd_id)
+
+    def _cmd_register(self, cmd: p.Register) -> None:
+        s = self._settings()
+        if not s.pbx_host or not s.domain:
+            raise EngineError("no_pbx", "configure has no pbx_host/domain")
+        if cmd.line in self._lines:
+            raise EngineError("line_exists", f"line {cmd.line} is already registered")
+        if len(self._lines) + 1 >= s.max_accounts:  # +1: the local identity
+            raise EngineError("too_many_accounts", f"at most {s.max_accounts - 1} lines")
+        acfg = self._account_config(pbx=True)
+        name = cmd.display_name.replace('"', "")
+        uri = f"sip:{cmd.extension}@{s.domain}"
+        acfg.idUri = f'"{name}" <{uri}>' if name else uri
+        acfg.regConfig.registrarUri = f"sip:{s.pbx_host}:{s.pbx_port};transport={s.pbx_transport}"
+        acfg.regConfig.timeoutSec = cmd.expires
+        acfg.regConfig.retryIntervalSec = s.register_retry_seconds
+        acfg.regConfig.firstRetryIntervalSec = s.register_retry_seconds
+        acfg.regConfig.randomRetryIntervalSec = 0
+        acfg.regConfig.dropCallsOnFail = False
+        acfg.sipConfig.authCreds.append(
+            pj.AuthCredInfo("digest", "*", cmd.extension, 0, cmd.password)
+        )
+        account = _Account(self, cmd.line)
+        self._lines[cmd.line] = account
+        try:
+            account.create(acfg, False)
+        except BaseException:
+            del self._lines[cmd.line]
+            account.shutdown()
+            raise
+
+    def _cmd_unregister(self, cmd: p.Unregister) -> None:
+        if cmd.line not in self._lines:
+            raise EngineError("unknown_line", f"no line {cmd.line}")
+        account = self._lines[cmd.line]
+        with contextlib.suppress(pj.Error):
+            account.setRegistration(False)  # onRegState reports "unregistered"
+        # The account object lives on until the un-REGISTER is answered.
+        self._defer_after(2.0, lambda: self._drop_line(cmd.line))
+
+    def _cmd_originate(self, cmd: p.Originate) -> None:
+        s = self._settings()
+        if cmd.call_id in self._calls:
+            raise EngineError("call_exists", f"call {cmd.call_id} already exists")
+        account = self._local if cmd.line is None else self._lines.get(cmd.line)
+        if account is None:
+            raise EngineError("unknown_line", f"no line {cmd.line}")
+        if len(self._calls) >= s.max_calls:
+            raise EngineError("too_many_calls", f"worker holds {s.max_calls} calls already")
+        call = _Call(self, account, cmd.call_id)
+        prm = pj.CallOpParam(True)
+        prm.opt.audioCount = 1
+        prm.opt.videoCount = 0
+        headers = dict(cmd.headers)
+        if cmd.caller_id:
+            # pjsua has no per-call From; the PBX trunk takes the presented
+            # number from P-Asserted-Identity.
+            headers.setdefault(
+                "P-Asserted-Identity", f"<sip:{cmd.caller_id}@{s.domain or 'invalid'}>"
+            )
+        for name, value in headers.items():
+            hdr = pj.SipHeader()
+            hdr.hName = name
+            hdr.hValue = value
+            prm.txOption.headers.append(hdr)
+        record = _CallRecord(call_id=cmd.call_id, call=call, line=cmd.line, incoming=False)
+        self._calls[cmd.call_id] = record
+        try:
+            call.makeCall(cmd.to_uri, prm)
+        except pj.Error as exc:
+            # Usually the Call never got a pjsua id: release it now, no events
+            # follow. But pjsua may already have reported it DISCONNECTED from
+            # inside makeCall, and then _release_call has taken it (deferred).
+            if self._calls.pop(cmd.call_id, None) is not None:
+                del record.call
+            del call
+            if exc.status == _PJ_ETOOMANY:
+                raise EngineError("too_many_calls", exc.info()) from None
+            raise EngineError("originate_failed", exc.info()) from None
+
+    def _cmd_answer(self, cmd: p.Answer) -> None:
+        record = self._record(cmd.call_id)
+        if not record.incoming or record.answered:
+            raise EngineError("invalid_state", "only an unanswered incoming call can be answered")
+        prm = pj.CallOpParam(True)
+        prm.statusCode = 200
+        prm.opt.audioCount = 1
+        prm.opt.videoCount = 0
+        record.call.answer(prm)
+
+    def _cmd_reject(self, cmd: p.Reject) -> None:
+        record = self._record(cmd.call_id)
+        if not record.incoming or record.answered:
+            raise EngineError("invalid_state", "only an unanswered incoming call can be rejected")
+        if not 400 <= cmd.code <= 699:
+            raise EngineError("invalid_code", "reject code must be 4xx-6xx")
+        record.hangup_requested = True
+        prm = pj.CallOpParam()
+        prm.statusCode = cmd.code
+        record.call.hangup(prm)
+
+    def _cmd_hangup(self, cmd: p.Hangup) -> None:
+        record = self._record(cmd.call_id)
+        record.hangup_requested = True
+        record.call.hangup(pj.CallOpParam())
+
+    def _cmd_bridge(self, cmd: p.Bridge) -> None:
+        a, b = self._record(cmd.call_a), self._record(cmd.call_b)
+        if a is b:
+            raise EngineError("invalid_bridge", "cannot bridge a call with itself")
+        med_a, med_b = self._audio(a), self._audio(b)
+        if med_a is None or med_b is None:
+            raise EngineError("media_not_active", "both calls need active audio")
+        med_a.startTransmit(med_b)
+        med_b.startTransmit(med_a)
+        a.bridged.add(b.call_id)
+        b.bridged.add(a.call_id)
+        # A recording of either leg now hears the other leg too.
+        for rec in self._recordings.values():
+            if rec.sources & {a.call_id, b.call_id}:
+                self._record_source(rec, a)
+                self._record_source(rec, b)
+
+    def _cmd_unbridge(self, cmd: p.Unbridge) -> None:
+        a, b = self._record(cmd.call_a), self._record(cmd.call_b)
+        if b.call_id not in a.bridged:
+            raise EngineError("not_bridged", "the calls are not bridged")
+        a.bridged.discard(b.call_id)
+        b.bridged.discard(a.call_id)
+        med_a, med_b = self._audio(a), self._audio(b)
+        if med_a is not None and med_b is not None:
+            med_a.stopTransmit(med_b)
+            med_b.stopTransmit(med_a)
+
+    def _cmd_record_start(self, cmd: p.RecordStart) -> None:
+        s = self._settings()
+        record = self._record(cmd.call_id)
+        if cmd.call_id in self._recordings:
+            raise EngineError("already_recording", "the call is being recorded")
+        if self._audio(record) is None:
+            raise EngineError("media_not_active", "the call has no active audio")
+        final = Path(cmd.path) if cmd.path else Path(s.recording_dir) / f"{cmd.call_id}.wav"
+        if final.suffix.lower() != ".wav":
+            raise EngineError("invalid_path", "recordings are WAV files: path must end in .wav")
+        # pjsua picks the writer from the file extension and refuses anything
+        # but .wav/.mp3, so the partial name is a hidden ``.<name>.part.wav``.
+        partial = final.with_name(f".{final.stem}.part.wav")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        recorder = pj.AudioMediaRecorder()
+        try:
+            recorder.createRecorder(str(partial))
+        except pj.Error as exc:
+            del recorder
+            raise EngineError("recording_failed", exc.info()) from None
+        rec = _Recording(call_id=cmd.call_id, final=final, partial=partial, recorder=recorder)
+        self._recordings[cmd.call_id] = rec
+        self._record_source(rec, record)
+        for other in record.bridged:
+            self._record_source(rec, self._calls[other])
+
+    def _cmd_record_stop(self, cmd: p.RecordStop) -> None:
+        if cmd.call_id not in self._recordings:
+            raise EngineError("not_recording", "the call is not being recorded")
+        self._finish_recording(cmd.call_id)
+
+    def _cmd_hold(self, cmd: p.Hold) -> None:
+        self._record(cmd.call_id).call.setHold(pj.CallOpParam(True))
+
+    def _cmd_resume(self, cmd: p.Resume) -> None:
+        prm = pj.CallOpParam(True)
+        prm.opt.flag = pj.PJSUA_CALL_UNHOLD
+        prm.opt.audioCount = 1
+        prm.opt.videoCount = 0
+        self._record(cmd.call_id).call.reinvite(prm)
+
+    def _cmd_dtmf(self, cmd: p.SendDtmf) -> None:
+        if not cmd.digits or not re.fullmatch(r"[0-9A-Da-d*#]+", cmd.digits):
+            raise EngineError("invalid_digits", "digits must be 0-9, A-D, * or #")
+        self._record(cmd.call_id).call.dialDtmf(cmd.digits)
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _on_incoming(self, account: _Account, prm: Any) -> None:
+        source = _source_host(str(prm.rdata.srcAddress))
+        call_id = str(uuid.uuid4())
+        call = _Call(self, account, call_id, prm.callId)
+        record = _CallRecord(call_id=call_id, call=call, line=account.line, incoming=True)
+        self._calls[call_id] = record
+        if not self._allowed(source):
+            # pjsip has parsed the INVITE already (it cannot be filtered from
+            # Python earlier); refuse it without telling the daemon.
+            record.announce = False
+            record.hangup_requested = True
+            log("warning", "INVITE from a source not allowed: refused 403", source=source)
+            op = pj.CallOpParam()
+            op.statusCode = 403
+            call.hangup(op)
+            return
+        info = call.getInfo()
+        headers = _headers(str(prm.rdata.wholeMsg))
+        self.emit(
+            p.IncomingCall(
+                call_id=call_id,
+                line=account.line,
+                from_number=_user(str(info.remoteUri)),
+                from_uri=str(info.remoteUri),
+                to_number=_user(str(info.localUri)),
+                sip_call_id=str(info.callIdString),
+                headers=headers,
+                source_address=source,
+            )
+        )
+        # Tell the caller it rings; answering is the daemon's decision.
+        ring = pj.CallOpParam()
+        ring.statusCode = 180
+        call.answer(ring)
+
+    def _on_call_state(self, call_id: str, info: Any) -> None:
+        record = self._calls.get(call_id)
+        if record is None:
+            return
+        code, reason = int(info.lastStatusCode), str(info.lastReason)
+        state = info.state
+        name: str | None = None
+        if state == pj.PJSIP_INV_STATE_CALLING:
+            name = "calling"
+        elif state == pj.PJSIP_INV_STATE_EARLY:
+            name = "ringing" if code in (180, 181, 182) else "early"
+        elif state == pj.PJSIP_INV_STATE_CONFIRMED:
+            record.answered = True
+            name = "answered"
+        elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self._on_disconnected(record, code, reason)
+            return
+        if name is None or name == record.last_state or not record.announce:
+            return
+        record.last_state = name
+        self.emit(p.CallState(call_id=call_id, state=name, sip_code=code, reason=reason))  # type: ignore[arg-type]
+
+    def _on_disconnected(self, record: _CallRecord, code: int, reason: str) -> None:
+        for rec_id, rec in list(self._recordings.items()):
+            if rec_id == record.call_id:
+                self._finish_recording(rec_id)
+            else:
+                rec.sources.discard(record.call_id)
+        for other in record.bridged:
+            if other in self._calls:
+                self._calls[other].bridged.discard(record.call_id)
+        record.bridged.clear()
+        if record.announce:
+            self.emit(
+                p.CallState(
+                    call_id=record.call_id,
+                    state="ended",
+                    sip_code=code,
+                    reason=reason,
+                    end_reason=_end_reason(record, code),
+                )
+            )
+        self._release_call(record.call_id)
+
+    def _on_media_state(self, call_id: str, info: Any) -> None:
+        record = self._calls.get(call_id)
+        if record is None or not record.announce:
+            return
+        medium = self._audio(record)
+        if medium is None:
+            return
+        # After hold/resume pjsua may have rebuilt the stream: connect again
+        # (startTransmit on an existing connection is harmless).
+        for other in record.bridged:
+            other_medium = self._audio(self._calls[other])
+            if other_medium is not None:
+                medium.startTransmit(other_medium)
+                other_medium.startTransmit(medium)
+        if not record.media_active:
+            record.media_active = True
+            self.emit(p.MediaActive(call_id=call_id))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _emit_registration(self, line: str, state: str, code: int, reason: str, exp: int) -> None:
+        self.emit(
+            p.Registration(line=line, state=state, code=code, reason=reason, expires=exp)  # type: ignore[arg-type]
+        )
+
+    def _settings(self) -> p.WorkerSettings:
+        assert self.settings is not None
+        return self.settings
+
+    def _record(self, call_id: str) -> _CallRecord:
+        record = self._calls.get(call_id)
+        if record is None or not record.announce:
+            raise EngineError("unknown_call", f"no call {call_id}")
+        return record
+
+    def _audio(self, record: _CallRecord) -> Any:
+        """Return the call's active audio media, or None."""
+        try:
+            info = record.call.getInfo()
+            for medium in info.media:
+                if medium.type == pj.PJMEDIA_TYPE_AUDIO and (
+                    medium.status == pj.PJSUA_CALL_MEDIA_ACTIVE
+                ):
+                    return record.call.getAudioMedia(medium.index)
+        except pj.Error:
+            return None
+        return None
+
+    def _allowed(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in net for net in self._networks)
+
+    def _account_config(self, *, pbx: bool = False) -> Any:
+        s = self._settings()
+        acfg = pj.AccountConfig()
+        acfg.natConfig.sipOutboundUse = 0
+        acfg.natConfig.iceEnabled = False
+        acfg.natConfig.sipStunUse = pj.PJSUA_STUN_USE_DISABLED
+        acfg.natConfig.mediaStunUse = pj.PJSUA_STUN_USE_DISABLED
+        acfg.natConfig.contactRewriteUse = 0
+        acfg.natConfig.viaRewriteUse = 0
+        acfg.natConfig.sdpNatRewriteUse = 0
+        acfg.natConfig.udpKaIntervalSec = 0
+        acfg.mediaConfig.transportConfig.port = s.rtp_port_start
+        acfg.mediaConfig.transportConfig.portRange = s.rtp_port_count
+        acfg.mediaConfig.transportConfig.boundAddress = s.bind_address
+        acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL
+        # Bind the PBX lines to the PBX's configured transport. Otherwise pjsip
+        # moves a request over 1300 bytes (an INVITE once it carries its digest
+        # answer) from UDP to TCP on its own (RFC 3261 18.1.1), which a PBX or a
+        # firewall set up for UDP only refuses; pjsua2 has no switch for that rule.
+        # The local identity stays unbound: it calls whatever URI it is given.
+        transport = self._transport_ids.get(s.pbx_transport) if pbx else None
+        if transport is not None:
+            acfg.sipConfig.transportId = transport
+        return acfg
+
+    def _record_source(self, rec: _Recording, record: _CallRecord) -> None:
+        if record.call_id in rec.sources:
+            return
+        medium = self._audio(record)
+        if medium is not None:
+            medium.startTransmit(rec.recorder)
+            rec.sources.add(record.call_id)
+
+    def _finish_recording(self, call_id: str) -> None:
+        rec = self._recordings.pop(call_id)
+        for source in rec.sources:
+            record = self._calls.get(source)
+            medium = self._audio(record) if record is not None else None
+            if medium is not None:
+                with contextlib.suppress(pj.Error):
+                    medium.stopTransmit(rec.recorder)
+        # Dropping the last reference destroys the recorder, but since
+        # pjproject 2.14 the conference bridge removes ports asynchronously:
+        # the WAV writer flushes and writes its header only on a later clock
+        # tick. So wait (polling, never blocking the loop) for a complete
+        # header before the rename.
+        rec.recorder = None
+        deadline = time.monotonic() + _RECORDER_CLOSE_TIMEOUT
+
+        def complete() -> None:
+            if not _wav_complete(rec.partial) and time.monotonic() < deadline:
+                self._deferred.append(complete)
+                return
+            self._closing_recordings.discard(rec)
+            self._publish_recording(rec)
+
+        self._closing_recordings.add(rec)
+        self._deferred.append(complete)
+
+    def _publish_recording(self, rec: _Recording) -> None:
+        try:
+            with wave.open(str(rec.partial), "rb") as wav:
+                duration = wav.getnframes() / wav.getframerate()
+            os.replace(rec.partial, rec.final)
+            size = rec.final.stat().st_size
+        except (OSError, wave.Error, EOFError) as exc:
+            self.emit(p.Error(code="recording_failed", message=str(exc), call_id=rec.call_id))
+            return
+        self.emit(
+            p.RecordingFinished(
+                call_id=rec.call_id,
+                path=str(rec.final),
+                duration_seconds=round(duration, 3),
+                bytes=size,
+            )
+        )
+
+    def _release_call(self, call_id: str) -> None:
+        record = self._calls.pop(call_id, None)
+        if record is None:
+            return
+        holder = [record.call]
+        record.call = None
+        # Deleting a Call inside its own callback is a use-after-free in C++.
+        self._deferred.append(holder.clear)
+
+    def _drop_line(self, line: str) -> None:
+        account = self._lines.pop(line, None)
+        if account is not None:
+            account.shutdown()
+
+    def _defer_after(self, delay: float, action: Callable[[], None]) -> None:
+        due = time.monotonic() + delay
+
+        def run() -> None:
+            if time.monotonic() < due:
+                self._deferred.append(run)
+            else:
+                action()
+
+        self._deferred.append(run)
+
+    def _run_deferred(self) -> None:
+        actions, self._deferred = self._deferred, []
+        for action in actions:
+            action()
+
+
+def _wav_complete(path: Path) -> bool:
+    """Whether the RIFF header of ``path`` accounts for the whole file."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    return (
+        len(head) == 8
+        and head[:4] == b"RIFF"
+        and int.from_bytes(head[4:], "little") + 8 == size
+        and size >= 44
+    )
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def _source_host(src: str) -> str:
+    """``1.2.3.4:5060`` / ``[::1]:5060`` → the bare address."""
+    if src.startswith("["):
+        return src[1:].split("]", 1)[0]
+    return src.rsplit(":", 1)[0] if src.count(":") == 1 else src
+
+
+def _user(uri: str) -> str:
+    match = _USER_RE.search(uri)
+    return match.group(1) if match else ""
+
+
+def _headers(message: str) -> dict[str, str]:
+    head = message.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+    out: dict[str, str] = {}
+    for line in _unfold(head):
+        name, sep, value = line.partition(":")
+        key = name.strip()
+        if sep and (key.lower().startswith("x-") or key.lower() in _COPIED_HEADERS):
+            out[key] = value.strip()
+    return out
+
+
+def _unfold(lines: list[str]) -> Iterator[str]:
+    current = ""
+    for line in lines:
+        if line[:1] in (" ", "\t") and current:
+            current += " " + line.strip()
+            continue
+        if current:
+            yield current
+        current = line
+    if current:
+        yield current
+
+
+def _end_reason(record: _CallRecord, code: int) -> str:
+    """Classify why a call ended; see docs/sip-worker.md for the list."""
+    if record.answered:
+        return "local_hangup" if record.hangup_requested else "remote_hangup"
+    if record.hangup_requested:
+        return "rejected" if record.incoming else "cancelled"
+    if record.incoming:
+        return "caller_cancelled"
+    if code in (486, 600):
+        return "busy"
+    if code in (603, 607):
+        return "declined"
+    if code in (408, 480):
+        return "no_answer" if code == 480 else "timeout"
+    if code in (404, 484, 604):
+        return "not_found"
+    if code in (502, 503, 504) or code < 100:
+        return "unreachable"
+    return "failed"

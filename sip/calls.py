@@ -1,0 +1,540 @@
+"""Click-to-call: ring the agent's own phone, then the customer, then bridge and record.
+
+:class:`CallService` is the service layer over :class:`~sip.pool.SipPool`: it
+keeps the store's call record and the bus in step with a
+:class:`~sip.call_state.ClickToCall` state machine, one task per call.
+
+How a call goes (see ``docs/sip-pool.md``):
+
+1. ``click_to_call()`` checks the agent, the number and two free call slots on
+   the agent's worker, writes the call record (``outbound``, from the agent's
+   line to the E.164 number) and publishes ``CallCreated``.
+2. The agent's worker calls the agent's phone through the PBX (``CallDialing``,
+   ``CallRinging`` and ``CallAnswered`` with ``leg="agent"``). If the phone does
+   not answer within ``agent_timeout`` the call ends ``no_answer``; if it
+   rejects, ``rejected``; the customer is never dialed. The record then has no
+   ``ringing_at``/``answered_at`` (those describe the customer), and
+   ``CallEnded.leg`` is ``"agent"``.
+3. Once the agent answers, the worker calls the customer, presenting the caller
+   id (argument, else the line's, else ``pbx.outbound_caller_id``) as
+   ``P-Asserted-Identity``. Its ringing and answer are stored
+   (``mark_ringing``/``mark_answered``) and published with ``leg="customer"``.
+   Busy, rejection, unreachability and the ring timeout end the call with that
+   reason, and the agent leg is hung up.
+4. When the customer answers and both legs have audio, they are bridged and the
+   customer leg is recorded (``CallBridged``) into
+   ``<recording.directory>/<call id>.wav``. Either side hanging up ends the
+   other leg; the call ends ``completed``. When the worker reports the
+   recording complete it is attached to the record (``RecordingReady``).
+
+If the worker dies during the call the pool closes the record as
+``interrupted`` and publishes the ending; the call's task just stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from types import TracebackType
+from typing import Self
+
+import structlog
+
+from bus import (
+    Bus,
+    CallAnswered,
+    CallBridged,
+    CallCreated,
+    CallDialing,
+    CallEnded,
+    CallRinging,
+    RecordingReady,
+)
+from config import AgentConfig, Config
+from crm_store import (
+    CallDirection,
+    CallEndReason,
+    Conflict,
+    InvalidPhone,
+    Store,
+    StoreError,
+    normalize_phone,
+)
+from sip import protocol as p
+from sip.call_state import ClickToCall, Leg, Phase
+from sip.client import WorkerExited
+from sip.exceptions import (
+    InvalidNumber,
+    PoolClosed,
+    PoolError,
+    UnknownCall,
+    WorkerCommandError,
+    WorkerGone,
+)
+from sip.pool import SipPool, agent_key
+
+__all__ = ["ActiveCall", "CallService"]
+
+log = structlog.get_logger(__name__)
+
+# How long a finished call waits for its recording to be complete on disk; the
+# worker needs a clock tick or two after the call to write the WAV header.
+_RECORDING_WAIT = 10.0
+# Commands that may fail because the leg or its worker is already gone; when
+# hanging up, that is the wanted result anyway.
+_GONE = (UnknownCall, PoolError, WorkerCommandError, WorkerGone, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class _Timeout:
+    leg: Leg
+
+
+@dataclass(frozen=True, slots=True)
+class _HangupRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _LegEvent:
+    leg: Leg
+    event: p.Event
+
+
+_Item = _Timeout | _HangupRequest | _LegEvent
+
+
+@dataclass(eq=False)
+class _Session:
+    call_id: uuid.UUID
+    agent: AgentConfig
+    agent_name: str
+    worker_id: str
+    number: str
+    caller_id: str | None
+    agent_timeout: float
+    ring_timeout: float
+    state: ClickToCall
+    reserved: int = 2
+    queue: asyncio.Queue[_Item] = field(default_factory=asyncio.Queue)
+    timers: dict[Leg, asyncio.TimerHandle] = field(default_factory=dict)
+    hung_up: set[Leg] = field(default_factory=set)
+    answered_at: float | None = None
+    recording: bool = False
+    recording_done: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def leg_ids(self) -> dict[Leg, str]:
+        # The customer leg carries the call's id, so the worker names the
+        # recording <call id>.wav; the agent leg gets an id of its own.
+        return {Leg.CUSTOMER: str(self.call_id), Leg.AGENT: f"{self.call_id}-agent"}
+
+    def put(self, leg: Leg, event: p.Event) -> None:
+        self.queue.put_nowait(_LegEvent(leg, event))
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveCall:
+    """A snapshot of a click-to-call call in progress."""
+
+    call_id: uuid.UUID
+    agent: str
+    number: str
+    worker_id: str
+    phase: Phase
+
+
+class CallService:
+    """Places click-to-call calls through the pool, keeping store and bus in step.
+
+    Use ``async with CallService(pool, ...) as calls:`` or :meth:`start` /
+    :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        pool: SipPool,
+        *,
+        config: Config,
+        bus: Bus,
+        store: Store,
+        agent_timeout: float = 30.0,
+        ring_timeout: float | None = None,
+        close_grace: float = 5.0,
+    ) -> None:
+        self._pool = pool
+        self._config = config
+        self._bus = bus
+        self._store = store
+        self.agent_timeout = agent_timeout
+        self.ring_timeout = float(ring_timeout or config.dialer.ring_timeout)
+        self._close_grace = close_grace
+        self._sessions: dict[uuid.UUID, _Session] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tg: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifespan
+
+    async def start(self) -> None:
+        """Start the service's task group. Cancellation stops it again."""
+        if self._runner is not None:
+            raise RuntimeError("CallService.start() called twice")
+        self._runner = asyncio.create_task(self._run(), name="sip-calls")
+        await self._started.wait()
+
+    async def aclose(self) -> None:
+        """Hang up every call, wait up to ``close_grace`` s for them to end, stop.
+
+        Calls still not over after the grace are cancelled: their records stay
+        open and are closed as ``interrupted`` at the next start-up. Idempotent.
+        If cancelled, the call tasks are cancelled too before it propagates.
+        """
+        if self._runner is None:
+            return
+        if not self._closing:
+            self._closing = True
+            for session in self._sessions.values():
+                session.queue.put_nowait(_HangupRequest())
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=self._close_grace)
+            self._stop.set()
+        await asyncio.shield(self._runner)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            self._started.set()
+            await self._stop.wait()
+            for task in self._tasks:
+                task.cancel()
+        self._tg = None
+
+    # ------------------------------------------------------------------ API
+
+    async def click_to_call(
+        self,
+        *,
+        agent: str,
+        number: str,
+        caller_id: str | None = None,
+        agent_timeout: float | None = None,
+        ring_timeout: float | None = None,
+    ) -> uuid.UUID:
+        """Connect ``agent`` to ``number`` through the agent's own phone; return the call id.
+
+        Returns as soon as the call record exists and the agent's phone is being
+        called; follow the call on the bus. Raises :class:`UnknownAgent`,
+        :class:`InvalidNumber`, :class:`NoCapacity` (the agent's worker has not
+        two free call slots), :class:`WorkerUnavailable` or :class:`PoolClosed`
+        before anything is dialed or stored. Cancelling it before it returns
+        leaves nothing behind; after, use :meth:`hangup`.
+        """
+        if self._tg is None or self._closing:
+            raise PoolClosed("the call service is not running")
+        agent_cfg = self._pool.agent(agent)
+        region = self._config.site.default_region
+        try:
+            e164 = normalize_phone(number, region)
+        except InvalidPhone as exc:
+            raise InvalidNumber(f"cannot dial {number!r}: {exc}") from exc
+        worker_id = self._pool.worker_for_line(agent_cfg.line)
+        line = self._config.line(agent_cfg.line)
+        presented = caller_id or line.caller_id or self._config.pbx.outbound_caller_id
+        self._pool.reserve(worker_id, 2)
+        try:
+            user_id = None
+            if agent_cfg.user is not None:
+                user = await self._store.users.by_username(agent_cfg.user)
+                user_id = user.id if user is not None else None
+            record = await self._store.calls.create(
+                CallDirection.OUTBOUND,
+                agent_cfg.line,
+                e164,
+                agent_user_id=user_id,
+                origin=self._config.site.id,
+                worker_id=worker_id,
+                line=agent_cfg.line,
+            )
+        except BaseException:
+            self._pool.release(worker_id, 2)
+            raise
+        session = _Session(
+            call_id=record.id,
+            agent=agent_cfg,
+            agent_name=agent_key(agent_cfg),
+            worker_id=worker_id,
+            number=e164,
+            caller_id=presented,
+            agent_timeout=agent_timeout or self.agent_timeout,
+            ring_timeout=ring_timeout or self.ring_timeout,
+            state=ClickToCall(str(record.id)),
+        )
+        self._sessions[record.id] = session
+        self._bus.publish(
+            CallCreated(
+                call_id=record.id,
+                direction=CallDirection.OUTBOUND.value,
+                from_number=agent_cfg.line,
+                to_number=e164,
+                line=agent_cfg.line,
+                agent=session.agent_name,
+                worker_id=worker_id,
+            )
+        )
+        task = self._tg.create_task(self._drive(session), name=f"click-to-call-{record.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return record.id
+
+    async def hangup(self, call_id: uuid.UUID, *, timeout: float = 10.0) -> None:
+        """End the call ``call_id`` (both legs) and wait until it has ended.
+
+        Raises :class:`UnknownCall` if no such call is in progress and
+        ``TimeoutError`` if it has not ended within ``timeout`` s. Cancellation
+        stops the wait; the hang-up still happens.
+        """
+        session = self._sessions.get(call_id)
+        if session is None:
+            raise UnknownCall(f"no call {call_id} in progress")
+        session.queue.put_nowait(_HangupRequest())
+        async with asyncio.timeout(timeout):
+            await session.done.wait()
+
+    def active_calls(self) -> list[ActiveCall]:
+        """The calls in progress."""
+        return [
+            ActiveCall(s.call_id, s.agent_name, s.number, s.worker_id, s.state.phase)
+            for s in self._sessions.values()
+        ]
+
+    # ------------------------------------------------------------------ one call
+
+    async def _drive(self, s: _Session) -> None:
+        with structlog.contextvars.bound_contextvars(
+            call_id=str(s.call_id), agent=s.agent_name, worker_id=s.worker_id
+        ):
+            try:
+                await self._dial(s, Leg.AGENT)
+                while not s.state.ended:
+                    await self._handle(s, await s.queue.get())
+                    await self._hang_up_leftovers(s)
+                interrupted = s.state.outcome is None or (
+                    s.state.outcome.reason is CallEndReason.INTERRUPTED
+                )
+                if not interrupted:
+                    await self._finish(s)
+            finally:
+                for timer in s.timers.values():
+                    timer.cancel()
+                self._pool.release(s.worker_id, s.reserved)
+                self._sessions.pop(s.call_id, None)
+                s.done.set()
+
+    async def _dial(self, s: _Session, leg: Leg) -> None:
+        if leg is Leg.AGENT:
+            s.state.dial_agent()
+            user, caller_id, timeout = s.agent.extension, None, s.agent_timeout
+        else:
+            s.state.dial_customer()
+            user, caller_id, timeout = s.number, s.caller_id, s.ring_timeout
+        s.reserved -= 1
+        try:
+            sent_at = await self._pool.originate(
+                worker_id=s.worker_id,
+                line=s.agent.line,
+                leg_id=s.leg_ids[leg],
+                to_uri=self._pbx_uri(user),
+                listener=partial(s.put, leg),
+                caller_id=caller_id,
+                reserved=True,
+            )
+        except WorkerGone:
+            s.state.interrupted()
+            return
+        except (PoolError, WorkerCommandError, TimeoutError) as exc:
+            log.error("click_to_call.originate_failed", leg=leg.value, error=str(exc))
+            s.state.leg_failed(leg)
+            return
+        self._bus.publish(
+            CallDialing(
+                call_id=s.call_id,
+                leg=leg.value,
+                agent=s.agent_name,
+                dialed_at=datetime.fromtimestamp(sent_at, UTC),
+            )
+        )
+        loop = asyncio.get_running_loop()
+        s.timers[leg] = loop.call_later(timeout, s.queue.put_nowait, _Timeout(leg))
+
+    async def _handle(self, s: _Session, item: _Item) -> None:
+        if isinstance(item, _HangupRequest):
+            s.state.hangup_requested()
+        elif isinstance(item, _Timeout):
+            if s.state.timed_out(item.leg):
+                log.info("click_to_call.ring_timeout", leg=item.leg.value)
+        else:
+            await self._on_leg_event(s, item.leg, item.event)
+
+    async def _on_leg_event(self, s: _Session, leg: Leg, event: p.Event) -> None:
+        if isinstance(event, WorkerExited):
+            s.state.interrupted()
+        elif isinstance(event, p.RecordingFinished):
+            await self._recording_finished(s, event)
+        elif isinstance(event, p.MediaActive):
+            if s.state.media_active(leg):
+                await self._bridge(s)
+        elif isinstance(event, p.Error):
+            log.warning("click_to_call.leg_error", leg=leg.value, code=event.code)
+        elif isinstance(event, p.CallState):
+            if event.state in ("ringing", "early"):
+                if s.state.leg_ringing(leg):
+                    if leg is Leg.CUSTOMER:
+                        await self._store_step(self._store.calls.mark_ringing(s.call_id))
+                    self._bus.publish(
+                        CallRinging(call_id=s.call_id, leg=leg.value, agent=s.agent_name)
+                    )
+            elif event.state == "answered":
+                await self._answered(s, leg)
+            elif event.state == "ended":
+                self._cancel_timer(s, leg)
+                s.state.leg_ended(leg, event.end_reason, event.sip_code)
+
+    async def _answered(self, s: _Session, leg: Leg) -> None:
+        if leg is Leg.AGENT:
+            if not s.state.agent_answered():
+                return
+            self._cancel_timer(s, leg)
+            self._bus.publish(CallAnswered(call_id=s.call_id, leg=leg.value, agent=s.agent_name))
+            await self._dial(s, Leg.CUSTOMER)
+            return
+        if not s.state.customer_answered():
+            return
+        self._cancel_timer(s, leg)
+        s.answered_at = time.monotonic()
+        await self._store_step(self._store.calls.mark_answered(s.call_id))
+        self._bus.publish(CallAnswered(call_id=s.call_id, leg=leg.value, agent=s.agent_name))
+        # The customer's audio may have come up with its 200 already.
+        if s.state.media_active(Leg.CUSTOMER):
+            await self._bridge(s)
+
+    async def _bridge(self, s: _Session) -> None:
+        legs = s.leg_ids
+        try:
+            await self._pool.bridge(legs[Leg.CUSTOMER], legs[Leg.AGENT])
+        except _GONE as exc:
+            # A leg ended meanwhile (its ended event is queued) or the worker
+            # refused: either way the call cannot go on.
+            log.error("click_to_call.bridge_failed", error=str(exc))
+            s.state.hangup_requested()
+            return
+        if self._config.recording.enabled:
+            try:
+                await self._pool.record_start(legs[Leg.CUSTOMER], partial(s.put, Leg.CUSTOMER))
+                s.recording = True
+            except _GONE as exc:
+                # The conversation matters more than its recording: carry on
+                # unrecorded, and say so on the bus (CallBridged.recording).
+                log.error("click_to_call.recording_failed", error=str(exc))
+        s.state.bridged()
+        self._bus.publish(CallBridged(call_id=s.call_id, agent=s.agent_name, recording=s.recording))
+
+    async def _hang_up_leftovers(self, s: _Session) -> None:
+        if s.state.phase is not Phase.ENDING:
+            return
+        for leg in sorted(s.state.alive - s.hung_up):
+            s.hung_up.add(leg)
+            self._cancel_timer(s, leg)
+            with contextlib.suppress(*_GONE):
+                await self._pool.hangup(s.leg_ids[leg])
+
+    async def _finish(self, s: _Session) -> None:
+        outcome = s.state.outcome
+        assert outcome is not None
+        talk = time.monotonic() - s.answered_at if s.answered_at is not None else None
+        try:
+            await self._store.calls.end(s.call_id, outcome.reason)
+        except Conflict:
+            # The pool closed it first: the worker died as the call ended.
+            return
+        except StoreError as exc:
+            log.error("click_to_call.store_failed", step="end", error=str(exc))
+        log.info("click_to_call.ended", reason=outcome.reason.value, sip_code=outcome.sip_code)
+        self._bus.publish(
+            CallEnded(
+                call_id=s.call_id,
+                reason=outcome.reason.value,
+                sip_code=outcome.sip_code,
+                agent=s.agent_name,
+                talk_seconds=talk,
+                leg=outcome.leg.value if outcome.leg is not None else None,
+            )
+        )
+        if s.recording and not s.recording_done:
+            try:
+                async with asyncio.timeout(_RECORDING_WAIT):
+                    while not s.recording_done:
+                        item = await s.queue.get()
+                        if isinstance(item, _LegEvent):
+                            if isinstance(item.event, p.RecordingFinished):
+                                await self._recording_finished(s, item.event)
+                            elif isinstance(item.event, WorkerExited):
+                                return
+            except TimeoutError:
+                log.error("click_to_call.recording_missing", waited=_RECORDING_WAIT)
+
+    async def _recording_finished(self, s: _Session, event: p.RecordingFinished) -> None:
+        s.recording_done = True
+        await self._store_step(
+            self._store.calls.attach_recording(s.call_id, event.path, event.duration_seconds)
+        )
+        self._bus.publish(
+            RecordingReady(
+                call_id=s.call_id, path=event.path, duration_seconds=event.duration_seconds
+            )
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _store_step(self, step: Awaitable[object]) -> None:
+        # The call goes on when the store hiccups: a missing ringing time is
+        # better than a dropped customer. Only store errors are caught.
+        try:
+            await step
+        except Conflict:
+            log.warning("click_to_call.store_conflict")
+        except StoreError as exc:
+            log.error("click_to_call.store_failed", error=str(exc))
+
+    @staticmethod
+    def _cancel_timer(s: _Session, leg: Leg) -> None:
+        timer = s.timers.pop(leg, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _pbx_uri(self, user: str) -> str:
+        pbx = self._config.pbx
+        suffix = ";transport=tcp" if pbx.transport == "tcp" else ""
+        return f"sip:{user}@{pbx.host}:{pbx.port}{suffix}"
