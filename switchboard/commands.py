@@ -1,0 +1,313 @@
+"""Carries out the commands of the websocket gateway and the MQTT bridge.
+
+The gateway has validated each command against its schema and checked it
+against the principal's rights before it arrives here; this module maps it to
+the component that acts — the click-to-call service, the store, the agents'
+states — and maps their errors to the protocol's stable error codes.
+
+Commands whose telephony is not built yet (answer, hold, transfer, DTMF,
+supervision) are refused with ``unavailable`` and say so; nothing is faked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
+from typing import Any
+
+import structlog
+
+from bus import AgentStateChanged, Bus
+from config import Config
+from crm_store import (
+    CallDirection,
+    ClientKind,
+    Conflict,
+    InvalidPhone,
+    LeadSource,
+    NotFound,
+    Role,
+    Store,
+)
+from dialer import (
+    Dialer,
+    DialerClosed,
+    DialerError,
+    InvalidState,
+    NoSession,
+    SessionExists,
+    UnknownList,
+)
+from sip.calls import CallService
+from sip.exceptions import (
+    InvalidNumber,
+    NoCapacity,
+    PoolClosed,
+    PoolError,
+    UnknownAgent,
+    UnknownCall,
+    WorkerUnavailable,
+)
+from ws_gateway import Principal
+from ws_gateway import exceptions as gw
+
+__all__ = ["AgentStates", "CommandRouter"]
+
+log = structlog.get_logger(__name__)
+
+AGENT_STATES = ("available", "paused", "offline")
+
+
+class AgentStates:
+    """The agents' presence (available, paused with a reason, offline).
+
+    Every configured agent starts offline; the widget sets them available when
+    the agent logs in. Each change is published as ``agent.state``.
+    """
+
+    def __init__(self, config: Config, bus: Bus) -> None:
+        self._bus = bus
+        self._users = {a.key: a.user for a in config.agents}
+        self._states: dict[str, tuple[str, str | None]] = {
+            key: ("offline", None) for key in self._users
+        }
+
+    def state(self, agent: str) -> tuple[str, str | None]:
+        """``(state, reason)`` of ``agent``; ``KeyError`` if not configured."""
+        return self._states[agent]
+
+    def set(self, agent: str, state: str, reason: str | None = None) -> None:
+        """Record and publish a change; an unchanged state publishes nothing."""
+        if agent not in self._states:
+            raise KeyError(agent)
+        if state not in AGENT_STATES:
+            raise ValueError(f"unknown agent state {state!r}")
+        new = (state, reason if state == "paused" else None)
+        if self._states[agent] == new:
+            return
+        self._states[agent] = new
+        log.info("agent.state", agent=agent, state=state, reason=new[1])
+        self._bus.publish(
+            AgentStateChanged(agent=agent, user=self._users[agent], state=state, reason=new[1])
+        )
+
+    def reconfigure(self, config: Config) -> None:
+        """Follow a reloaded ``[[agents]]``: new agents start offline, removed ones
+        are published offline and forgotten, the others keep their state."""
+        keys = {a.key: a.user for a in config.agents}
+        for gone in [k for k in self._states if k not in keys]:
+            self.set(gone, "offline")
+            del self._states[gone], self._users[gone]
+        for key, user in keys.items():
+            self._users[key] = user
+            if key not in self._states:
+                self._states[key] = ("offline", None)
+                log.info("agent.state", agent=key, state="offline", reason=None)
+                self._bus.publish(AgentStateChanged(agent=key, user=user, state="offline"))
+
+    def publish_all(self) -> None:
+        """Publish every agent's current state (at start-up, for late subscribers)."""
+        for agent, (state, reason) in self._states.items():
+            self._bus.publish(
+                AgentStateChanged(agent=agent, user=self._users[agent], state=state, reason=reason)
+            )
+
+
+Handler = Callable[[Principal, dict[str, Any]], Awaitable[Mapping[str, Any]]]
+
+
+class CommandRouter:
+    """The gateway's :class:`ws_gateway.server.CommandHandler` for the daemon."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: Store,
+        calls: CallService,
+        agents: AgentStates,
+        dialer: Dialer,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._calls = calls
+        self._agents = agents
+        self._dialer = dialer
+        self._handlers: dict[str, Handler] = {
+            "call.originate": self._originate,
+            "call.hangup": self._hangup,
+            "call.note": self._note,
+            "call.disposition": self._disposition,
+            "call.create_lead": self._create_lead,
+            "call.create_client": self._create_client,
+            "agent.state.set": self._agent_state,
+            "dialer.start": self._dialer_start,
+            "dialer.pause": partial(self._dialer_control, action="pause"),
+            "dialer.resume": partial(self._dialer_control, action="resume"),
+            "dialer.stop": partial(self._dialer_control, action="stop"),
+            "dialer.skip": partial(self._dialer_control, action="skip"),
+            "admin.users.list": self._users_list,
+            "admin.users.add": self._users_add,
+            "admin.users.token": self._users_token,
+            "admin.users.revoke": self._users_revoke,
+        }
+
+    async def handle(
+        self, principal: Principal, name: str, args: dict[str, Any]
+    ) -> Mapping[str, Any]:
+        """Carry out ``name``; raise a ``ws_gateway`` command error to refuse it.
+
+        Cancellation (the client went away) propagates; a click-to-call already
+        placed keeps going and is followed on the bus.
+        """
+        handler = self._handlers.get(name)
+        if handler is None:
+            raise gw.Unavailable(f"{name} is not supported by this daemon yet")
+        try:
+            return await handler(principal, args)
+        except (UnknownAgent, UnknownCall, NotFound, UnknownList, NoSession) as exc:
+            raise gw.NotFound(str(exc)) from exc
+        except (InvalidNumber, InvalidPhone) as exc:
+            raise gw.BadRequest(str(exc)) from exc
+        except (NoCapacity, Conflict, SessionExists, InvalidState) as exc:
+            raise gw.Conflict(str(exc)) from exc
+        except (WorkerUnavailable, PoolClosed, PoolError, DialerClosed) as exc:
+            raise gw.Unavailable(str(exc)) from exc
+
+    # --- calls ------------------------------------------------------------
+
+    async def _originate(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        call_id = await self._calls.click_to_call(agent=args["agent"], number=args["to"])
+        return {"call_id": str(call_id)}
+
+    async def _hangup(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        await self._calls.hangup(uuid.UUID(args["call_id"]))
+        return {}
+
+    async def _note(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        await self._store.calls.set_note(
+            uuid.UUID(args["call_id"]), args["text"], actor=principal.user_id
+        )
+        return {}
+
+    async def _disposition(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        call_id = uuid.UUID(args["call_id"])
+        # A dialer call's disposition also ends its wrap-up; any other call's is
+        # only stored.
+        for agent in sorted(principal.agents):
+            try:
+                await self._dialer.set_disposition(agent, call_id, args["disposition"])
+                break
+            except DialerError:
+                continue
+        else:
+            await self._store.calls.set_disposition(
+                call_id, args["disposition"], actor=principal.user_id
+            )
+        if "note" in args:
+            await self._store.calls.set_note(call_id, args["note"], actor=principal.user_id)
+        return {}
+
+    async def _customer_number(self, call_id: str) -> str:
+        call = await self._store.calls.get(uuid.UUID(call_id))
+        inbound = call.direction is CallDirection.INBOUND
+        return call.from_number if inbound else call.to_number
+
+    async def _create_lead(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        number = await self._customer_number(args["call_id"])
+        lead = await self._store.leads.create(
+            first_name=args.get("name"),
+            phones=[number],
+            source=LeadSource.MANUAL,
+            owner_user_id=principal.user_id,
+            note=args.get("note"),
+            actor=principal.user_id,
+        )
+        return {"lead_id": str(lead.id)}
+
+    async def _create_client(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        number = await self._customer_number(args["call_id"])
+        kind = ClientKind(args.get("kind", "person"))
+        name = args["display_name"]
+        first, _, last = name.partition(" ")
+        client = await self._store.clients.create(
+            kind,
+            first_name=first if kind is ClientKind.PERSON else None,
+            last_name=(last or None) if kind is ClientKind.PERSON else None,
+            name=name if kind is ClientKind.COMPANY else None,
+            emails=[args["email"]] if "email" in args else [],
+            phones=[number],
+            responsible_user_id=principal.user_id,
+            actor=principal.user_id,
+        )
+        return {"client_id": str(client.id)}
+
+    # --- agents -----------------------------------------------------------
+
+    async def _agent_state(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        try:
+            self._agents.set(args["agent"], args["state"], args.get("reason"))
+        except KeyError as exc:
+            raise gw.NotFound(f"no agent {args['agent']!r}") from exc
+        return {}
+
+    # --- dialer -----------------------------------------------------------
+
+    async def _dialer_start(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        info = await self._dialer.start_session(args["agent"], uuid.UUID(args["call_list_id"]))
+        return {"session_id": str(info.session_id), "phase": info.phase.name.lower()}
+
+    async def _dialer_control(
+        self, principal: Principal, args: dict[str, Any], *, action: str
+    ) -> Mapping[str, Any]:
+        control = {
+            "pause": self._dialer.pause,
+            "resume": self._dialer.resume,
+            "stop": self._dialer.stop,
+            "skip": self._dialer.skip,
+        }[action]
+        await control(args["agent"])
+        return {}
+
+    # --- administration ---------------------------------------------------
+
+    async def _users_list(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        users = await self._store.users.list()
+        return {
+            "users": [
+                {
+                    "id": str(u.id),
+                    "username": u.username,
+                    "display_name": u.display_name,
+                    "role": str(u.role),
+                    "extension": u.extension,
+                    "active": u.active,
+                }
+                for u in users
+            ]
+        }
+
+    async def _users_add(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        user = await self._store.users.add(
+            username=args["username"],
+            display_name=args["display_name"],
+            role=Role(args["role"]),
+            extension=args.get("extension"),
+            actor=principal.user_id,
+        )
+        return {"id": str(user.id)}
+
+    async def _users_token(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        user = await self._store.users.by_username(args["username"])
+        if user is None:
+            raise gw.NotFound(f"no user named {args['username']!r}")
+        token, plaintext = await self._store.users.issue_token(
+            user.id, label=args.get("label", "api"), actor=principal.user_id
+        )
+        # The only time the plaintext leaves the store: the caller asked for it.
+        return {"token_id": str(token.id), "token": plaintext}
+
+    async def _users_revoke(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        await self._store.users.revoke_token(uuid.UUID(args["token_id"]), actor=principal.user_id)
+        return {}

@@ -1,0 +1,334 @@
+"""The daemon's single lifespan.
+
+:class:`Daemon` builds every component in dependency order inside one
+:class:`contextlib.AsyncExitStack` and unwinds it in reverse when SIGTERM or
+SIGINT arrives, so each part that was opened is closed exactly once, also when
+start-up fails half-way. SIGHUP re-reads the configuration and applies what
+can change without dropping calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+import config as cfgmod
+from bus import Bus, MqttBridge
+from bus.mqtt import CommandError as MqttCommandError
+from config import Config, ConfigError
+from crm_store import SchemaOutOfDate, Store, StoreError, upgrade
+from dialer import Dialer
+from sip.calls import CallService
+from sip.exceptions import PoolConfigError, WorkerStartError
+from sip.pool import SipPool
+from sip.recordings import RecordingRetention
+from ws_gateway import Gateway, GatewaySettings, Principal, store_authenticator
+from ws_gateway import exceptions as gw
+from ws_gateway.exceptions import CommandError as GatewayCommandError
+from ws_gateway.protocol import command_args
+from ws_gateway.rights import authorize
+
+from .commands import AgentStates, CommandRouter
+from .logs import configure_logging, set_level
+from .sdnotify import Notifier
+
+__all__ = ["RELOADABLE", "Daemon", "ReloadHook", "StartupError"]
+
+log = structlog.get_logger(__name__)
+
+# Top-level config sections SIGHUP can apply to a running daemon. Everything
+# else (PBX, lines, listeners, store) is bound to open sockets, registrations
+# or connections, and changing it means a restart.
+RELOADABLE = ("logging", "agents")
+
+ReloadHook = Callable[[Config, Config], Awaitable[None]]
+
+
+class StartupError(Exception):
+    """The daemon could not start; the message says why and what to do."""
+
+
+class Daemon:
+    """Owns the configuration and the lifespan of every component.
+
+    ``run()`` returns the process exit code: 0 after a clean shutdown.
+    """
+
+    def __init__(
+        self, config_path: Path, config: Config, *, environ: Mapping[str, str] | None = None
+    ) -> None:
+        self.config_path = config_path
+        self.config = config
+        self._environ = environ
+        self._stop = asyncio.Event()
+        self._reload_hooks: list[ReloadHook] = []
+        self.store: Store | None = None
+        self.bus: Bus | None = None
+        self.pool: SipPool | None = None
+        self.calls: CallService | None = None
+        self.agents: AgentStates | None = None
+        self.gateway: Gateway | None = None
+        self.dialer: Dialer | None = None
+        self.notifier = Notifier(environ)
+
+    def on_reload(self, hook: ReloadHook) -> None:
+        """Register ``hook(old, new)`` to run after a successful reload."""
+        self._reload_hooks.append(hook)
+
+    def request_stop(self) -> None:
+        """Ask the daemon to shut down; safe to call more than once."""
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Start everything, serve until asked to stop, then close in reverse.
+
+        Raises :class:`StartupError` if a component cannot start; whatever was
+        opened before it has been closed by then.
+        """
+        loop = asyncio.get_running_loop()
+        reloads: asyncio.Queue[None] = asyncio.Queue()
+        async with contextlib.AsyncExitStack() as stack:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+                stack.callback(loop.remove_signal_handler, sig)
+            loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
+            stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+            stack.callback(self.notifier.close)
+
+            structlog.contextvars.bind_contextvars(site=self.config.site.id)
+            log.info("daemon.starting", config=str(self.config_path))
+            self.store = await self._open_store(stack)
+            self._prepare_directories()
+            self.bus = Bus(self.config.site.id)
+            stack.callback(self.bus.close)
+            # The gateway and the MQTT bridge subscribe before the pool starts, so
+            # they see every event from the first registration on. Commands wait
+            # for the router, which needs the call service.
+            handler = _LateHandler()
+            # One token check for websocket and MQTT clients alike; the agents are
+            # read at each check, so a reload applies to the next connections.
+            self._authenticate = store_authenticator(self.store.users, lambda: self.config.agents)
+            gateway = await self._start_gateway(stack, self.bus, handler)
+            await self._start_mqtt(stack, self.bus, gateway, handler)
+            self.pool = await self._start_pool(stack, self.store, self.bus)
+            assert self.calls is not None
+            self.agents = AgentStates(self.config, self.bus)
+            self.agents.publish_all()
+            self.on_reload(self._apply_agents)
+            self.dialer = await stack.enter_async_context(
+                Dialer(self.pool, config=self.config, bus=self.bus, store=self.store)
+            )
+            handler.target = CommandRouter(
+                config=self.config,
+                store=self.store,
+                calls=self.calls,
+                agents=self.agents,
+                dialer=self.dialer,
+            )
+
+            self.notifier.notify("READY=1", "STATUS=serving")
+            log.info("daemon.ready")
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    watchdog = tg.create_task(
+                        self.notifier.watchdog(
+                            self._health, failures=(StoreError,), event="daemon.unhealthy"
+                        ),
+                        name="watchdog",
+                    )
+                    reloader = tg.create_task(self._reloader(reloads), name="reloader")
+                    await self._stop.wait()
+                    watchdog.cancel()
+                    reloader.cancel()
+            finally:
+                self.notifier.notify("STOPPING=1", "STATUS=stopping")
+                log.info("daemon.stopping")
+        log.info("daemon.stopped")
+        return 0
+
+    async def _open_store(self, stack: contextlib.AsyncExitStack) -> Store:
+        cfg = self.config.store
+        url = cfg.url_with_secret()
+        try:
+            if cfg.auto_migrate:
+                await upgrade(url)
+            store = await Store.open(
+                url, default_region=self.config.site.default_region, pool_size=cfg.pool_size
+            )
+        except StoreError as exc:
+            raise StartupError(f"store: cannot open: {exc}") from exc
+        stack.callback(log.debug, "component.closed", component="store")
+        stack.push_async_callback(store.aclose)
+        try:
+            await store.check_schema()
+        except SchemaOutOfDate as exc:
+            raise StartupError(
+                f"store: {exc}; run `switchboard db upgrade` or set store.auto_migrate = true"
+            ) from exc
+        # Calls still open in the store were cut off by a crash of a previous
+        # run: no process is carrying them any more.
+        closed = await store.calls.close_interrupted(origin=self.config.site.id)
+        if closed:
+            log.warning("store.closed_interrupted_calls", count=closed)
+        return store
+
+    async def _start_gateway(
+        self, stack: contextlib.AsyncExitStack, bus: Bus, handler: _LateHandler
+    ) -> Gateway:
+        cfg = self.config.websocket
+        gateway = Gateway(
+            bus,
+            authenticate=self._authenticate,
+            handler=handler,
+            settings=GatewaySettings.from_config(cfg),
+        )
+        try:
+            await stack.enter_async_context(gateway)
+        except OSError as exc:
+            raise StartupError(
+                f"websocket: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
+            ) from exc
+        log.info("websocket.listening", host=cfg.host, port=gateway.port)
+        self.gateway = gateway
+        return gateway
+
+    async def _start_mqtt(
+        self,
+        stack: contextlib.AsyncExitStack,
+        bus: Bus,
+        gateway: Gateway,
+        handler: _LateHandler,
+    ) -> None:
+        cfg = self.config.bus
+        if cfg.mqtt_url is None:
+            return
+
+        async def run(
+            principal: Principal, name: str, args: Mapping[str, Any]
+        ) -> Mapping[str, Any]:
+            # The same validation and rights as a websocket command.
+            try:
+                checked = command_args(name, args)
+                allowed = authorize(principal, name, checked, gateway.projection)
+                return await handler.handle(principal, name, allowed)
+            except GatewayCommandError as exc:
+                raise MqttCommandError(exc.code, exc.message, details=exc.details) from exc
+
+        bridge = MqttBridge.from_config(
+            bus, cfg, site=self.config.site.id, authenticate=self._authenticate, handler=run
+        )
+        await stack.enter_async_context(bridge)
+
+    async def _start_pool(
+        self, stack: contextlib.AsyncExitStack, store: Store, bus: Bus
+    ) -> SipPool:
+        # Unwound in reverse: calls are hung up (and their records ended)
+        # before the workers shut down, and the workers before the store.
+        try:
+            pool = SipPool(self.config, bus=bus, store=store, log_level=self.config.logging.level)
+            await stack.enter_async_context(pool)
+        except PoolConfigError as exc:
+            raise StartupError(f"sip: {exc}") from exc
+        except WorkerStartError as exc:
+            raise StartupError(
+                f"sip: cannot start a SIP worker ({exc}); is sip.port_range_start free and "
+                "sip.bind_address an address of this host?"
+            ) from exc
+        self.calls = await stack.enter_async_context(
+            CallService(pool, config=self.config, bus=bus, store=store)
+        )
+        if self.config.recording.enabled:
+            await stack.enter_async_context(RecordingRetention(self.config.recording))
+        return pool
+
+    async def _apply_agents(self, old: Config, new: Config) -> None:
+        """SIGHUP: the pool (and through it click-to-call and the dialer) and the
+        agents' states follow a changed ``[[agents]]``; calls in progress keep going."""
+        if old.agents == new.agents:
+            return
+        if self.pool is not None:
+            self.pool.config = new
+        if self.agents is not None:
+            self.agents.reconfigure(new)
+
+    def _prepare_directories(self) -> None:
+        rec = self.config.recording
+        if rec.enabled:
+            try:
+                Path(rec.directory).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StartupError(f"recording.directory: cannot create: {exc}") from exc
+
+    async def _health(self) -> None:
+        if self.store is not None:
+            await self.store.schema_revision()
+
+    async def _reloader(self, requests: asyncio.Queue[None]) -> None:
+        while True:
+            await requests.get()
+            self.notifier.notify("RELOADING=1")
+            try:
+                await self.reload()
+            finally:
+                self.notifier.notify("READY=1", "STATUS=serving")
+
+    async def reload(self) -> None:
+        """Re-read the configuration file and apply what can change live.
+
+        An invalid file changes nothing: its errors are logged, and the daemon
+        keeps running on the configuration it has.
+        """
+        try:
+            new = cfgmod.load_config(self.config_path, environ=self._environ)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                log.error("reload.invalid_config", issue=issue.format())
+            log.error("reload.rejected", reason="invalid configuration; nothing changed")
+            return
+        old = self.config
+        changed = _changed_sections(old, new)
+        applied = [name for name in changed if name in RELOADABLE]
+        refused = [name for name in changed if name not in RELOADABLE]
+        self.config = old.model_copy(update={name: getattr(new, name) for name in applied})
+        if "logging" in applied:
+            if new.logging.format != old.logging.format:
+                configure_logging(fmt=new.logging.format, level=new.logging.level)
+            else:
+                set_level(new.logging.level)
+        for hook in self._reload_hooks:
+            await hook(old, self.config)
+        log.info("reload.done", applied=applied, restart_needed=refused)
+        if refused:
+            log.warning(
+                "reload.not_applied",
+                sections=refused,
+                reason="these sections need a restart: `systemctl restart switchboard`",
+            )
+
+
+class _LateHandler:
+    """The command handler, bound once the components it drives have started.
+
+    The gateway starts before the SIP pool (so it misses no event); a command
+    arriving in between is refused as ``unavailable``.
+    """
+
+    def __init__(self) -> None:
+        self.target: CommandRouter | None = None
+
+    async def handle(
+        self, principal: Principal, name: str, args: dict[str, Any]
+    ) -> Mapping[str, Any]:
+        if self.target is None:
+            raise gw.Unavailable("the daemon is starting")
+        return await self.target.handle(principal, name, args)
+
+
+def _changed_sections(old: Config, new: Config) -> list[str]:
+    return [name for name in type(old).model_fields if getattr(old, name) != getattr(new, name)]

@@ -1,0 +1,122 @@
+"""The bridge's rules without a broker: topics, command parsing, replies, backoff."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from bus import Bus
+from bus._mqtt_protocol import (
+    MAX_COMMAND_BYTES,
+    BadCommand,
+    Topics,
+    error_reply,
+    parse_command,
+    topic_level,
+)
+from bus.mqtt import MqttBridge
+
+T = Topics(prefix="acme/sb", site="paris")
+
+
+def test_topics_of_a_site() -> None:
+    assert T.event("call.ended") == "acme/sb/paris/events/call.ended"
+    assert T.events == "acme/sb/paris/events/#"
+    assert T.agent_state("alice") == "acme/sb/paris/agents/alice/state"
+    assert T.status == "acme/sb/paris/status"
+    assert T.commands == "acme/sb/paris/commands"
+    assert T.reply("c1") == "acme/sb/paris/replies/c1"
+
+
+def test_names_with_topic_characters_stay_one_level_and_can_be_decoded() -> None:
+    assert topic_level("a/b+c#d%e\0") == "a%2Fb%2Bc%23d%25e%00"
+    assert topic_level("José 2") == "José 2"
+
+
+@pytest.mark.parametrize(
+    ("topic", "allowed"),
+    [
+        ("crm/inbox/ada", True),
+        ("acme/sb/paris/replies/ada/1", True),
+        ("acme/sb/paris/replies", False),
+        ("acme/sb/paris/events/call.ended", False),
+        ("acme/sb/lyon/replies/x", False),
+        ("acme/sb", False),
+        ("crm/+/x", False),
+        ("crm/#", False),
+        ("$SYS/x", False),
+        ("", False),
+    ],
+)
+def test_reply_topics_outside_the_prefix_or_under_own_replies_only(
+    topic: str, allowed: bool
+) -> None:
+    assert T.reply_allowed(topic) is allowed
+
+
+def _refused(message: Any) -> BadCommand:
+    payload = message if isinstance(message, bytes) else json.dumps(message).encode()
+    with pytest.raises(BadCommand) as info:
+        parse_command(payload, T)
+    return info.value
+
+
+def test_a_well_formed_command_defaults_its_reply_topic_and_args() -> None:
+    command = parse_command(json.dumps({"id": "c1", "token": "sbt_x", "name": "n"}).encode(), T)
+    assert (command.reply_to, command.args) == (T.reply("c1"), {})
+    assert "sbt_x" not in repr(command)
+
+
+def test_refusals_carry_a_stable_code_and_where_to_answer() -> None:
+    assert (_refused(b"nope").code, _refused(b"nope").reply_to) == ("bad_request", T.replies)
+    assert _refused(b"x" * (MAX_COMMAND_BYTES + 1)).reply_to is None
+    no_id = _refused({"token": "t", "name": "n", "reply_to": "crm/in"})
+    assert (no_id.code, no_id.reply_to, no_id.id) == ("bad_request", "crm/in", None)
+    assert _refused({"id": "a/b", "token": "t", "name": "n"}).reply_to == T.replies
+    no_token = _refused({"id": "c", "name": "n"})
+    assert (no_token.code, no_token.reply_to) == ("unauthorized", T.reply("c"))
+    assert _refused({"id": "c", "token": "", "name": "n"}).code == "unauthorized"
+    assert _refused({"id": "c", "token": "t"}).code == "bad_request"
+
+
+def test_error_reply_survives_unwritable_details() -> None:
+    reply = json.loads(error_reply("c", "forbidden", "no", {"x": object()}))
+    assert reply == {"id": "c", "type": "error", "error": {"code": "forbidden", "message": "no"}}
+
+
+async def _none(token: str) -> None:
+    return None
+
+
+async def _handler(principal: object, name: str, args: Any) -> None:
+    return None
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
+    bridge: MqttBridge[object] = MqttBridge(
+        Bus("paris"),
+        url="mqtt://broker.invalid",
+        site="paris",
+        authenticate=_none,
+        handler=_handler,
+        reconnect_min=1.0,
+        reconnect_max=8.0,
+    )
+    for failures, ceiling in [(0, 1.0), (1, 2.0), (3, 8.0), (10, 8.0), (1000, 8.0)]:
+        bridge._failures = failures
+        delays = [bridge._backoff() for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1
+
+
+def test_a_password_in_the_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="password"):
+        MqttBridge(
+            Bus("paris"),
+            url="mqtt://u:secret@broker",
+            site="paris",
+            authenticate=_none,
+            handler=_handler,
+        )

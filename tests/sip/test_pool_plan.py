@@ -1,0 +1,99 @@
+"""Planning workers from the configuration, and the restart backoff; no processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import Config, parse_config
+from sip.exceptions import PoolConfigError
+from sip.pool import Backoff, plan_workers
+
+BASE = """\
+[site]
+id = "paris"
+[pbx]
+host = "192.0.2.10"
+domain = "pbx.example.org"
+[sip]
+port_range_start = 25060
+max_workers = {max_workers}
+accounts_per_worker = {accounts}
+calls_per_worker = 4
+rtp_port_range = [30000, 30999]
+"""
+
+
+def _config(
+    tmp_path: Path,
+    lines: dict[str, str],
+    *,
+    max_workers: int = 16,
+    accounts: int = 8,
+    extra: str = "",
+) -> Config:
+    text = BASE.format(max_workers=max_workers, accounts=accounts) + extra
+    for ext, role in lines.items():
+        text += f'[[lines]]\nextension = "{ext}"\nrole = "{role}"\nsecret = "s-{ext}"\n'
+    agent_lines = [ext for ext, role in lines.items() if role == "agent"]
+    for n, ext in enumerate(agent_lines):
+        text += f'[[agents]]\nname = "Agent {n}"\nextension = "10{n:02d}"\nline = "{ext}"\n'
+    return parse_config(text, base_dir=tmp_path)
+
+
+def test_one_worker_per_line_with_its_own_ports(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path, {"2001": "agent", "2002": "agent", "2100": "reception", "2200": "dialer"}
+    )
+    plans = plan_workers(config)
+    assert [p.worker_id for p in plans] == [
+        "paris/agent-2001",
+        "paris/agent-2002",
+        "paris/reception-2100",
+        "paris/dialer-2200",
+    ]
+    assert [p.settings.sip_port for p in plans] == [25060, 25061, 25062, 25063]
+    starts = [p.settings.rtp_port_start for p in plans]
+    assert starts == [30000, 30062, 30124, 30186]  # 1000 ports / 16 workers = 62 each
+    assert all(p.settings.rtp_port_count == 62 for p in plans)
+    first = plans[0]
+    assert first.agent is not None
+    assert first.agent.line == "2001"
+    assert plans[2].agent is None
+    assert first.settings.allowed_sources == ("192.0.2.10",)
+    assert (first.settings.max_calls, first.settings.max_accounts) == (4, 8)
+    assert first.settings.domain == "pbx.example.org"
+
+
+def test_reception_and_dialer_lines_share_workers_when_short(tmp_path: Path) -> None:
+    lines = {"2001": "agent", "2002": "agent"}
+    lines |= {f"21{n:02d}": "reception" for n in range(9)}
+    config = _config(tmp_path, lines, max_workers=4)
+    plans = plan_workers(config)
+    assert [len(p.lines) for p in plans] == [1, 1, 7, 2]  # 7 = 8 accounts - the worker's own
+    assert [p.worker_id for p in plans][2:] == ["paris/reception-2100", "paris/reception-2107"]
+
+
+def test_too_many_lines_for_the_workers_is_refused(tmp_path: Path) -> None:
+    config = _config(tmp_path, {"2001": "agent", "2002": "agent", "2003": "agent"}, max_workers=2)
+    with pytest.raises(PoolConfigError, match="3 workers are needed"):
+        plan_workers(config)
+
+
+def test_tls_is_refused_until_the_worker_speaks_it(tmp_path: Path) -> None:
+    config = _config(tmp_path, {"2001": "agent"}).model_copy(deep=True)
+    pbx = config.pbx.model_copy(update={"transport": "tls"})
+    with pytest.raises(PoolConfigError, match="tls"):
+        plan_workers(config.model_copy(update={"pbx": pbx}))
+
+
+def test_backoff_starts_immediate_doubles_caps_and_resets() -> None:
+    backoff = Backoff(maximum=5.0, stable_after=60.0)
+    backoff.started(0.0)
+    delays = [backoff.next_delay(1.0 + n) for n in range(6)]
+    assert delays == [0.0, 1.0, 2.0, 4.0, 5.0, 5.0]
+    backoff.started(100.0)
+    assert backoff.next_delay(200.0) == 0.0  # up long enough: start over
+    backoff.started(200.0)
+    assert backoff.next_delay(201.0) == 1.0

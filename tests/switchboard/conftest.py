@@ -1,0 +1,166 @@
+"""Fixtures that run the real ``switchboard`` command in a subprocess.
+
+The daemon is observed the way systemd observes it: through a notification
+socket (``NOTIFY_SOCKET``) it writes READY=1, WATCHDOG=1 and STOPPING=1 to.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+SWITCHBOARD = [sys.executable, "-m", "switchboard"]
+LINE_SECRET = "line-secret-7f3a9c-never-print"
+
+CONFIG_TEMPLATE = """\
+[site]
+id = "test-site"
+default_region = "FR"
+
+[pbx]
+host = "127.0.0.1"
+domain = "switchboard.lab"
+
+[[lines]]
+extension = "2001"
+secret = "{secret}"
+role = "agent"
+
+[[agents]]
+name = "Alice Martin"
+extension = "1001"
+line = "2001"
+
+[recording]
+directory = "recordings"
+
+[store]
+url = "sqlite+aiosqlite:///{db}"
+
+[websocket]
+port = {ws_port}
+
+[http]
+port = {http_port}
+
+[logging]
+format = "json"
+level = "{level}"
+"""
+
+
+def write_config(path: Path, *, level: str = "info", extra: str = "") -> Path:
+    """Write a small valid configuration (plus ``extra`` TOML) to ``path``."""
+    db = path.parent / "switchboard.sqlite3"
+    path.write_text(
+        CONFIG_TEMPLATE.format(
+            secret=LINE_SECRET,
+            db=db,
+            level=level,
+            ws_port=free_tcp_port(),
+            http_port=free_tcp_port(),
+        )
+        + extra
+    )
+    return path
+
+
+def free_tcp_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``switchboard ARGS`` to completion and capture its output."""
+    return subprocess.run(
+        [*SWITCHBOARD, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@dataclass
+class DaemonProcess:
+    """A ``switchboard run`` child with the notification socket it reports to."""
+
+    proc: subprocess.Popen[bytes]
+    notify: socket.socket
+    log_path: Path
+    seen: list[str] = field(default_factory=list)
+
+    def wait_for(self, state: str, timeout: float = 20.0) -> None:
+        """Block until the daemon sends ``state`` (e.g. ``READY=1``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"no {state} within {timeout}s; got {self.seen}; log:\n{self.log()}"
+                )
+            self.notify.settimeout(remaining)
+            try:
+                datagram = self.notify.recv(4096).decode()
+            except TimeoutError:
+                continue
+            lines = datagram.split("\n")
+            self.seen.extend(lines)
+            if state in lines:
+                return
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """Start ``switchboard -c CONFIG run``; stopped (SIGKILL) if the test did not."""
+    started: list[DaemonProcess] = []
+
+    def _start(config: Path, *, watchdog_usec: int = 200_000) -> DaemonProcess:
+        sock_path = tmp_path / f"notify-{len(started)}.sock"
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(sock_path))
+        log_path = tmp_path / f"daemon-{len(started)}.log"
+        env = {
+            **os.environ,
+            "NOTIFY_SOCKET": str(sock_path),
+            "WATCHDOG_USEC": str(watchdog_usec),
+        }
+        env.pop("WATCHDOG_PID", None)
+        with log_path.open("wb") as log_file:
+            proc = subprocess.Popen(
+                [*SWITCHBOARD, "--config", str(config), "run"],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        daemon = DaemonProcess(proc=proc, notify=notify, log_path=log_path)
+        started.append(daemon)
+        return daemon
+
+    yield _start
+    for daemon in started:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait(timeout=10)
+        daemon.notify.close()
