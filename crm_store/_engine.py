@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from typing import Any
 
 from sqlalchemy import event
@@ -9,10 +11,13 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from .exceptions import StoreUnavailable
+
 __all__ = [
     "IMMEDIATE",
     "create_engine",
     "is_sqlite",
+    "probe_sqlite_file",
     "writer",
 ]
 
@@ -45,6 +50,32 @@ def create_engine(url: str, *, pool_size: int = 5, for_migrations: bool = False)
     if sqlite:
         _configure_sqlite(engine, foreign_keys=not for_migrations)
     return engine
+
+
+async def probe_sqlite_file(url: str) -> None:
+    """Open and close a file-backed SQLite database once with the plain driver.
+
+    Raises :class:`StoreUnavailable` when the file cannot be opened (missing directory,
+    no permission). Checking here, before aiosqlite, matters because aiosqlite's
+    clean-up after a failed connect finishes on its worker thread *after* the error
+    has reached the caller; a caller whose event loop ends at once (a CLI run, a
+    test) would then see that thread fail on the closed loop. Other URLs are left to
+    the engine.
+    """
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+        return
+    if parsed.query.get("uri") or str(database).startswith("file:"):
+        return
+
+    def probe() -> None:
+        sqlite3.connect(str(database)).close()
+
+    try:
+        await asyncio.to_thread(probe)
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(str(exc)) from exc
 
 
 def writer(engine: AsyncEngine) -> AsyncEngine:

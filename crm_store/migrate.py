@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from ._engine import create_engine, unavailable_reason, writer
+from ._engine import create_engine, probe_sqlite_file, unavailable_reason, writer
 from .exceptions import StoreUnavailable
 
 __all__ = ["MIGRATIONS_DIR", "downgrade", "head_revision", "upgrade"]
@@ -65,6 +65,7 @@ async def downgrade(url: str, revision: str) -> None:
 
 
 async def _run(url: str, direction: str, revision: str) -> None:
+    await probe_sqlite_file(url)
     engine = create_engine(url, pool_size=1, for_migrations=True)
     config = _config()
 

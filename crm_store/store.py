@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._base import Database
-from ._engine import create_engine, unavailable_reason
+from ._engine import create_engine, probe_sqlite_file, unavailable_reason
 from ._lookup import SqliteLookup, lookup_e164
 from .dto import CallerMatch
 from .exceptions import SchemaOutOfDate, StoreUnavailable
@@ -91,6 +91,7 @@ class Store:
         region = default_region.upper()
         if phonenumbers.country_code_for_region(region) == 0:
             raise ValueError(f"unknown phone region {default_region!r}")
+        await probe_sqlite_file(url)
         engine = create_engine(url, pool_size=pool_size)
         try:
             async with engine.connect() as conn:
