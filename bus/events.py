@@ -26,8 +26,12 @@ __all__ = [
     "CallBridged",
     "CallCreated",
     "CallDialing",
+    "CallDtmf",
     "CallEnded",
+    "CallHeld",
     "CallRinging",
+    "CallSupervised",
+    "CallTransferred",
     "DialerDialing",
     "DialerGap",
     "DialerItemClaimed",
@@ -153,13 +157,24 @@ class CallDialing(Event):
 
 @dataclass(frozen=True, slots=True)
 class CallRinging(Event):
-    """The call's leg toward ``leg`` is ringing (``agent`` or ``customer``)."""
+    """The call's leg toward ``leg`` is ringing (``agent`` or ``customer``).
+
+    For an inbound call it is published twice: ``leg="customer"``, ``agent`` None,
+    as soon as the caller is known (the supervisors' feed, the pop-up data), and
+    ``leg="agent"`` with the agent the call is offered to (their widget pops the
+    card). ``card`` is the caller's client or lead (see ``docs/protocol.md``),
+    None when the number matches neither or is withheld.
+    """
 
     TYPE: ClassVar[str] = "call.ringing"
 
     call_id: uuid.UUID
     leg: str
     agent: str | None
+    direction: str = "outbound"  # inbound | outbound
+    from_number: str | None = None
+    to_number: str | None = None
+    card: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +213,58 @@ class CallEnded(Event):
     #: The leg whose outcome gave ``reason`` (``agent``/``customer``); None if neither
     #: (an interrupted call, a hang-up requested through the API).
     leg: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallHeld(Event):
+    """The customer was put on hold (``held``) or taken off it."""
+
+    TYPE: ClassVar[str] = "call.held"
+
+    call_id: uuid.UUID
+    agent: str | None
+    held: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallTransferred(Event):
+    """A transfer of the customer: ``kind`` blind (REFER) or attended (consult leg,
+    then connect); ``state`` started, consulting, completed or failed (``reason``)."""
+
+    TYPE: ClassVar[str] = "call.transferred"
+
+    call_id: uuid.UUID
+    agent: str | None
+    kind: str
+    target: str
+    state: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallSupervised(Event):
+    """A supervisor joined a live call as ``mode`` (listen, whisper, barge), changed
+    mode, or left (``mode`` None)."""
+
+    TYPE: ClassVar[str] = "call.supervised"
+
+    call_id: uuid.UUID
+    agent: str | None
+    supervisor: str
+    mode: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallDtmf(Event):
+    """A DTMF digit received from (``leg="customer"``) or sent to the customer."""
+
+    TYPE: ClassVar[str] = "call.dtmf"
+
+    call_id: uuid.UUID
+    agent: str | None
+    leg: str
+    digit: str
+    direction: str  # received | sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +522,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CallAnswered,
         CallBridged,
         CallEnded,
+        CallHeld,
+        CallTransferred,
+        CallSupervised,
+        CallDtmf,
         RecordingReady,
         WorkerStarted,
         WorkerCrashed,

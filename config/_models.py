@@ -641,6 +641,64 @@ class DialerConfig(_Section):
     )
 
 
+class InboundConfig(_Section):
+    """``[inbound]``: calls to reception lines."""
+
+    strategy: Literal["longest_idle", "in_order"] = Field(
+        default="longest_idle",
+        description="Which available agent is offered a call first: longest_idle: the one "
+        "idle the longest; in_order: the first in [[agents]] order.",
+    )
+    agent_ring_seconds: Int = Field(
+        default=20,
+        gt=0,
+        description="Seconds an agent's phone rings before the call is offered to the next "
+        "available agent.",
+    )
+    no_agent_timeout: Int = Field(
+        default=30,
+        gt=0,
+        description="Seconds a caller may ring while no agent answers, before no_agent_action.",
+    )
+    no_agent_action: Literal["reject", "forward"] = Field(
+        default="reject",
+        description="reject: end the call with reject_code; forward: connect the caller to "
+        "overflow_number (recorded like any call).",
+    )
+    reject_code: Int = Field(
+        default=480,
+        ge=400,
+        le=699,
+        description="SIP status sent to a caller no agent answered (480 Temporarily Unavailable).",
+    )
+    overflow_number: PhoneNumber | None = Field(
+        default=None,
+        description="Number or extension calls go to when no agent answers and "
+        "no_agent_action is forward.",
+    )
+
+    @model_validator(mode="after")
+    def _overflow_given(self) -> InboundConfig:
+        if self.no_agent_action == "forward" and self.overflow_number is None:
+            raise ValueError("overflow_number is required when no_agent_action is forward")
+        return self
+
+
+class LeadsConfig(_Section):
+    """``[leads]``: leads created from calls with unknown numbers."""
+
+    from_incoming_calls: Bool = Field(
+        default=True,
+        description="An inbound call from a number that matches no client or lead creates "
+        "a lead (source incoming_call) at once, shown in the ringing pop-up.",
+    )
+    from_outgoing_calls: Bool = Field(
+        default=True,
+        description="An answered outbound call to a number that matches no client or lead "
+        "creates a lead (source outgoing_call), owned by the agent.",
+    )
+
+
 class Config(BaseModel):
     """The whole configuration of one Switchboard daemon."""
 
@@ -662,6 +720,8 @@ class Config(BaseModel):
     http: HttpConfig = Field(default_factory=HttpConfig, description="See [http].")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="See [logging].")
     dialer: DialerConfig = Field(default_factory=DialerConfig, description="See [dialer].")
+    inbound: InboundConfig = Field(default_factory=InboundConfig, description="See [inbound].")
+    leads: LeadsConfig = Field(default_factory=LeadsConfig, description="See [leads].")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

@@ -184,8 +184,25 @@ COMMAND_ARGS: dict[str, tuple[str, dict[str, Any]]] = {
 # --- events --------------------------------------------------------------------
 
 
+# The caller's card in ``call.ringing`` (the only ``dict[str, Any]`` event field):
+# the keys every card has are fixed, the rest depends on the kind.
+_CARD: dict[str, Any] = {
+    "type": "object",
+    "required": ["kind", "id", "display_name", "phone", "created"],
+    "properties": {
+        "kind": {"enum": ["client", "lead"]},
+        "id": _UUID,
+        "display_name": {"type": "string"},
+        "phone": {"type": "string"},
+        "created": {"type": "boolean"},
+    },
+}
+
+
 def _type_schema(tp: Any) -> dict[str, Any]:
     origin = typing.get_origin(tp)
+    if origin is dict:
+        return dict(_CARD)
     if origin in (types.UnionType, typing.Union):
         options = [_type_schema(a) for a in typing.get_args(tp)]
         return {"anyOf": options}

@@ -44,6 +44,16 @@ def _sample_value(hint: Any, n: int) -> Any:
         return AT.replace(second=n % 60)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return next(iter(hint))
+    if hint == dict[str, Any]:
+        # A caller card: plain JSON values only, so it comes back equal.
+        return {
+            "kind": "lead",
+            "id": str(uuid.UUID(int=n + 7)),
+            "display_name": f"value-{n}",
+            "phone": "+33612345678",
+            "created": True,
+            "tags": ["vip"],
+        }
     raise AssertionError(f"no sample for field type {hint!r}: teach this test and the codec")
 
 
