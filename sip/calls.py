@@ -62,6 +62,7 @@ from crm_store import (
     CallEndReason,
     Conflict,
     InvalidPhone,
+    LeadSource,
     Store,
     StoreError,
     normalize_phone,
@@ -121,6 +122,7 @@ class _Session:
     agent_timeout: float
     ring_timeout: float
     state: ClickToCall
+    user_id: uuid.UUID | None = None
     reserved: int = 2
     queue: asyncio.Queue[_Item] = field(default_factory=asyncio.Queue)
     timers: dict[Leg, asyncio.TimerHandle] = field(default_factory=dict)
@@ -291,6 +293,7 @@ class CallService:
             agent_timeout=agent_timeout or self.agent_timeout,
             ring_timeout=ring_timeout or self.ring_timeout,
             state=ClickToCall(str(record.id)),
+            user_id=user_id,
         )
         self._sessions[record.id] = session
         self._bus.publish(
@@ -439,6 +442,32 @@ class CallService:
         # The customer's audio may have come up with its 200 already.
         if s.state.media_active(Leg.CUSTOMER):
             await self._bridge(s)
+        await self._link_caller(s)
+
+    async def _link_caller(self, s: _Session) -> None:
+        """Attach the answered call to the number's client or lead, creating a lead
+        (source outgoing_call, owned by the agent) for an unknown number when
+        ``leads.from_outgoing_calls`` is on. After the bridge: the conversation
+        never waits for it."""
+        try:
+            if self._config.leads.from_outgoing_calls:
+                match, created = await self._store.leads.find_or_create_for_number(
+                    s.number, LeadSource.OUTGOING_CALL, owner=s.user_id
+                )
+                if created:
+                    log.info("click_to_call.lead_created", lead_id=str(match.id))
+            else:
+                found = await self._store.lookup_caller(s.number)
+                if found is None:
+                    return
+                match = found
+            await self._store.calls.link(
+                s.call_id,
+                client_id=match.id if match.kind == "client" else None,
+                lead_id=match.id if match.kind == "lead" else None,
+            )
+        except (StoreError, InvalidPhone) as exc:
+            log.error("click_to_call.link_failed", error=str(exc))
 
     async def _bridge(self, s: _Session) -> None:
         legs = s.leg_ids

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import bus
-from crm_store import CallEndReason
+from config import LeadsConfig
+from crm_store import CallEndReason, ClientKind
 from lab import audio
 from lab.customers import CUSTOMER_TONE_HZ, Behaviour, customer_number
 from lab.phones import PhoneSpec
@@ -229,3 +230,49 @@ async def test_refusals_before_anything_is_dialed(env: PoolEnv, lab: Lab) -> Non
     await asyncio.gather(env.calls.hangup(first), env.calls.hangup(second))
     assert env.pool.free_slots("t/agent-2003") == 4
     assert len(await env.store.calls.list_recent()) == 2
+
+
+async def test_an_answered_unknown_number_becomes_the_agents_lead(env: PoolEnv, lab: Lab) -> None:
+    number = customer_number(Behaviour.ANSWER, ring=0, talk=1, suffix=81)
+    busy = customer_number(Behaviour.BUSY, suffix=82)
+    answered = await env.calls.click_to_call(agent="alice", number=number)
+    await env.log.wait_for(bus.CallEnded, _ended(answered), within=10)
+    not_answered = await env.calls.click_to_call(agent="alice", number=busy)
+    await env.log.wait_for(bus.CallEnded, _ended(not_answered), within=10)
+
+    match = await env.store.lookup_caller(number)
+    assert match is not None
+    assert match.kind == "lead"
+    assert match.lead is not None
+    alice = await env.store.users.by_username("alice")
+    assert alice is not None
+    assert (match.lead.source, match.lead.owner_user_id) == ("outgoing_call", alice.id)
+    assert (await env.store.calls.get(answered)).lead_id == match.id
+    # A number nobody answered stays unknown.
+    assert await env.store.lookup_caller(busy) is None
+    assert (await env.store.calls.get(not_answered)).lead_id is None
+
+
+async def test_an_answered_known_client_is_linked_not_duplicated(env: PoolEnv, lab: Lab) -> None:
+    number = customer_number(Behaviour.ANSWER, ring=0, talk=1, suffix=83)
+    client = await env.store.clients.create(ClientKind.PERSON, first_name="Known", phones=[number])
+    call_id = await env.calls.click_to_call(agent="bob", number=number)
+    await env.log.wait_for(bus.CallEnded, _ended(call_id), within=10)
+    record = await env.store.calls.get(call_id)
+    assert (record.client_id, record.lead_id) == (client.id, None)
+    assert await env.store.leads.pool() == []
+
+
+async def test_outgoing_leads_can_be_switched_off(
+    lab: Lab, tmp_path: Path, pool_env: MakeEnv
+) -> None:
+    config = lab_config(lab, tmp_path, agents={"alice": AGENTS["alice"]})
+    config = config.model_copy(update={"leads": LeadsConfig(from_outgoing_calls=False)})
+    e = await pool_env(config, agent_timeout=3.0)
+    await e.log.wait_for(bus.RegistrationChanged, _registered("2001"))
+    number = customer_number(Behaviour.ANSWER, ring=0, talk=1, suffix=84)
+    call_id = await e.calls.click_to_call(agent="alice", number=number)
+    ended = await e.log.wait_for(bus.CallEnded, _ended(call_id), within=10)
+    assert ended.reason == "completed"
+    assert await e.store.lookup_caller(number) is None
+    assert (await e.store.calls.get(call_id)).lead_id is None
