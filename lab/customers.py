@@ -462,6 +462,145 @@ Content-Length: 0
 """
 
 
+# The first INVITE and its 407 round trip, shared by the refused and the cancelling
+# callers below (the answered caller's scenario, _UAC, has its own copy).
+_UAC_AUTH = r"""  <send retrans="500">
+    <![CDATA[
+INVITE sip:[$to]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:[$from]@[remote_ip]>;tag=[pid]lab[call_number]
+To: <sip:[$to]@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:[$from]@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=customer 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [rtpstream_audio_port] RTP/AVP 8
+a=rtpmap:8 PCMA/8000
+a=sendrecv
+]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="407" auth="true"/>
+  <send>
+    <![CDATA[
+ACK sip:[$to]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+From: <sip:[$from]@[remote_ip]>;tag=[pid]lab[call_number]
+To: <sip:[$to]@[remote_ip]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+INVITE sip:[$to]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:[$from]@[remote_ip]>;tag=[pid]lab[call_number]
+To: <sip:[$to]@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 2 INVITE
+Contact: <sip:[$from]@[local_ip]:[local_port]>
+[authentication]
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=customer 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [rtpstream_audio_port] RTP/AVP 8
+a=rtpmap:8 PCMA/8000
+a=sendrecv
+]]>
+  </send>
+"""
+
+# ACK of a final non-2xx answer to the authenticated INVITE (same transaction).
+_UAC_ACK_FINAL = r"""  <send>
+    <![CDATA[
+ACK sip:[$to]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+From: <sip:[$from]@[remote_ip]>;tag=[pid]lab[call_number]
+To: <sip:[$to]@[remote_ip]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]>
+  </send>
+"""
+
+# A caller who expects to be refused with @@CODE@@ (the scenario fails on anything
+# else, an answer included). Forked calls bring one 180 per branch: all absorbed.
+_UAC_REFUSED = (
+    r"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="lab customer calls in and is refused">
+  <Global variables="to,from"/>
+"""
+    + _UAC_AUTH
+    + r"""  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="@@CODE@@"/>
+"""
+    + _UAC_ACK_FINAL
+    + "</scenario>\n"
+)
+
+# A caller who hangs up (CANCEL) @@WAIT@@ ms after the call starts ringing, and
+# expects 487 Request Terminated -- or the 480/486 of another branch, which a forking
+# proxy prefers to 487 as the final answer. A forked call brings one 180 per branch, which a
+# <pause> would take as unexpected: the wait is a receive that times out instead
+# (restarted by each further 180).
+_UAC_CANCEL = (
+    r"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="lab customer calls in and gives up">
+  <Global variables="to,from"/>
+"""
+    + _UAC_AUTH
+    + r"""  <recv response="100" optional="true"/>
+  <recv response="180"/>
+  <recv response="180" optional="true" timeout="@@WAIT@@" ontimeout="cancel"/>
+  <recv response="183" optional="true" timeout="@@WAIT@@" ontimeout="cancel"/>
+  <recv response="699" timeout="@@WAIT@@" ontimeout="cancel"/>
+  <label id="cancel"/>
+  <send>
+    <![CDATA[
+CANCEL sip:[$to]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+From: <sip:[$from]@[remote_ip]>;tag=[pid]lab[call_number]
+To: <sip:[$to]@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 2 CANCEL
+Max-Forwards: 70
+Content-Length: 0
+]]>
+  </send>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" optional="true"/>
+  <recv response="480" optional="true" next="ack"/>
+  <recv response="486" optional="true" next="ack"/>
+  <recv response="487" next="ack"/>
+  <label id="ack"/>
+"""
+    + _UAC_ACK_FINAL
+    + "</scenario>\n"
+)
+
+
 def _sipp() -> str:
     return shutil.which("sipp") or "/usr/bin/sipp"
 
@@ -609,6 +748,8 @@ class Customers:
         *,
         talk_seconds: float = 5.0,
         timeout: float = 10.0,
+        expect_code: int | None = None,
+        cancel_after: float | None = None,
     ) -> CustomerCall:
         """A customer calls ``to_extension`` with caller id ``from_number``.
 
@@ -617,18 +758,41 @@ class Customers:
         :meth:`CustomerCall.wait` for the outcome. The call is killed by :meth:`stop`;
         one cancelled while its SIPp is being spawned may outlive :meth:`stop` only until
         the runner exits (it dies with its parent).
+
+        With ``expect_code`` the customer instead expects the call to be refused with
+        that final status (:meth:`CustomerCall.wait` is ``True`` only if it was); with
+        ``cancel_after`` they hang up (CANCEL) that many seconds after the first 180
+        and expect ``487`` (or a forking proxy's 480/486: ``wait`` is ``True`` if so).
         """
         if self._proc is None:
             raise CustomersError("customers are not running")
+        if expect_code is not None and cancel_after is not None:
+            raise ValueError("give expect_code or cancel_after, not both")
         serial = next(self._serial)
         call_id = f"lab-in-{uuid.uuid4().hex}"
         log_path = self.run_dir / f"customer-call-{serial:03d}.log"
         # Each UAC gets 20 RTP ports of the lab block, in turn.
         rtp = self._rtp_base + UAC_RTP_OFFSET + (serial % 20) * 20
+        scenario = self.run_dir / "customers-uac.xml"
+        variables = ["-set", "talk", str(int(talk_seconds * 1000))]
+        if expect_code is not None:
+            if not 300 <= expect_code <= 699:
+                raise ValueError("expect_code must be a final non-2xx status")
+            # One file per call: calls placed at once must not read a file being written.
+            scenario = self.run_dir / f"customers-uac-refused-{serial:03d}.xml"
+            text = _UAC_REFUSED.replace("@@CODE@@", str(expect_code))
+            await asyncio.to_thread(scenario.write_text, text)
+            variables = []
+        elif cancel_after is not None:
+            wait_ms = max(0, int(cancel_after * 1000))
+            scenario = self.run_dir / f"customers-uac-cancel-{serial:03d}.xml"
+            text = _UAC_CANCEL.replace("@@WAIT@@", str(wait_ms))
+            await asyncio.to_thread(scenario.write_text, text)
+            variables = []
         argv = [
             _sipp(),
             f"{self.host}:{self._pbx_port}",
-            "-sf", str(self.run_dir / "customers-uac.xml"),
+            "-sf", str(scenario),
             "-i", self.host,
             "-p", str(_ports.free_port(self.host)),
             "-bind_local",
@@ -642,7 +806,7 @@ class Customers:
             "-ap", self._trunk_password,
             "-set", "to", to_extension,
             "-set", "from", from_number,
-            "-set", "talk", str(int(talk_seconds * 1000)),
+            *variables,
             "-timeout", str(int(talk_seconds + timeout + 30)),
             "-trace_err", "-error_file", str(log_path.with_suffix(".err")),
         ]  # fmt: skip

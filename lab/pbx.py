@@ -42,6 +42,9 @@ log_stderror=yes
 log_prefix="{$mt $rm $ci} "
 children=4
 tcp_children=2
+# lookup() forks to at most max_branches contacts (default 12). A reception line is
+# registered by every agent worker, so allow the most this Kamailio takes (30).
+max_branches=30
 auto_aliases=no
 dns=no
 rev_dns=no

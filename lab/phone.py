@@ -8,14 +8,23 @@ on the lab PBX with digest authentication, then per its ``mode``
 - ``never``: rings until the caller gives up;
 - ``reject``: answers every call with ``reject_code`` (default 603).
 
+Whatever the mode, it follows a REFER (blind transfer) as a desk phone does: it accepts
+it and calls the target, and that call plays the tone and is recorded like any other.
+
 It writes one JSON object per line on stdout for every event (``ready``, ``registered``,
-``unregistered``, ``incoming``, ``ringing``, ``answered``, ``ended``, ``outgoing``,
-``progress``, ``error``) and reads commands as JSON lines on stdin::
+``unregistered``, ``incoming``, ``ringing``, ``answered``, ``media``, ``media_state``,
+``dtmf``, ``transfer_request``, ``ended``, ``outgoing``, ``progress``, ``error``) and reads
+commands as JSON lines on stdin::
 
     {"cmd": "call", "token": "t1", "to": "sip:+49301991020301@127.0.0.1:5060"}
     {"cmd": "hangup", "token": "t1"}          (or "call_id": "<SIP Call-ID>")
+    {"cmd": "dtmf", "token": "t1", "digits": "12#"}   (or "call_id"; RFC 4733)
     {"cmd": "register"}                        (register again now)
     {"cmd": "quit"}
+
+A REFER received on a call gives ``transfer_request`` (``call_id`` of that call, ``to``
+the target, ``token`` of the new call, ``x1``, ``x2``...), then the new call's
+``outgoing``, ``progress``, ``answered``... under that token.
 
 The lab runner (``lab.runner``) owns this protocol; nothing else should depend on it.
 
@@ -23,7 +32,10 @@ pjsua2 rules followed here, because breaking them crashes or hangs the process:
 every pj object is created, used and deleted on the main thread (``threadCnt = 0``,
 ``mainThreadOnly = True``, a loop around ``libHandleEvents``); callbacks only record
 plain values; ``Call`` objects are deleted after their callback has returned, never
-inside it; recorders are deleted before the call so the WAV header is finalised.
+inside it; recorders are deleted before the call so the WAV header is finalised. The
+``Call`` handed to pjsua2 for a transfer (``prm.newCall``) is created in
+``onCallTransferRequest`` and referenced from its slot like any call: pjsua2 does not own
+it, and without it the new call would be driven through the old ``Call`` object.
 """
 
 from __future__ import annotations
@@ -45,6 +57,15 @@ __all__ = ["main"]
 
 # pjsua2-python 2.15.1 is built with PJSUA_MAX_CALLS = 4.
 _MAX_CALLS = 4
+# Codecs the phones offer and accept (0 disables the others).
+_CODEC_PRIORITY = {"PCMU": 255, "PCMA": 254}
+_MEDIA_STATES = {
+    pj.PJSUA_CALL_MEDIA_NONE: "none",
+    pj.PJSUA_CALL_MEDIA_ACTIVE: "active",
+    pj.PJSUA_CALL_MEDIA_LOCAL_HOLD: "local_hold",
+    pj.PJSUA_CALL_MEDIA_REMOTE_HOLD: "remote_hold",
+    pj.PJSUA_CALL_MEDIA_ERROR: "error",
+}
 
 
 _events: Any = sys.stdout
@@ -115,8 +136,10 @@ class _CallSlot:
     recorder: Any = None
     recording: Path | None = None
     media_started: bool = False
+    media_state: str = ""
     last_code: int = 0
     reported_progress: set[int] = field(default_factory=set)
+    transfer: bool = False  # placed because of a REFER; "outgoing" not yet reported
 
 
 def _wav_complete(path: Path) -> bool:
@@ -144,6 +167,16 @@ class _Call(pj.Call):  # type: ignore[misc]
     def onCallMediaState(self, prm: Any) -> None:
         self._phone.on_call_media(self)
 
+    def onDtmfDigit(self, prm: Any) -> None:
+        self._phone.on_dtmf(self, str(prm.digit))
+
+    def onCallTransferRequest(self, prm: Any) -> None:
+        try:
+            self._phone.on_transfer_request(self, prm)
+        except Exception as exc:  # never into C++: refuse the REFER instead
+            prm.statusCode = 500
+            _emit("error", what="transfer_request", info=repr(exc))
+
 
 class _Account(pj.Account):  # type: ignore[misc]
     def __init__(self, phone: _Phone) -> None:
@@ -167,6 +200,7 @@ class _Phone:
         self.quit = False
         self.registered = False
         self.recordings = 0
+        self.transfers = 0
         self.ep: Any = None
         self.acc: Any = None
         self.player: Any = None
@@ -195,6 +229,13 @@ class _Phone:
         ep.libStart()
         # A null device still clocks the conference bridge, so players and recorders run.
         ep.audDevManager().setNullDev()
+        # G.711 only, as desk phones behind a PBX (and the lab's customers) speak. The
+        # wheel would otherwise offer and accept speex first, a vocoder that renders
+        # the tones at a level varying with its state, which blurs what a recording
+        # heard.
+        for codec in ep.codecEnum2():
+            name = str(codec.codecId).split("/", 1)[0]
+            ep.codecSetPriority(codec.codecId, _CODEC_PRIORITY.get(name, 0))
 
         player = pj.AudioMediaPlayer()
         player.createPlayer(str(self.s.tone_wav), 0)
@@ -303,6 +344,9 @@ class _Phone:
         info = call.getInfo()
         slot.call_id = info.callIdString
         slot.last_code = int(info.lastStatusCode)
+        if slot.transfer:
+            slot.transfer = False
+            _emit("outgoing", token=slot.token, call_id=slot.call_id)
         if slot.direction == "out" and info.state in (
             pj.PJSIP_INV_STATE_EARLY,
             pj.PJSIP_INV_STATE_CONNECTING,
@@ -324,28 +368,79 @@ class _Phone:
 
     def on_call_media(self, call: Any) -> None:
         slot = call.slot
-        if slot is None or slot.media_started or slot not in self.slots:
+        if slot is None or slot not in self.slots:
             return
         info = call.getInfo()
         for index, media in enumerate(info.media):
-            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
-                audio = call.getAudioMedia(index)
+            if media.type != pj.PJMEDIA_TYPE_AUDIO:
+                continue
+            state = _MEDIA_STATES.get(int(media.status), "none")
+            if state != slot.media_state:
+                slot.media_state = state
+                _emit(
+                    "media_state",
+                    extension=self.s.extension,
+                    call_id=slot.call_id,
+                    token=slot.token,
+                    state=state,
+                )
+            if media.audioConfSlot < 0:  # no conference port (media none or failed)
+                break
+            audio = call.getAudioMedia(index)
+            if not slot.media_started:
                 self.recordings += 1
                 path = self.s.record_dir / f"{self.s.extension}-{self.recordings:03d}.wav"
                 recorder = pj.AudioMediaRecorder()
                 recorder.createRecorder(str(path))
-                audio.startTransmit(recorder)
-                self.player.startTransmit(audio)
                 slot.recorder = recorder
                 slot.recording = path
+            # After a hold/resume pjsua may have rebuilt the stream on a new
+            # conference port: connect again (harmless if still connected). On
+            # hold too: the recording then holds the silence the phone hears.
+            audio.startTransmit(slot.recorder)
+            self.player.startTransmit(audio)
+            if not slot.media_started:
                 slot.media_started = True
                 _emit(
                     "media",
                     extension=self.s.extension,
                     call_id=slot.call_id,
-                    recording=str(path),
+                    token=slot.token,
+                    recording=str(slot.recording),
                 )
-                break
+            break
+
+    def on_dtmf(self, call: Any, digit: str) -> None:
+        slot = call.slot
+        if slot is None or slot not in self.slots:
+            return
+        _emit(
+            "dtmf", extension=self.s.extension, call_id=slot.call_id, token=slot.token, digit=digit
+        )
+
+    def on_transfer_request(self, call: Any, prm: Any) -> None:
+        """A REFER: accept it and hand pjsua2 our own Call for the new call."""
+        slot = call.slot
+        if slot is None or slot not in self.slots or len(self.slots) >= _MAX_CALLS:
+            prm.statusCode = 603
+            _emit("error", what="transfer_request", info="no call slot for the transfer")
+            return
+        self.transfers += 1
+        new_call = _Call(self, self.acc)
+        new_slot = _CallSlot(call=new_call, direction="out", token=f"x{self.transfers}")
+        new_slot.transfer = True
+        new_call.slot = new_slot
+        # Referenced from the slot until DISCONNECTED, like every call: pjsua2
+        # keeps only a pointer to it.
+        self.slots.append(new_slot)
+        prm.newCall = new_call
+        _emit(
+            "transfer_request",
+            extension=self.s.extension,
+            call_id=slot.call_id,
+            to=str(prm.dstUri),
+            token=new_slot.token,
+        )
 
     # --- loop-side work ---------------------------------------------------------------
 
@@ -433,15 +528,29 @@ class _Phone:
             _emit("outgoing", token=slot.token, call_id=slot.call_id)
         elif name == "register":
             self.acc.setRegistration(True)
+        elif name == "dtmf":
+            slots = self._match(cmd)
+            if not slots:  # no token in the event: it would mark that call failed
+                _emit(
+                    "error", what="dtmf", info=f"no call {cmd.get('token') or cmd.get('call_id')}"
+                )
+            for slot in slots:
+                slot.call.dialDtmf(str(cmd["digits"]))
         elif name == "hangup":
-            token, call_id = cmd.get("token"), cmd.get("call_id")
-            for slot in list(self.slots):
-                if (token is not None and slot.token == token) or (
-                    call_id is not None and slot.call_id == call_id
-                ):
-                    slot.call.hangup(pj.CallOpParam())
+            for slot in self._match(cmd):
+                slot.call.hangup(pj.CallOpParam())
         else:
             _emit("error", what="command", info=f"unknown command {name!r}")
+
+    def _match(self, cmd: dict[str, Any]) -> list[_CallSlot]:
+        """The live calls a command names by ``token`` or ``call_id``."""
+        token, call_id = cmd.get("token"), cmd.get("call_id")
+        return [
+            slot
+            for slot in self.slots
+            if (token is not None and slot.token == token)
+            or (call_id is not None and slot.call_id == call_id)
+        ]
 
 
 def _read_stdin(commands: queue.Queue[dict[str, Any]]) -> None:

@@ -2,8 +2,9 @@
 
 A :class:`LabPhone` starts the process, reads its JSON event lines and lets tests wait
 on states: ``await phone.wait_registered()``, ``await phone.wait_call_answered()``,
-``await phone.wait_call_ended()``. The phone can also place calls, which makes it the
-test user agent for anything that needs a real SIP caller.
+``await phone.wait_call_ended()``. The phone can also place calls, send DTMF and follow
+blind transfers (REFER), which makes it the test user agent for anything that needs a
+real SIP caller.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class OutgoingCall:
     final_code: int | None = None
     error: str | None = None  # set, with ``ended``, if the phone could not place it
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    #: For a call placed because of a REFER: the target and the Call-ID of the call
+    #: the REFER came on.
+    target: str | None = None
+    referred_by: str | None = None
 
 
 class LabPhone:
@@ -122,6 +127,8 @@ class LabPhone:
         self._reader: asyncio.Task[None] | None = None
         self._tokens = itertools.count(1)
         self._outgoing: dict[str, OutgoingCall] = {}
+        #: Calls placed because of a REFER, in order.
+        self.transfers: list[OutgoingCall] = []
         self.registered = False
 
     @property
@@ -187,6 +194,15 @@ class LabPhone:
             self.registered = True
         elif event.kind == "unregistered":
             self.registered = False
+        elif event.kind == "transfer_request":
+            transfer = OutgoingCall(
+                str(event.data["token"]),
+                target=str(event.data.get("to")),
+                referred_by=event.call_id,
+            )
+            self._outgoing[transfer.token] = transfer
+            self.transfers.append(transfer)
+            return
         token = event.data.get("token")
         call = self._outgoing.get(str(token)) if token is not None else None
         if call is None:
@@ -251,6 +267,60 @@ class LabPhone:
             timeout=timeout,
             start=start,
         )
+
+    async def wait_media_state(
+        self, state: str, *, call_id: str | None = None, timeout: float = 10.0, start: int = 0
+    ) -> PhoneEvent:
+        """Wait until a call's audio reaches ``state``: ``active``, ``remote_hold``
+        (the other side put it on hold), ``local_hold``, ``none``, ``error``."""
+        return await self.wait_for(
+            lambda e: (
+                e.kind == "media_state"
+                and e.data.get("state") == state
+                and call_id in (None, e.call_id)
+            ),
+            timeout=timeout,
+            start=start,
+        )
+
+    async def wait_transfer(self, *, timeout: float = 10.0, start: int = 0) -> OutgoingCall:
+        """Wait for a REFER to be accepted; returns the live record of the new call."""
+        event = await self.wait_for(
+            lambda e: e.kind == "transfer_request", timeout=timeout, start=start
+        )
+        return self._outgoing[str(event.data["token"])]
+
+    def dtmf_received(self, *, call_id: str | None = None, start: int = 0) -> str:
+        """The DTMF digits received (on ``call_id`` if given) from event ``start`` on."""
+        return "".join(
+            str(e.data["digit"])
+            for e in self.events[start:]
+            if e.kind == "dtmf" and call_id in (None, e.call_id)
+        )
+
+    async def wait_dtmf(
+        self, count: int, *, call_id: str | None = None, timeout: float = 10.0, start: int = 0
+    ) -> str:
+        """Wait until ``count`` DTMF digits have arrived; return the first ``count``."""
+        seen: list[str] = []
+
+        def enough(event: PhoneEvent) -> bool:
+            if event.kind == "dtmf" and call_id in (None, event.call_id):
+                seen.append(str(event.data["digit"]))
+            return len(seen) >= count
+
+        await self.wait_for(enough, timeout=timeout, start=start)
+        return "".join(seen[:count])
+
+    async def send_dtmf(
+        self, digits: str, *, call: OutgoingCall | None = None, call_id: str | None = None
+    ) -> None:
+        """Send ``digits`` (RFC 4733) on a call this phone placed, or on the call with
+        SIP Call-ID ``call_id``; the phone reports an ``error`` event if there is none."""
+        if (call is None) == (call_id is None):
+            raise ValueError("give exactly one of call and call_id")
+        target = {"token": call.token} if call is not None else {"call_id": call_id}
+        await self._send({"cmd": "dtmf", "digits": digits, **target})
 
     async def _send(self, command: dict[str, Any]) -> None:
         if self._proc is None or self._proc.stdin is None:

@@ -141,6 +141,24 @@ class _Call(pj.Call):  # type: ignore[misc]
     def onDtmfDigit(self, prm: Any) -> None:
         self._engine.emit(p.Dtmf(call_id=self.call_id, digit=str(prm.digit)))
 
+    @_guard
+    def onCallTransferStatus(self, prm: Any) -> None:
+        self._engine._on_transfer_status(self.call_id, prm)
+
+    @_guard
+    def onCallTransferRequest(self, prm: Any) -> None:
+        # A REFER *received* on one of our calls. Accepting it would make pjsua
+        # place a call the daemon never asked for (and, without a new Call
+        # object, reuse this one for it): transfers are the daemon's decision.
+        log("warning", "REFER received: refused 603", call_id=self.call_id)
+        prm.statusCode = 603
+
+    @_guard
+    def onCallReplaceRequest(self, prm: Any) -> None:
+        # An INVITE with Replaces aimed at this call: refused for the same reason.
+        log("warning", "INVITE with Replaces received: refused 603", call_id=self.call_id)
+        prm.statusCode = 603
+
 
 @dataclass(eq=False)
 class _Recording:
@@ -163,6 +181,32 @@ class _CallRecord:
     media_active: bool = False
     last_state: str = ""
     bridged: set[str] = field(default_factory=set)
+    held: bool = False  # hold sent and no resume since: no audio in or out
+    transfer_pending: bool = False  # REFER sent, no final NOTIFY yet
+    transferred: bool = False  # hung up after a successful blind transfer
+
+
+@dataclass(eq=False)
+class _Supervision:
+    """A supervisor's leg listening to (or talking into) a customer/agent bridge."""
+
+    supervisor: str
+    customer: str
+    agent: str
+    mode: p.SuperviseMode
+
+    def legs(self) -> tuple[str, str, str]:
+        return (self.customer, self.agent, self.supervisor)
+
+    def edges(self) -> set[tuple[str, str]]:
+        """Conference-bridge connections (source, sink) this mode needs."""
+        c, a, s = self.customer, self.agent, self.supervisor
+        edges = {(c, s), (a, s)}
+        if self.mode in ("whisper", "barge"):
+            edges.add((s, a))
+        if self.mode == "barge":
+            edges.add((s, c))
+        return edges
 
 
 class Engine:
@@ -177,6 +221,8 @@ class Engine:
         self._lines: dict[str, _Account] = {}
         self._calls: dict[str, _CallRecord] = {}
         self._recordings: dict[str, _Recording] = {}
+        # Keyed by the supervisor's call id.
+        self._supervisions: dict[str, _Supervision] = {}
         self._deferred: list[Callable[[], None]] = []
         self._closing_recordings: set[_Recording] = set()
         self._unregistering: set[str] = set()
@@ -414,29 +460,24 @@ class Engine:
         a, b = self._record(cmd.call_a), self._record(cmd.call_b)
         if a is b:
             raise EngineError("invalid_bridge", "cannot bridge a call with itself")
-        med_a, med_b = self._audio(a), self._audio(b)
-        if med_a is None or med_b is None:
+        if self._audio(a) is None or self._audio(b) is None:
             raise EngineError("media_not_active", "both calls need active audio")
-        med_a.startTransmit(med_b)
-        med_b.startTransmit(med_a)
+        before = self._edges()
         a.bridged.add(b.call_id)
         b.bridged.add(a.call_id)
+        self._apply(before, touched={a.call_id, b.call_id})
         # A recording of either leg now hears the other leg too.
-        for rec in self._recordings.values():
-            if rec.sources & {a.call_id, b.call_id}:
-                self._record_source(rec, a)
-                self._record_source(rec, b)
+        self._sync_recordings()
 
     def _cmd_unbridge(self, cmd: p.Unbridge) -> None:
         a, b = self._record(cmd.call_a), self._record(cmd.call_b)
         if b.call_id not in a.bridged:
             raise EngineError("not_bridged", "the calls are not bridged")
+        before = self._edges()
         a.bridged.discard(b.call_id)
         b.bridged.discard(a.call_id)
-        med_a, med_b = self._audio(a), self._audio(b)
-        if med_a is not None and med_b is not None:
-            med_a.stopTransmit(med_b)
-            med_b.stopTransmit(med_a)
+        self._apply(before, touched=set())
+        self._sync_recordings()
 
     def _cmd_record_start(self, cmd: p.RecordStart) -> None:
         s = self._settings()
@@ -460,9 +501,12 @@ class Engine:
             raise EngineError("recording_failed", exc.info()) from None
         rec = _Recording(call_id=cmd.call_id, final=final, partial=partial, recorder=recorder)
         self._recordings[cmd.call_id] = rec
-        self._record_source(rec, record)
-        for other in record.bridged:
-            self._record_source(rec, self._calls[other])
+        # The conference bridge writes nothing to a recorder in a tick where no
+        # source delivered audio (a held call's stream does not decode), which
+        # would cut that time out of the WAV. The null sound device's port
+        # delivers silence on every tick: with it the file keeps wall-clock time.
+        self._ep.audDevManager().getCaptureDevMedia().startTransmit(recorder)
+        self._sync_recordings()
 
     def _cmd_record_stop(self, cmd: p.RecordStop) -> None:
         if cmd.call_id not in self._recordings:
@@ -470,14 +514,82 @@ class Engine:
         self._finish_recording(cmd.call_id)
 
     def _cmd_hold(self, cmd: p.Hold) -> None:
-        self._record(cmd.call_id).call.setHold(pj.CallOpParam(True))
+        record = self._record(cmd.call_id)
+        record.call.setHold(pj.CallOpParam(True))
+        # The held party hears nobody and is heard by nobody until resume
+        # (its recording keeps running); the connections stay booked and are
+        # made again when the resumed media comes up (_on_media_state).
+        record.held = True
+        for src, dst in self._edges():
+            if record.call_id in (src, dst):
+                self._stop(src, dst)
 
     def _cmd_resume(self, cmd: p.Resume) -> None:
+        record = self._record(cmd.call_id)
         prm = pj.CallOpParam(True)
         prm.opt.flag = pj.PJSUA_CALL_UNHOLD
         prm.opt.audioCount = 1
         prm.opt.videoCount = 0
-        self._record(cmd.call_id).call.reinvite(prm)
+        record.call.reinvite(prm)
+        record.held = False
+        # If pjsua kept the stream, no media callback may follow: connect now
+        # (does nothing while the media is still on hold).
+        self._reconnect(record)
+
+    def _cmd_transfer_blind(self, cmd: p.TransferBlind) -> None:
+        record = self._record(cmd.call_id)
+        if not record.answered or record.hangup_requested:
+            raise EngineError("invalid_state", "only an answered call can be transferred")
+        if record.transfer_pending:
+            raise EngineError("invalid_state", "a transfer of this call is in progress")
+        record.call.xfer(cmd.to_uri, pj.CallOpParam())
+        record.transfer_pending = True
+
+    def _cmd_transfer_attended(self, cmd: p.TransferAttended) -> None:
+        a, b = self._record(cmd.call_id), self._record(cmd.consult_call_id)
+        if a is b:
+            raise EngineError("invalid_bridge", "cannot connect a call with itself")
+        if self._audio(a) is None or self._audio(b) is None:
+            raise EngineError("media_not_active", "both calls need active audio")
+        before = self._edges()
+        for record in (a, b):
+            for other in record.bridged:
+                if other in self._calls:
+                    self._calls[other].bridged.discard(record.call_id)
+            record.bridged.clear()
+        a.bridged.add(b.call_id)
+        b.bridged.add(a.call_id)
+        self._apply(before, touched={a.call_id, b.call_id})
+        self._sync_recordings()
+
+    def _cmd_supervise(self, cmd: p.Supervise) -> None:
+        customer = self._record(cmd.call_id)
+        supervisor = self._record(cmd.supervisor_call_id)
+        if customer is supervisor:
+            raise EngineError("invalid_bridge", "a call cannot supervise itself")
+        if len(customer.bridged) != 1:
+            raise EngineError(
+                "invalid_state", "the supervised call must be bridged to exactly one other call"
+            )
+        (agent_id,) = customer.bridged
+        if supervisor.bridged or supervisor.call_id == agent_id:
+            raise EngineError("invalid_state", "the supervisor's call is bridged to a call")
+        current = self._supervisions.get(supervisor.call_id)
+        if current is not None and current.customer != customer.call_id:
+            raise EngineError("invalid_state", "the supervisor's call supervises another call")
+        if any(s.customer == supervisor.call_id for s in self._supervisions.values()):
+            raise EngineError("invalid_state", "the supervisor's call is itself supervised")
+        if self._audio(supervisor) is None:
+            raise EngineError("media_not_active", "the supervisor's call has no active audio")
+        before = self._edges()
+        self._supervisions[supervisor.call_id] = _Supervision(
+            supervisor=supervisor.call_id,
+            customer=customer.call_id,
+            agent=agent_id,
+            mode=cmd.mode,
+        )
+        self._apply(before, touched={customer.call_id, agent_id, supervisor.call_id})
+        self._sync_recordings()
 
     def _cmd_dtmf(self, cmd: p.SendDtmf) -> None:
         if not cmd.digits or not re.fullmatch(r"[0-9A-Da-d*#]+", cmd.digits):
@@ -553,6 +665,15 @@ class Engine:
             if other in self._calls:
                 self._calls[other].bridged.discard(record.call_id)
         record.bridged.clear()
+        # A supervision ends with any of its three legs; the connections
+        # between the two remaining legs go with it.
+        ended = [s for s in self._supervisions.values() if record.call_id in s.legs()]
+        if ended:
+            before = self._edges()
+            for supervision in ended:
+                del self._supervisions[supervision.supervisor]
+            self._apply(before, touched=set())
+            self._sync_recordings()
         if record.announce:
             self.emit(
                 p.CallState(
@@ -569,19 +690,32 @@ class Engine:
         record = self._calls.get(call_id)
         if record is None or not record.announce:
             return
-        medium = self._audio(record)
-        if medium is None:
+        if self._audio(record) is None:
             return
-        # After hold/resume pjsua may have rebuilt the stream: connect again
+        # After hold/resume pjsua may have rebuilt the stream (a new conference
+        # port): connect bridges, supervision and recorders again
         # (startTransmit on an existing connection is harmless).
-        for other in record.bridged:
-            other_medium = self._audio(self._calls[other])
-            if other_medium is not None:
-                medium.startTransmit(other_medium)
-                other_medium.startTransmit(medium)
+        self._reconnect(record)
         if not record.media_active:
             record.media_active = True
             self.emit(p.MediaActive(call_id=call_id))
+
+    def _on_transfer_status(self, call_id: str, prm: Any) -> None:
+        record = self._calls.get(call_id)
+        if record is None or not record.announce:
+            return
+        code, final = int(prm.statusCode), bool(prm.finalNotify)
+        self.emit(p.TransferStatus(call_id=call_id, code=code, reason=str(prm.reason), final=final))
+        if not final:
+            return
+        record.transfer_pending = False
+        if 200 <= code < 300 and not record.hangup_requested:
+            # The transferee reached the target: our part of the call is over.
+            record.transferred = True
+            record.hangup_requested = True
+            prm.cont = False
+            record.call.hangup(pj.CallOpParam())
+        # A failed transfer leaves the call up, as it was: the daemon decides.
 
     # ------------------------------------------------------------------ helpers
 
@@ -601,7 +735,9 @@ class Engine:
         return record
 
     def _audio(self, record: _CallRecord) -> Any:
-        """Return the call's active audio media, or None."""
+        """Return the call's active audio media (None if inactive or held)."""
+        if record.held or record.call is None:
+            return None
         try:
             info = record.call.getInfo()
             for medium in info.media:
@@ -612,6 +748,94 @@ class Engine:
         except pj.Error:
             return None
         return None
+
+    def _port(self, record: _CallRecord | None) -> Any:
+        """Return the call's audio media while it has a conference port (held too)."""
+        if record is None or record.call is None:
+            return None
+        try:
+            info = record.call.getInfo()
+            for medium in info.media:
+                if medium.type == pj.PJMEDIA_TYPE_AUDIO and medium.audioConfSlot >= 0:
+                    return record.call.getAudioMedia(medium.index)
+        except pj.Error:
+            return None
+        return None
+
+    # Conference-bridge connections. The wanted set is derived from the
+    # bookkeeping (bridges both ways, supervision per mode); commands change
+    # the bookkeeping, then _apply makes the bridge match it.
+
+    def _edges(self) -> set[tuple[str, str]]:
+        """Every connection (source call, sink call) the bookkeeping asks for."""
+        edges = {(r.call_id, other) for r in self._calls.values() for other in r.bridged}
+        for supervision in self._supervisions.values():
+            edges |= supervision.edges()
+        return edges
+
+    def _apply(self, before: set[tuple[str, str]], *, touched: set[str]) -> None:
+        """Stop the connections no longer wanted, make the new ones and those of
+        ``touched`` calls."""
+        after = self._edges()
+        for src, dst in before - after:
+            self._stop(src, dst)
+        for src, dst in after:
+            if (src, dst) not in before or src in touched or dst in touched:
+                self._transmit(src, dst)
+
+    def _transmit(self, src: str, dst: str) -> None:
+        a, b = self._calls.get(src), self._calls.get(dst)
+        med_a = self._audio(a) if a is not None else None
+        med_b = self._audio(b) if b is not None else None
+        if med_a is not None and med_b is not None:
+            med_a.startTransmit(med_b)
+
+    def _stop(self, src: str, dst: str) -> None:
+        med_a, med_b = self._port(self._calls.get(src)), self._port(self._calls.get(dst))
+        if med_a is not None and med_b is not None:
+            with contextlib.suppress(pj.Error):
+                med_a.stopTransmit(med_b)
+
+    def _reconnect(self, record: _CallRecord) -> None:
+        """Make every wanted connection of this call (after its media came up again)."""
+        medium = self._audio(record)
+        if medium is None:
+            return
+        for src, dst in self._edges():
+            if record.call_id in (src, dst):
+                self._transmit(src, dst)
+        for rec in self._recordings.values():
+            if record.call_id in rec.sources:
+                medium.startTransmit(rec.recorder)
+        self._sync_recordings()
+
+    def _wanted_sources(self, call_id: str) -> set[str]:
+        """What a recording of ``call_id`` hears: the call itself, the calls bridged
+        to it, a barging supervisor (whisper and listen are not recorded), and for a
+        supervisor's own leg the two legs it listens to."""
+        record = self._calls.get(call_id)
+        if record is None:
+            return set()
+        wanted = {call_id} | record.bridged
+        for supervision in self._supervisions.values():
+            if supervision.supervisor == call_id:
+                wanted |= {supervision.customer, supervision.agent}
+            elif supervision.mode == "barge" and call_id in supervision.legs():
+                wanted.add(supervision.supervisor)
+        return {c for c in wanted if c in self._calls}
+
+    def _sync_recordings(self) -> None:
+        """Connect every recording to what it should hear, and only that."""
+        for rec in self._recordings.values():
+            wanted = self._wanted_sources(rec.call_id)
+            for gone in rec.sources - wanted:
+                port = self._port(self._calls.get(gone))
+                if port is not None:
+                    with contextlib.suppress(pj.Error):
+                        port.stopTransmit(rec.recorder)
+                rec.sources.discard(gone)
+            for new in wanted - rec.sources:
+                self._record_source(rec, self._calls[new])
 
     def _allowed(self, host: str) -> bool:
         try:
@@ -656,11 +880,12 @@ class Engine:
     def _finish_recording(self, call_id: str) -> None:
         rec = self._recordings.pop(call_id)
         for source in rec.sources:
-            record = self._calls.get(source)
-            medium = self._audio(record) if record is not None else None
+            medium = self._port(self._calls.get(source))
             if medium is not None:
                 with contextlib.suppress(pj.Error):
                     medium.stopTransmit(rec.recorder)
+        with contextlib.suppress(pj.Error):
+            self._ep.audDevManager().getCaptureDevMedia().stopTransmit(rec.recorder)
         # Dropping the last reference destroys the recorder, but since
         # pjproject 2.14 the conference bridge removes ports asynchronously:
         # the WAV writer flushes and writes its header only on a later clock
@@ -786,6 +1011,8 @@ def _unfold(lines: list[str]) -> Iterator[str]:
 
 def _end_reason(record: _CallRecord, code: int) -> str:
     """Classify why a call ended; see docs/sip-worker.md for the list."""
+    if record.transferred:
+        return "transferred"
     if record.answered:
         return "local_hangup" if record.hangup_requested else "remote_hangup"
     if record.hangup_requested:

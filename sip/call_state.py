@@ -233,7 +233,9 @@ class ClickToCall:
             if not self.alive:
                 self._to(Phase.ENDED, reason=self.outcome.reason.value)
             return
-        if self.talked:
+        if worker_reason == "transferred":
+            reason = CallEndReason.TRANSFERRED  # the customer left us by a REFER
+        elif self.talked:
             reason = CallEndReason.COMPLETED
         elif leg is Leg.AGENT and self.phase in (Phase.AGENT_ANSWERED, Phase.CUSTOMER_CALLING):
             reason = CallEndReason.CANCELLED  # the agent gave up on a ringing customer

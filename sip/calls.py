@@ -52,8 +52,10 @@ from bus import (
     CallBridged,
     CallCreated,
     CallDialing,
+    CallDtmf,
     CallEnded,
     CallRinging,
+    CallTransferred,
     RecordingReady,
 )
 from config import AgentConfig, Config
@@ -70,6 +72,7 @@ from crm_store import (
 from sip import protocol as p
 from sip.call_state import ClickToCall, Leg, Phase
 from sip.client import WorkerExited
+from sip.control import CallLegs
 from sip.exceptions import (
     InvalidNumber,
     PoolClosed,
@@ -326,6 +329,21 @@ class CallService:
         async with asyncio.timeout(timeout):
             await session.done.wait()
 
+    def legs(self, call_id: uuid.UUID) -> CallLegs | None:
+        """Where call ``call_id`` is, once connected (:class:`~sip.control.LegDirectory`)."""
+        s = self._sessions.get(call_id)
+        if s is None or s.state.phase is not Phase.BRIDGED:
+            return None
+        legs = s.leg_ids
+        return CallLegs(
+            call_id=call_id,
+            worker_id=s.worker_id,
+            customer_leg=legs[Leg.CUSTOMER],
+            agent_leg=legs[Leg.AGENT],
+            agent=s.agent_name,
+            line=s.agent.line,
+        )
+
     def active_calls(self) -> list[ActiveCall]:
         """The calls in progress."""
         return [
@@ -411,6 +429,29 @@ class CallService:
                 await self._bridge(s)
         elif isinstance(event, p.Error):
             log.warning("click_to_call.leg_error", leg=leg.value, code=event.code)
+        elif isinstance(event, p.Dtmf) and leg is Leg.CUSTOMER:
+            self._bus.publish(
+                CallDtmf(
+                    call_id=s.call_id,
+                    agent=s.agent_name,
+                    leg=leg.value,
+                    digit=event.digit,
+                    direction="received",
+                )
+            )
+        elif isinstance(event, p.TransferStatus) and leg is Leg.CUSTOMER:
+            if event.final:
+                ok = 200 <= event.code < 300
+                self._bus.publish(
+                    CallTransferred(
+                        call_id=s.call_id,
+                        agent=s.agent_name,
+                        kind="blind",
+                        target="",
+                        state="completed" if ok else "failed",
+                        reason=None if ok else f"{event.code} {event.reason}",
+                    )
+                )
         elif isinstance(event, p.CallState):
             if event.state in ("ringing", "early"):
                 if s.state.leg_ringing(leg):

@@ -14,6 +14,10 @@ and a customer leg) is the business of ``sip.calls``, which hands the pool a
 event of their leg, and once more with :class:`~sip.client.WorkerExited` if the
 worker dies under the leg. They must not block.
 
+Incoming calls go to one handler (:meth:`SipPool.on_incoming`): the inbound
+service, which receives a branch of each reception call from every worker
+registering the reception line (see :func:`plan_workers`).
+
 Supervision: when a worker exits unasked, its legs' listeners are told, its
 open call records are closed as ``interrupted`` and ``CallEnded`` is published
 for each, then ``WorkerCrashed``; the worker is started again after a backoff
@@ -90,7 +94,12 @@ def agent_key(agent: AgentConfig) -> str:
 
 @dataclass(frozen=True, slots=True)
 class WorkerPlan:
-    """What one worker runs: its lines, its agent (for an agent line), its sockets."""
+    """What one worker runs: its lines, its agent (for an agent line), its sockets.
+
+    ``lines`` are the lines this worker is the *home* of; ``shared_lines`` are the
+    reception lines an agent worker registers as well (same extension and secret,
+    its own Contact), so that the PBX forks their calls to it too.
+    """
 
     worker_id: str
     index: int
@@ -98,10 +107,16 @@ class WorkerPlan:
     lines: tuple[LineConfig, ...]
     agent: AgentConfig | None
     settings: p.WorkerSettings
+    shared_lines: tuple[LineConfig, ...] = ()
 
     @property
     def agent_name(self) -> str | None:
         return agent_key(self.agent) if self.agent is not None else None
+
+    @property
+    def registered_lines(self) -> tuple[LineConfig, ...]:
+        """Every line the worker registers: its own, then the shared ones."""
+        return self.lines + self.shared_lines
 
 
 def plan_workers(config: Config, *, log_level: p.LogLevel = "warning") -> tuple[WorkerPlan, ...]:
@@ -115,6 +130,12 @@ def plan_workers(config: Config, *, log_level: p.LogLevel = "warning") -> tuple[
     listens on ``sip.port_range_start + n`` and gets the ``n``-th of
     ``sip.max_workers`` equal blocks of ``sip.rtp_port_range``.
 
+    Every agent worker also registers every reception line (``shared_lines``):
+    the PBX then forks a reception call to the reception worker *and* to each
+    agent worker, and the inbound service keeps the branch on the worker of the
+    agent it offers the call to (see ``docs/sip-pool.md``). An agent worker thus
+    needs ``1 + reception lines + 1`` accounts.
+
     Raises :class:`PoolConfigError` when the lines do not fit.
     """
     sip, pbx = config.sip, config.pbx
@@ -124,6 +145,16 @@ def plan_workers(config: Config, *, log_level: p.LogLevel = "warning") -> tuple[
     if per_worker < 1 and config.lines:
         raise PoolConfigError(
             "sip.accounts_per_worker: must be at least 2 (one account is the worker's own)"
+        )
+    reception = config.lines_by_role(LineRole.RECEPTION)
+    agent_lines = config.lines_by_role(LineRole.AGENT)
+    needed = 1 + len(reception) + 1
+    if agent_lines and reception and needed > sip.accounts_per_worker:
+        raise PoolConfigError(
+            f"sip.accounts_per_worker: every agent worker registers its agent line, the "
+            f"{len(reception)} reception lines (so that the PBX forks their calls to it) "
+            f"and its local identity: {needed} accounts, only {sip.accounts_per_worker} "
+            f"allowed; use at most {sip.accounts_per_worker - 2} reception lines"
         )
     groups: list[tuple[LineRole, tuple[LineConfig, ...]]] = [
         (LineRole.AGENT, (line,)) for line in config.lines_by_role(LineRole.AGENT)
@@ -176,6 +207,7 @@ def plan_workers(config: Config, *, log_level: p.LogLevel = "warning") -> tuple[
                 lines=lines,
                 agent=agent,
                 settings=settings,
+                shared_lines=reception if role is LineRole.AGENT else (),
             )
         )
     return tuple(plans)
@@ -255,6 +287,8 @@ class WorkerStatus:
     calls: int
     crashes: int
     restarts: int
+    #: Reception lines this (agent) worker registers besides its own line.
+    shared_lines: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- the pool
@@ -269,7 +303,9 @@ class _Worker:
         self.client: WorkerClient | None = None
         self.crashes = 0
         self.restarts = 0
-        self.registrations: dict[str, str] = {line.extension: "unregistered" for line in plan.lines}
+        self.registrations: dict[str, str] = {
+            line.extension: "unregistered" for line in plan.registered_lines
+        }
         self.legs: dict[str, LegListener] = {}
         self.recordings: dict[str, LegListener] = {}
         self.reserved = 0
@@ -327,6 +363,13 @@ class SipPool:
             for plan in self.plans
         }
         self._by_line = {line.extension: w for w in self._workers.values() for line in w.plan.lines}
+        # Home worker first, then the agent workers sharing the line.
+        self._line_workers: dict[str, list[_Worker]] = {}
+        for w in self._workers.values():
+            for line in w.plan.lines:
+                self._line_workers.setdefault(line.extension, []).insert(0, w)
+            for line in w.plan.shared_lines:
+                self._line_workers.setdefault(line.extension, []).append(w)
         self._leg_worker: dict[str, _Worker] = {}
         self._incoming: IncomingHandler | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -432,7 +475,7 @@ class SipPool:
                 worker_id=w.worker_id, config=w.plan.settings, ready_timeout=self._ready_timeout
             )
             try:
-                for line in w.plan.lines:
+                for line in w.plan.registered_lines:
                     await client.command(
                         p.Register(
                             cmd_id=client.next_cmd_id(),
@@ -586,9 +629,12 @@ class SipPool:
             listener = w.recordings.pop(event.call_id, None)
             if listener is not None:
                 listener(event)
-        elif isinstance(event, p.CallState | p.MediaActive | p.Dtmf | p.Error):
-            call_id = event.call_id
-            if call_id is None:
+        else:
+            # Every other event naming a call (call_state, media_active, dtmf,
+            # transfer_status, error...) goes to that leg's listener, so that
+            # events added to the protocol later reach their call unchanged.
+            call_id = getattr(event, "call_id", None)
+            if not isinstance(call_id, str):
                 return
             listener = w.legs.get(call_id)
             if isinstance(event, p.CallState) and event.state == "ended":
@@ -601,8 +647,8 @@ class SipPool:
         if self._incoming is not None and w.used < self.config.sip.calls_per_worker:
             self._incoming(w.worker_id, event)
             return
-        # Nobody takes inbound calls yet (or no slot is free): refuse it rather
-        # than let it ring forever.
+        # Nobody takes inbound calls (the inbound service is not running) or no
+        # slot is free: refuse it rather than let it ring forever.
         log.info("sip_pool.incoming_refused", call_id=event.call_id, line=event.line)
         if self._tg is not None and w.client is not None:
             self._tg.create_task(
@@ -619,18 +665,37 @@ class SipPool:
     def on_incoming(self, handler: IncomingHandler | None) -> None:
         """Hand incoming calls to ``handler``; with none they are refused with 480.
 
-        The handler must :meth:`adopt` the call (or reject it) to see its events.
+        The handler (``sip.inbound.InboundService``) runs on the loop for every
+        incoming leg — every branch of a forked call, one per worker registering the
+        line — and must :meth:`adopt` it (or reject it) to see its events.
         """
         self._incoming = handler
 
     # ------------------------------------------------------------------ lookup
 
     def worker_for_line(self, extension: str) -> str:
-        """The id of the worker holding line ``extension``."""
+        """The id of the *home* worker of line ``extension`` (the one it is planned on)."""
         w = self._by_line.get(extension)
         if w is None:
             raise UnknownLine(f"no line {extension}")
         return w.worker_id
+
+    def workers_for_line(self, extension: str) -> tuple[str, ...]:
+        """Every worker registering line ``extension``: its home worker first, then
+        (for a reception line) each agent worker, in plan order."""
+        workers = self._line_workers.get(extension)
+        if not workers:
+            raise UnknownLine(f"no line {extension}")
+        return tuple(w.worker_id for w in workers)
+
+    def worker_of_agent(self, agent: str) -> str:
+        """The id of the worker of ``agent``'s line (by key, user name or name)."""
+        return self.worker_for_line(self.agent(agent).line)
+
+    def alive(self, worker_id: str) -> bool:
+        """Whether ``worker_id`` is up (started, not crashed nor restarting)."""
+        w = self._workers.get(worker_id)
+        return w is not None and w.client is not None and w.client.alive
 
     def agent(self, name: str) -> AgentConfig:
         """The configured agent whose user name (or, failing that, name) is ``name``."""
@@ -661,6 +726,7 @@ class SipPool:
                 calls=len(w.legs),
                 crashes=w.crashes,
                 restarts=w.restarts,
+                shared_lines=tuple(line.extension for line in w.plan.shared_lines),
             )
             for w in self._workers.values()
         }
@@ -790,6 +856,55 @@ class SipPool:
     async def record_stop(self, leg_id: str) -> None:
         """Stop recording ``leg_id``; ``RecordingFinished`` follows."""
         await self._leg_command(leg_id, lambda c: p.RecordStop(cmd_id=c, call_id=leg_id))
+
+    async def unbridge(self, leg_a: str, leg_b: str) -> None:
+        """Disconnect the audio of two bridged legs (both on one worker)."""
+        if self.worker_of(leg_a) != self.worker_of(leg_b):
+            raise UnknownCall(f"legs {leg_a} and {leg_b} are on different workers")
+        await self._leg_command(leg_a, lambda c: p.Unbridge(cmd_id=c, call_a=leg_a, call_b=leg_b))
+
+    async def hold(self, leg_id: str) -> None:
+        """Put leg ``leg_id`` on hold (re-INVITE ``sendonly``)."""
+        await self._leg_command(leg_id, lambda c: p.Hold(cmd_id=c, call_id=leg_id))
+
+    async def resume(self, leg_id: str) -> None:
+        """Take leg ``leg_id`` off hold (re-INVITE ``sendrecv``)."""
+        await self._leg_command(leg_id, lambda c: p.Resume(cmd_id=c, call_id=leg_id))
+
+    async def send_dtmf(self, leg_id: str, digits: str) -> None:
+        """Send ``digits`` (``0-9 A-D * #``) on leg ``leg_id`` as RFC 4733 events."""
+        await self._leg_command(
+            leg_id, lambda c: p.SendDtmf(cmd_id=c, call_id=leg_id, digits=digits)
+        )
+
+    async def transfer_blind(self, leg_id: str, to_uri: str) -> None:
+        """Transfer the far end of leg ``leg_id`` to ``to_uri`` (REFER); progress comes
+        to the leg's listener as ``transfer_status`` events."""
+        await self._leg_command(
+            leg_id, lambda c: p.TransferBlind(cmd_id=c, call_id=leg_id, to_uri=to_uri)
+        )
+
+    async def transfer_attended(self, leg_id: str, consult_leg: str) -> None:
+        """Connect leg ``leg_id`` to ``consult_leg`` (the attended transfer's last
+        step, inside their worker); both must be on one worker."""
+        if self.worker_of(leg_id) != self.worker_of(consult_leg):
+            raise UnknownCall(f"legs {leg_id} and {consult_leg} are on different workers")
+        await self._leg_command(
+            leg_id,
+            lambda c: p.TransferAttended(cmd_id=c, call_id=leg_id, consult_call_id=consult_leg),
+        )
+
+    async def supervise(self, leg_id: str, supervisor_leg: str, mode: p.SuperviseMode) -> None:
+        """Connect ``supervisor_leg`` to the customer leg ``leg_id`` as ``mode``
+        (``listen``, ``whisper``, ``barge``); again to change the mode."""
+        if self.worker_of(leg_id) != self.worker_of(supervisor_leg):
+            raise UnknownCall(f"legs {leg_id} and {supervisor_leg} are on different workers")
+        await self._leg_command(
+            leg_id,
+            lambda c: p.Supervise(
+                cmd_id=c, call_id=leg_id, supervisor_call_id=supervisor_leg, mode=mode
+            ),
+        )
 
     async def _leg_command(self, leg_id: str, build: Callable[[str], p.Command]) -> None:
         w = self._leg_worker.get(leg_id)

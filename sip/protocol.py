@@ -66,6 +66,7 @@ __all__ = [
     "Supervise",
     "TransferAttended",
     "TransferBlind",
+    "TransferStatus",
     "Unbridge",
     "Unregister",
     "WorkerSettings",
@@ -286,7 +287,12 @@ class SendDtmf(Command):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransferBlind(Command):
-    """Blind transfer (REFER) — not implemented yet: answered ``not_implemented``."""
+    """Blind transfer: send REFER to ``to_uri`` on an answered call.
+
+    Progress comes as :class:`TransferStatus`; on a final 2xx the worker hangs
+    the call up (``end_reason`` ``transferred``), on a final failure the call
+    stays up.
+    """
 
     TYPE: ClassVar[str] = "transfer_blind"
     call_id: str
@@ -295,7 +301,11 @@ class TransferBlind(Command):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransferAttended(Command):
-    """Attended transfer (REFER with Replaces) — not implemented yet."""
+    """Connect step of an attended transfer, inside the worker (no REFER).
+
+    Both calls are disconnected from every call they are bridged to, then
+    bridged to each other; the legs left alone stay up (the daemon hangs them up).
+    """
 
     TYPE: ClassVar[str] = "transfer_attended"
     call_id: str
@@ -304,7 +314,12 @@ class TransferAttended(Command):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Supervise(Command):
-    """Listen, whisper or barge into a call — not implemented yet."""
+    """Connect a supervisor's call to a customer call bridged to one agent call.
+
+    ``listen``: the supervisor hears both; ``whisper``: the agent hears the
+    supervisor too; ``barge``: both hear the supervisor. Sending it again
+    changes the mode; hanging up the supervisor's call ends it.
+    """
 
     TYPE: ClassVar[str] = "supervise"
     call_id: str
@@ -407,6 +422,22 @@ class Dtmf(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TransferStatus(Event):
+    """Progress of a blind transfer (``transfer_blind``) of ``call_id``.
+
+    ``code``/``reason`` are first the REFER's acceptance (pjsua reports its 202
+    as ``100 Accepted``), then the status line of each NOTIFY's sipfrag (100,
+    180, 200, 486...); ``final`` marks the last report.
+    """
+
+    TYPE: ClassVar[str] = "transfer_status"
+    call_id: str
+    code: int
+    reason: str
+    final: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RecordingFinished(Event):
     """A recording is complete and is under its final ``path``."""
 
@@ -457,6 +488,7 @@ EVENTS: dict[str, type[Event]] = {
         MediaActive,
         Dtmf,
         RecordingFinished,
+        TransferStatus,
     )
 }
 

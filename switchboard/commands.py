@@ -5,8 +5,9 @@ against the principal's rights before it arrives here; this module maps it to
 the component that acts — the click-to-call service, the store, the agents'
 states — and maps their errors to the protocol's stable error codes.
 
-Commands whose telephony is not built yet (answer, hold, transfer, DTMF,
-supervision) are refused with ``unavailable`` and say so; nothing is faked.
+Commands whose telephony is not built yet (``call.answer``, the attended
+``call.transfer`` and its ``complete``/``cancel``) are refused with
+``unavailable`` and say so; nothing is faked.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from bus import AgentStateChanged, Bus
+from bus import AgentStateChanged, Bus, CallCreated, CallEnded, Subscription
 from config import Config
 from crm_store import (
     CallDirection,
@@ -40,6 +41,7 @@ from dialer import (
     UnknownList,
 )
 from sip.calls import CallService
+from sip.control import CallControl, SupervisionMode
 from sip.exceptions import (
     InvalidNumber,
     NoCapacity,
@@ -47,8 +49,10 @@ from sip.exceptions import (
     PoolError,
     UnknownAgent,
     UnknownCall,
+    WorkerCommandError,
     WorkerUnavailable,
 )
+from sip.inbound import InboundService, PresenceBook
 from ws_gateway import Principal
 from ws_gateway import exceptions as gw
 
@@ -72,6 +76,25 @@ class AgentStates:
         self._states: dict[str, tuple[str, str | None]] = {
             key: ("offline", None) for key in self._users
         }
+        #: What inbound routing reads: the states, plus who is on a call and
+        #: since when each agent is idle (see :meth:`follow_calls`).
+        self.presence = PresenceBook.from_config(config)
+        self._outbound: dict[uuid.UUID, str] = {}
+
+    async def follow_calls(self, subscription: Subscription) -> None:
+        """Keep :attr:`presence` told of the agents' outbound calls (click-to-call,
+        dialer), so inbound calls are not offered to an agent already talking.
+        Inbound calls tell the presence book themselves."""
+        async for envelope in subscription:
+            event = envelope.event
+            if isinstance(event, CallCreated):
+                if event.direction != "inbound" and event.agent is not None:
+                    self._outbound[event.call_id] = event.agent
+                    self.presence.call_started(event.agent)
+            elif isinstance(event, CallEnded):
+                agent = self._outbound.pop(event.call_id, None)
+                if agent is not None:
+                    self.presence.call_ended(agent)
 
     def state(self, agent: str) -> tuple[str, str | None]:
         """``(state, reason)`` of ``agent``; ``KeyError`` if not configured."""
@@ -87,6 +110,12 @@ class AgentStates:
         if self._states[agent] == new:
             return
         self._states[agent] = new
+        if state == "available":
+            self.presence.set_available(agent)
+        elif state == "paused":
+            self.presence.set_paused(agent, new[1])
+        else:
+            self.presence.set_offline(agent)
         log.info("agent.state", agent=agent, state=state, reason=new[1])
         self._bus.publish(
             AgentStateChanged(agent=agent, user=self._users[agent], state=state, reason=new[1])
@@ -103,6 +132,7 @@ class AgentStates:
             self._users[key] = user
             if key not in self._states:
                 self._states[key] = ("offline", None)
+                self.presence.set_offline(key)
                 log.info("agent.state", agent=key, state="offline", reason=None)
                 self._bus.publish(AgentStateChanged(agent=key, user=user, state="offline"))
 
@@ -128,15 +158,26 @@ class CommandRouter:
         calls: CallService,
         agents: AgentStates,
         dialer: Dialer,
+        control: CallControl,
+        inbound: InboundService,
     ) -> None:
         self._config = config
         self._store = store
         self._calls = calls
         self._agents = agents
         self._dialer = dialer
+        self._control = control
+        self._inbound = inbound
         self._handlers: dict[str, Handler] = {
             "call.originate": self._originate,
             "call.hangup": self._hangup,
+            "call.hold": partial(self._hold, held=True),
+            "call.resume": partial(self._hold, held=False),
+            "call.dtmf": self._dtmf,
+            "call.transfer": self._transfer,
+            "supervisor.listen": partial(self._supervise, mode="listen"),
+            "supervisor.whisper": partial(self._supervise, mode="whisper"),
+            "supervisor.barge": partial(self._supervise, mode="barge"),
             "call.note": self._note,
             "call.disposition": self._disposition,
             "call.create_lead": self._create_lead,
@@ -172,8 +213,11 @@ class CommandRouter:
             raise gw.BadRequest(str(exc)) from exc
         except (NoCapacity, Conflict, SessionExists, InvalidState) as exc:
             raise gw.Conflict(str(exc)) from exc
-        except (WorkerUnavailable, PoolClosed, PoolError, DialerClosed) as exc:
-            raise gw.Unavailable(str(exc)) from exc
+        except (WorkerUnavailable, PoolClosed, PoolError, DialerClosed, TimeoutError) as exc:
+            raise gw.Unavailable(str(exc) or "the telephony did not answer in time") from exc
+        except WorkerCommandError as exc:
+            # The worker refused: the call is not in a state that allows it.
+            raise gw.Conflict(f"{exc.code}: {exc}") from exc
 
     # --- calls ------------------------------------------------------------
 
@@ -182,7 +226,38 @@ class CommandRouter:
         return {"call_id": str(call_id)}
 
     async def _hangup(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
-        await self._calls.hangup(uuid.UUID(args["call_id"]))
+        call_id = uuid.UUID(args["call_id"])
+        try:
+            await self._calls.hangup(call_id)
+        except UnknownCall:
+            await self._inbound.hangup(call_id)
+        return {}
+
+    async def _hold(
+        self, principal: Principal, args: dict[str, Any], *, held: bool
+    ) -> Mapping[str, Any]:
+        call_id = uuid.UUID(args["call_id"])
+        await (self._control.hold(call_id) if held else self._control.resume(call_id))
+        return {}
+
+    async def _dtmf(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        await self._control.dtmf(uuid.UUID(args["call_id"]), args["digits"])
+        return {}
+
+    async def _transfer(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        if args.get("mode", "blind") != "blind":
+            raise gw.Unavailable("attended transfer is not offered through this API yet")
+        await self._control.transfer_blind(uuid.UUID(args["call_id"]), args["to"])
+        return {}
+
+    async def _supervise(
+        self, principal: Principal, args: dict[str, Any], *, mode: SupervisionMode
+    ) -> Mapping[str, Any]:
+        phones = [a for a in self._config.agents if a.key in principal.agents]
+        if not phones:
+            raise gw.Conflict("you have no phone configured ([[agents]] with your user)")
+        supervisor = next((a for a in phones if a.supervisor), phones[0])
+        await self._control.supervise(uuid.UUID(args["call_id"]), supervisor, mode)
         return {}
 
     async def _note(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:

@@ -19,13 +19,15 @@ from typing import Any
 import structlog
 
 import config as cfgmod
-from bus import Bus, MqttBridge
+from bus import Bus, CallCreated, CallEnded, MqttBridge
 from bus.mqtt import CommandError as MqttCommandError
 from config import Config, ConfigError
 from crm_store import SchemaOutOfDate, Store, StoreError, upgrade
 from dialer import Dialer
 from sip.calls import CallService
+from sip.control import CallControl, InboundLegs
 from sip.exceptions import PoolConfigError, WorkerStartError
+from sip.inbound import InboundService
 from sip.pool import SipPool
 from sip.recordings import RecordingRetention
 from ws_gateway import Gateway, GatewaySettings, Principal, store_authenticator
@@ -119,10 +121,31 @@ class Daemon:
             self.pool = await self._start_pool(stack, self.store, self.bus)
             assert self.calls is not None
             self.agents = AgentStates(self.config, self.bus)
+            calls_feed = self.bus.subscribe(
+                "presence", types={CallCreated.TYPE, CallEnded.TYPE}, maxsize=10_000
+            )
             self.agents.publish_all()
             self.on_reload(self._apply_agents)
             self.dialer = await stack.enter_async_context(
                 Dialer(self.pool, config=self.config, bus=self.bus, store=self.store)
+            )
+            inbound = await stack.enter_async_context(
+                InboundService(
+                    self.pool,
+                    config=self.config,
+                    bus=self.bus,
+                    store=self.store,
+                    presence=self.agents.presence,
+                )
+            )
+            self.agents.presence.add_listener(inbound.poke)
+            control = await stack.enter_async_context(
+                CallControl(
+                    self.pool,
+                    config=self.config,
+                    bus=self.bus,
+                    directories=[self.calls, InboundLegs(inbound, self.pool)],
+                )
             )
             handler.target = CommandRouter(
                 config=self.config,
@@ -130,6 +153,8 @@ class Daemon:
                 calls=self.calls,
                 agents=self.agents,
                 dialer=self.dialer,
+                control=control,
+                inbound=inbound,
             )
 
             self.notifier.notify("READY=1", "STATUS=serving")
@@ -143,9 +168,11 @@ class Daemon:
                         name="watchdog",
                     )
                     reloader = tg.create_task(self._reloader(reloads), name="reloader")
+                    presence = tg.create_task(self.agents.follow_calls(calls_feed), name="presence")
                     await self._stop.wait()
                     watchdog.cancel()
                     reloader.cancel()
+                    presence.cancel()
             finally:
                 self.notifier.notify("STOPPING=1", "STATUS=stopping")
                 log.info("daemon.stopping")

@@ -89,6 +89,22 @@ class CallRepository:
         """Record when the call was answered. Raises :class:`Conflict` if ended."""
         return await self._open_update(call_id, "answered", {"answered_at": at or utcnow()})
 
+    async def mark_answered_by(
+        self, call_id: uuid.UUID, agent_user_id: uuid.UUID | None, at: datetime | None = None
+    ) -> Call:
+        """Record when the call was answered and by which agent (an inbound call's
+        agent is known only then), in one update. ``agent_user_id`` None leaves the
+        agent as it was. Raises :class:`Conflict` if ended."""
+        values: dict[str, Any] = {"answered_at": at or utcnow()}
+        if agent_user_id is not None:
+            values["agent_user_id"] = agent_user_id
+        return await self._open_update(call_id, "answered", values)
+
+    async def set_worker(self, call_id: uuid.UUID, worker_id: str) -> Call:
+        """Move the open call to SIP worker ``worker_id`` (the one carrying it, whose
+        crash closes it as ``interrupted``). Raises :class:`Conflict` if ended."""
+        return await self._open_update(call_id, "worker", {"worker_id": worker_id})
+
     async def end(
         self, call_id: uuid.UUID, reason: CallEndReason, at: datetime | None = None
     ) -> Call:

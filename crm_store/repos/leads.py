@@ -175,6 +175,41 @@ class LeadRepository:
         log.info("lead_taken", lead_id=str(lead_id), user_id=str(user_id))
         return lead
 
+    async def give_if_unowned(
+        self, lead_id: uuid.UUID, user_id: uuid.UUID, *, actor: Actor = None
+    ) -> Lead | None:
+        """Make ``user_id`` the owner of the lead if it has none; return the lead, or
+        ``None`` if it already had an owner (who keeps it).
+
+        For a lead created by an inbound call, given to the agent who answered it.
+        Atomic like :meth:`take` (one ``UPDATE ... WHERE owner_user_id IS NULL``), but
+        the status is left as it is: what the call achieved is the agent's to say.
+        Raises :class:`NotFound` if the lead does not exist.
+        """
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                update(m.leads)
+                .where(m.leads.c.id == lead_id, m.leads.c.owner_user_id.is_(None))
+                .values(owner_user_id=user_id, updated_at=utcnow())
+            )
+            if result.rowcount == 0:
+                exists = await conn.scalar(select(m.leads.c.id).where(m.leads.c.id == lead_id))
+                if exists is None:
+                    raise NotFound("lead", lead_id)
+                return None
+            await audit(
+                conn,
+                actor=actor,
+                entity_type="lead",
+                entity_id=lead_id,
+                action="owner",
+                changes={"owner_user_id": user_id},
+            )
+            lead = await load_lead(conn, lead_id)
+        assert lead is not None
+        log.info("lead_given", lead_id=str(lead_id), user_id=str(user_id))
+        return lead
+
     async def convert_to_client(self, lead_id: uuid.UUID, *, actor: Actor = None) -> Client:
         """Turn a lead into a client, in one transaction.
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 import bus
-from config import Config, parse_config
+from config import Config, InboundConfig, parse_config
 from crm_store import Store, upgrade
 from lab import free_port_block
 
@@ -30,6 +30,7 @@ from lab.runner import Lab
 from sip import protocol as p
 from sip.calls import CallService
 from sip.client import WorkerClient
+from sip.inbound import InboundService, PresenceBook
 from sip.pool import SipPool
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -363,6 +364,51 @@ async def pool_env(
         calls = CallService(pool, config=config, bus=events, store=store, **service_options)
         await stack.enter_async_context(calls)
         return PoolEnv(config, store, events, log, pool, calls)
+
+    async with stack:
+        yield make
+
+
+# --------------------------------------------------------------------------- inbound harness
+
+
+@dataclass
+class InboundEnv:
+    """A pool environment plus the inbound service and its presence book."""
+
+    env: PoolEnv
+    presence: PresenceBook
+    inbound: InboundService
+
+
+def with_inbound(config: Config, **inbound: Any) -> Config:
+    """``config`` with its ``[inbound]`` settings replaced by ``inbound`` (validated)."""
+    merged = {**config.inbound.model_dump(), **inbound}
+    return config.model_copy(update={"inbound": InboundConfig(**merged)})
+
+
+@pytest.fixture
+async def inbound_env(
+    pool_env: Callable[..., Awaitable[PoolEnv]],
+) -> AsyncIterator[Callable[..., Awaitable[InboundEnv]]]:
+    """Factory: ``pool_env`` plus a PresenceBook (every agent offline) and a started
+    InboundService poked on every presence change; closed before the pool."""
+    stack = contextlib.AsyncExitStack()
+
+    async def make(config: Config, **service_options: Any) -> InboundEnv:
+        env = await pool_env(config)
+        presence = PresenceBook.from_config(config)
+        inbound = InboundService(
+            env.pool,
+            config=config,
+            bus=env.bus,
+            store=env.store,
+            presence=presence,
+            **service_options,
+        )
+        await stack.enter_async_context(inbound)
+        stack.callback(presence.add_listener(inbound.poke))
+        return InboundEnv(env, presence, inbound)
 
     async with stack:
         yield make

@@ -35,11 +35,25 @@ async def _registered_all(env: PoolEnv, lines: tuple[str, ...], start: int = 0) 
         await env.log.wait_for(bus.RegistrationChanged, _registered(line), start=start)
 
 
+async def _registered_everywhere(env: PoolEnv, start: int = 0) -> None:
+    """Every line registered by every worker registering it (the reception line
+    by its own worker and by each agent worker)."""
+    for plan in env.pool.plans:
+        for line in plan.registered_lines:
+            await env.log.wait_for(
+                bus.RegistrationChanged,
+                lambda e, line=line.extension, worker=plan.worker_id: (
+                    e.line == line and e.worker_id == worker and e.state == "registered"
+                ),
+                start=start,
+            )
+
+
 async def test_killed_worker_loses_only_its_call_and_comes_back(
     lab: Lab, tmp_path: Path, pool_env: MakeEnv
 ) -> None:
     env = await pool_env(lab_config(lab, tmp_path, agents=AGENTS, reception=("2100",)))
-    await _registered_all(env, ("2001", "2002", "2100"))
+    await _registered_everywhere(env)
     alice_worker = env.pool.worker_for_line("2001")
     # Alice's customer talks until hung up; Bob's for 5 s, then hangs up.
     doomed = await env.calls.click_to_call(
@@ -86,9 +100,15 @@ async def test_killed_worker_loses_only_its_call_and_comes_back(
 
     # Nobody else noticed: no other worker crashed or re-registered, and Bob's
     # call talked on to its normal end, with the customer audible to the end.
+    # (Alice's worker registers the reception line too: its copy went and came back.)
     assert [e.worker_id for e in env.log.events(bus.WorkerCrashed)] == [alice_worker]
-    others = env.log.events(bus.RegistrationChanged, lambda e: e.line != "2001")
+    others = env.log.events(bus.RegistrationChanged, lambda e: e.worker_id != alice_worker)
     assert all(e.state in ("registering", "registered") for e in others)
+    await env.log.wait_for(
+        bus.RegistrationChanged,
+        lambda e: e.line == "2100" and e.worker_id == alice_worker and e.state == "registered",
+        start=mark,
+    )
     bob_end = await env.log.wait_for(bus.CallEnded, lambda e: e.call_id == survivor, within=8)
     assert bob_end.reason == "completed"
     assert bob_end.talk_seconds is not None
@@ -112,7 +132,7 @@ async def test_lines_register_again_within_5s_of_the_pbx_coming_back(
     config = lab_config(lab, tmp_path, agents=AGENTS, reception=("2100",), transport="tcp")
     env = await pool_env(config)
     lines = ("2001", "2002", "2100")
-    await _registered_all(env, lines)
+    await _registered_everywhere(env)
 
     await lab.pbx.stop()
     down = env.log.mark()
@@ -120,18 +140,27 @@ async def test_lines_register_again_within_5s_of_the_pbx_coming_back(
     await asyncio.sleep(30)
     failed = env.log.events(bus.RegistrationChanged, lambda e: e.state == "failed")
     assert {e.line for e in failed} == set(lines)
-    assert not env.log.events(bus.RegistrationChanged, lambda e: e.state == "registered")[
-        len(lines) :
+    assert {(e.line, e.worker_id) for e in failed} == {
+        (line.extension, plan.worker_id)
+        for plan in env.pool.plans
+        for line in plan.registered_lines
+    }
+    env.log.mark()
+    assert not [
+        e
+        for e in env.log.seen[down:]
+        if isinstance(e.event, bus.RegistrationChanged) and e.event.state == "registered"
     ]
     await lab.pbx.start()
     back = time.monotonic()
     mark = env.log.mark()
-    await _registered_all(env, lines, start=mark)
+    await _registered_everywhere(env, start=mark)
     took = time.monotonic() - back
     assert took < 5.0, took
     print(f"lines registered again {took:.3f} s after the PBX came back")
     for line in lines:
         assert await lab.pbx.contacts(line)
+    assert len(await lab.pbx.contacts("2100")) == 3  # its own worker and both agents
     assert down < mark
     assert not env.log.events(bus.WorkerCrashed)
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import pytest
 
+from bus import Bus
 from config import Config, parse_config
-from sip.exceptions import PoolConfigError
-from sip.pool import Backoff, plan_workers
+from crm_store import Store
+from sip.exceptions import PoolConfigError, UnknownLine
+from sip.pool import Backoff, SipPool, plan_workers
 
 BASE = """\
 [site]
@@ -68,11 +71,64 @@ def test_one_worker_per_line_with_its_own_ports(tmp_path: Path) -> None:
 
 def test_reception_and_dialer_lines_share_workers_when_short(tmp_path: Path) -> None:
     lines = {"2001": "agent", "2002": "agent"}
-    lines |= {f"21{n:02d}": "reception" for n in range(9)}
+    lines |= {f"22{n:02d}": "dialer" for n in range(9)}
     config = _config(tmp_path, lines, max_workers=4)
     plans = plan_workers(config)
     assert [len(p.lines) for p in plans] == [1, 1, 7, 2]  # 7 = 8 accounts - the worker's own
-    assert [p.worker_id for p in plans][2:] == ["paris/reception-2100", "paris/reception-2107"]
+    assert [p.worker_id for p in plans][2:] == ["paris/dialer-2200", "paris/dialer-2207"]
+    # Without agents, reception lines share workers the same way.
+    config = _config(tmp_path, {f"21{n:02d}": "reception" for n in range(9)}, max_workers=2)
+    assert [len(p.lines) for p in plan_workers(config)] == [7, 2]
+
+
+def test_every_agent_worker_also_registers_every_reception_line(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path,
+        {
+            "2001": "agent",
+            "2002": "agent",
+            "2100": "reception",
+            "2101": "reception",
+            "2200": "dialer",
+        },
+    )
+    plans = plan_workers(config)
+    by_id = {p.worker_id: p for p in plans}
+    for agent_worker in ("paris/agent-2001", "paris/agent-2002"):
+        plan = by_id[agent_worker]
+        assert [line.extension for line in plan.shared_lines] == ["2100", "2101"]
+        assert [line.extension for line in plan.registered_lines] == [
+            plan.lines[0].extension,
+            "2100",
+            "2101",
+        ]
+        assert plan.shared_lines[0].secret.reveal() == "s-2100"  # the same account
+    for other in ("paris/reception-2100", "paris/reception-2101", "paris/dialer-2200"):
+        assert by_id[other].shared_lines == ()
+
+    # The pool routes by line: the home worker first, then the agent workers.
+    pool = SipPool(config, bus=Bus("paris"), store=cast(Store, None))
+    assert pool.worker_for_line("2100") == "paris/reception-2100"
+    assert pool.workers_for_line("2100") == (
+        "paris/reception-2100",
+        "paris/agent-2001",
+        "paris/agent-2002",
+    )
+    assert pool.workers_for_line("2001") == ("paris/agent-2001",)
+    assert pool.workers_for_line("2200") == ("paris/dialer-2200",)
+    with pytest.raises(UnknownLine):
+        pool.workers_for_line("9999")
+
+
+def test_agent_workers_must_have_accounts_for_every_reception_line(tmp_path: Path) -> None:
+    lines = {"2001": "agent"} | {f"21{n:02d}": "reception" for n in range(3)}
+    # agent line + 3 reception lines + the local identity = 5 accounts.
+    assert len(plan_workers(_config(tmp_path, lines, accounts=5))) == 4
+    with pytest.raises(PoolConfigError, match=r"accounts_per_worker: .* 5 accounts, only 4"):
+        plan_workers(_config(tmp_path, lines, accounts=4))
+    # Without agents the reception lines need no room on agent workers.
+    reception_only = {f"21{n:02d}": "reception" for n in range(3)}
+    assert len(plan_workers(_config(tmp_path, reception_only, accounts=2))) == 3
 
 
 def test_too_many_lines_for_the_workers_is_refused(tmp_path: Path) -> None:

@@ -1,0 +1,315 @@
+"""Control of live calls: hold, DTMF, blind transfer and supervisor legs.
+
+The services that own calls (click-to-call, inbound) know which legs make up a
+call; :class:`CallControl` asks them through the :class:`LegDirectory` protocol
+and commands the worker that holds the legs. Every action stays inside that
+worker: a supervisor's phone is called *from the call's worker*, into one of its
+spare call slots, and connected there (listen, whisper or barge).
+
+What each action publishes:
+
+- ``hold``/``resume``: ``call.held``;
+- ``dtmf``: one ``call.dtmf`` (``direction="sent"``) per digit;
+- ``transfer_blind``: ``call.transferred`` ``started``; the owning service
+  publishes ``completed``/``failed`` from the worker's transfer progress, and
+  the call then ends ``transferred``;
+- ``supervise``: ``call.supervised`` with the mode once the supervisor's phone
+  answered and is connected, again on a mode change, and with ``mode`` None
+  when the supervisor leg ends (hung up by the supervisor, or by us when the call
+  ends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import structlog
+
+from bus import (
+    Bus,
+    CallDtmf,
+    CallEnded,
+    CallHeld,
+    CallSupervised,
+    CallTransferred,
+    Subscription,
+)
+from config import AgentConfig, Config
+from crm_store import InvalidPhone, normalize_phone
+from sip import protocol as p
+from sip.client import WorkerExited
+from sip.exceptions import (
+    InvalidNumber,
+    PoolClosed,
+    PoolError,
+    UnknownCall,
+    WorkerCommandError,
+    WorkerGone,
+)
+from sip.pool import SipPool
+
+__all__ = ["CallControl", "CallLegs", "InboundLegs", "LegDirectory", "SupervisionMode", "pbx_uri"]
+
+log = structlog.get_logger(__name__)
+
+SupervisionMode = Literal["listen", "whisper", "barge"]
+_GONE = (UnknownCall, PoolError, WorkerCommandError, WorkerGone, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class CallLegs:
+    """Where a live call is: its worker, its legs, its agent, the line to call from."""
+
+    call_id: uuid.UUID
+    worker_id: str
+    customer_leg: str
+    agent_leg: str | None
+    agent: str | None
+    line: str | None
+
+
+class LegDirectory(Protocol):
+    """A service that owns calls and can say where one is."""
+
+    def legs(self, call_id: uuid.UUID) -> CallLegs | None:
+        """The legs of live call ``call_id``, or None if this service does not hold it."""
+        ...
+
+
+class _InboundCalls(Protocol):
+    def legs(self, call_id: uuid.UUID) -> tuple[str, str, str | None, str | None]: ...
+
+
+class InboundLegs:
+    """:class:`LegDirectory` over :class:`sip.inbound.InboundService`: the calls it
+    holds, once an agent is connected; extra legs are placed from one of the
+    lines registered on the call's worker."""
+
+    def __init__(self, inbound: _InboundCalls, pool: SipPool) -> None:
+        self._inbound = inbound
+        self._pool = pool
+
+    def legs(self, call_id: uuid.UUID) -> CallLegs | None:
+        try:
+            worker_id, customer_leg, agent_leg, agent = self._inbound.legs(call_id)
+        except UnknownCall:
+            return None
+        lines = self._pool.status()[worker_id].lines
+        return CallLegs(
+            call_id=call_id,
+            worker_id=worker_id,
+            customer_leg=customer_leg,
+            agent_leg=agent_leg,
+            agent=agent,
+            line=lines[0] if lines else None,
+        )
+
+
+def pbx_uri(config: Config, user: str) -> str:
+    """``sip:<user>@<pbx host>:<port>`` (with ``;transport=tcp`` over TCP)."""
+    pbx = config.pbx
+    suffix = ";transport=tcp" if pbx.transport == "tcp" else ""
+    return f"sip:{user}@{pbx.host}:{pbx.port}{suffix}"
+
+
+@dataclass(eq=False)
+class _Supervision:
+    call: CallLegs
+    supervisor: str
+    leg_id: str
+    mode: SupervisionMode
+    connected: bool = False
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class CallControl:
+    """Hold, DTMF, blind transfer and supervision of the calls of ``directories``."""
+
+    def __init__(
+        self,
+        pool: SipPool,
+        *,
+        config: Config,
+        bus: Bus,
+        directories: Sequence[LegDirectory],
+        supervisor_timeout: float = 30.0,
+    ) -> None:
+        self._pool = pool
+        self._config = config
+        self._bus = bus
+        self._directories = list(directories)
+        self._supervisor_timeout = supervisor_timeout
+        self._supervisions: dict[uuid.UUID, _Supervision] = {}
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Watch the bus for ended calls, to hang their supervisor legs up."""
+        if self._watcher is None:
+            sub = self._bus.subscribe("call-control", types={CallEnded.TYPE})
+            self._watcher = asyncio.create_task(self._watch(sub), name="call-control")
+
+    async def aclose(self) -> None:
+        """Hang up every supervisor leg and stop watching. Idempotent."""
+        for sup in list(self._supervisions.values()):
+            with contextlib.suppress(*_GONE, PoolClosed):
+                await self._pool.hangup(sup.leg_id)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+
+    async def __aenter__(self) -> CallControl:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def add_directory(self, directory: LegDirectory) -> None:
+        self._directories.append(directory)
+
+    def legs(self, call_id: uuid.UUID) -> CallLegs:
+        """Where live call ``call_id`` is; :class:`UnknownCall` if nobody holds it."""
+        for directory in self._directories:
+            found = directory.legs(call_id)
+            if found is not None:
+                return found
+        raise UnknownCall(f"no call {call_id} in progress")
+
+    # ------------------------------------------------------------------ actions
+
+    async def hold(self, call_id: uuid.UUID) -> None:
+        legs = self.legs(call_id)
+        await self._pool.hold(legs.customer_leg)
+        self._bus.publish(CallHeld(call_id=call_id, agent=legs.agent, held=True))
+
+    async def resume(self, call_id: uuid.UUID) -> None:
+        legs = self.legs(call_id)
+        await self._pool.resume(legs.customer_leg)
+        self._bus.publish(CallHeld(call_id=call_id, agent=legs.agent, held=False))
+
+    async def dtmf(self, call_id: uuid.UUID, digits: str) -> None:
+        legs = self.legs(call_id)
+        await self._pool.send_dtmf(legs.customer_leg, digits)
+        for digit in digits:
+            self._bus.publish(
+                CallDtmf(
+                    call_id=call_id,
+                    agent=legs.agent,
+                    leg="customer",
+                    digit=digit,
+                    direction="sent",
+                )
+            )
+
+    async def transfer_blind(self, call_id: uuid.UUID, to: str) -> None:
+        """Send the customer a REFER to ``to`` (an extension or a phone number)."""
+        legs = self.legs(call_id)
+        target = self._target(to)
+        self._bus.publish(
+            CallTransferred(
+                call_id=call_id, agent=legs.agent, kind="blind", target=target, state="started"
+            )
+        )
+        try:
+            await self._pool.transfer_blind(legs.customer_leg, pbx_uri(self._config, target))
+        except WorkerCommandError as exc:
+            self._bus.publish(
+                CallTransferred(
+                    call_id=call_id,
+                    agent=legs.agent,
+                    kind="blind",
+                    target=target,
+                    state="failed",
+                    reason=exc.code,
+                )
+            )
+            raise
+
+    async def supervise(
+        self, call_id: uuid.UUID, supervisor: AgentConfig, mode: SupervisionMode
+    ) -> None:
+        """Connect ``supervisor``'s phone to the call as ``mode``, or switch mode.
+
+        Returns once the supervisor's phone answered and is connected. Raises
+        :class:`UnknownCall`, :class:`~sip.exceptions.NoCapacity` (no spare slot on
+        the call's worker), ``TimeoutError`` if the phone did not answer.
+        """
+        legs = self.legs(call_id)
+        current = self._supervisions.get(call_id)
+        if current is not None:
+            await self._pool.supervise(legs.customer_leg, current.leg_id, mode)
+            current.mode = mode
+            self._publish_supervised(current, mode)
+            return
+        sup = _Supervision(call=legs, supervisor=supervisor.key, leg_id=f"{call_id}-sup", mode=mode)
+        self._supervisions[call_id] = sup
+        try:
+            await self._pool.originate(
+                worker_id=legs.worker_id,
+                line=legs.line,
+                leg_id=sup.leg_id,
+                to_uri=pbx_uri(self._config, supervisor.extension),
+                listener=lambda event: self._on_supervisor_event(sup, event),
+            )
+            async with asyncio.timeout(self._supervisor_timeout):
+                await sup.answered.wait()
+            if sup.ended.is_set():
+                raise UnknownCall("the supervisor's phone did not answer")
+            await self._pool.supervise(legs.customer_leg, sup.leg_id, mode)
+        except BaseException:
+            self._supervisions.pop(call_id, None)
+            with contextlib.suppress(*_GONE, PoolClosed):
+                await self._pool.hangup(sup.leg_id)
+            raise
+        sup.connected = True
+        self._publish_supervised(sup, mode)
+
+    # ------------------------------------------------------------------ internals
+
+    def _target(self, to: str) -> str:
+        if to.isdigit() and len(to) <= 6:
+            return to  # an extension on the PBX
+        try:
+            return normalize_phone(to, self._config.site.default_region)
+        except InvalidPhone as exc:
+            raise InvalidNumber(f"cannot transfer to {to!r}: {exc}") from exc
+
+    def _on_supervisor_event(self, sup: _Supervision, event: p.Event) -> None:
+        if isinstance(event, p.MediaActive):
+            sup.answered.set()
+        elif isinstance(event, WorkerExited) or (
+            isinstance(event, p.CallState) and event.state == "ended"
+        ):
+            sup.ended.set()
+            sup.answered.set()
+            if self._supervisions.get(sup.call.call_id) is sup:
+                del self._supervisions[sup.call.call_id]
+            if sup.connected:
+                self._publish_supervised(sup, None)
+
+    def _publish_supervised(self, sup: _Supervision, mode: SupervisionMode | None) -> None:
+        self._bus.publish(
+            CallSupervised(
+                call_id=sup.call.call_id,
+                agent=sup.call.agent,
+                supervisor=sup.supervisor,
+                mode=mode,
+            )
+        )
+
+    async def _watch(self, sub: Subscription) -> None:
+        async for envelope in sub:
+            event = envelope.event
+            if isinstance(event, CallEnded):
+                sup = self._supervisions.get(event.call_id)
+                if sup is not None:
+                    with contextlib.suppress(*_GONE, PoolClosed):
+                        await self._pool.hangup(sup.leg_id)
