@@ -78,6 +78,7 @@ def test_every_event_round_trips() -> None:
         p.MediaActive(call_id="c1"),
         p.Dtmf(call_id="c1", digit="5"),
         p.RecordingFinished(call_id="c1", path="/r/c1.wav", duration_seconds=2.5, bytes=80044),
+        p.TransferStatus(call_id="c1", code=200, reason="OK", final=True),
     ]
     assert {type(e) for e in events} == set(p.EVENTS.values())
     for event in events:

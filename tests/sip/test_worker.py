@@ -287,11 +287,14 @@ async def test_aclose_shuts_down_cleanly_and_is_idempotent() -> None:
     assert events[-1].returncode == 0
 
 
-async def test_unimplemented_commands_say_so(start_worker: StartWorker) -> None:
+async def test_call_commands_on_an_unknown_call_are_refused(start_worker: StartWorker) -> None:
     worker = await start_worker()
     with pytest.raises(WorkerCommandError) as err:
         await worker.send(p.TransferBlind, call_id="c", to_uri="sip:1@127.0.0.1")
-    assert err.value.code == "not_implemented"
+    assert err.value.code == "unknown_call"
+    with pytest.raises(WorkerCommandError) as err:
+        await worker.send(p.Supervise, call_id="c", supervisor_call_id="s", mode="listen")
+    assert err.value.code == "unknown_call"
 
 
 async def test_bad_configuration_fails_start() -> None:
