@@ -71,7 +71,7 @@ from sip import protocol as p
 from sip.call_state import end_reason
 from sip.client import WorkerExited
 from sip.exceptions import PoolError, WorkerCommandError, WorkerGone
-from sip.pool import SipPool
+from sip.pool import SipPool, pbx_uri
 
 from .exceptions import InvalidState
 from .rules import CallingHours, callee_zones, retry_at
@@ -508,7 +508,7 @@ class DialingSession:
                 worker_id=self._worker_id,
                 line=self.agent.line,
                 leg_id=leg_id,
-                to_uri=self._pbx_uri(self.agent.extension),
+                to_uri=pbx_uri(self._config, self.agent.extension),
                 listener=partial(self._put_leg, Leg.AGENT, leg_id),
             )
         except _GONE as exc:
@@ -573,7 +573,7 @@ class DialingSession:
                     worker_id=self._worker_id,
                     line=self.agent.line,
                     leg_id=att.leg_id,
-                    to_uri=self._pbx_uri(number),
+                    to_uri=pbx_uri(self._config, number),
                     listener=partial(self._put_leg, Leg.CUSTOMER, att.leg_id),
                     caller_id=self._caller_id,
                 )
@@ -906,7 +906,7 @@ class DialingSession:
                 worker_id=self._worker_id,
                 line=self.agent.line,
                 leg_id=leg_id,
-                to_uri=self._pbx_uri(self.agent.extension),
+                to_uri=pbx_uri(self._config, self.agent.extension),
                 listener=partial(self._put_leg, Leg.AGENT, leg_id),
             )
         except _GONE as exc:
@@ -1070,11 +1070,6 @@ class DialingSession:
             log.warning("dialer.store_conflict", error=str(exc))
         except StoreError as exc:
             log.error("dialer.store_failed", error=str(exc))
-
-    def _pbx_uri(self, user: str) -> str:
-        pbx = self._config.pbx
-        suffix = ";transport=tcp" if pbx.transport == "tcp" else ""
-        return f"sip:{user}@{pbx.host}:{pbx.port}{suffix}"
 
     async def _cleanup(self) -> None:
         """Hang up what the session still holds; give back an undialed claim."""

@@ -81,7 +81,7 @@ from sip.exceptions import (
     WorkerCommandError,
     WorkerGone,
 )
-from sip.pool import SipPool, agent_key
+from sip.pool import SipPool, agent_key, pbx_uri
 
 __all__ = ["ActiveCall", "CallService"]
 
@@ -387,7 +387,7 @@ class CallService:
                 worker_id=s.worker_id,
                 line=s.agent.line,
                 leg_id=s.leg_ids[leg],
-                to_uri=self._pbx_uri(user),
+                to_uri=pbx_uri(self._config, user),
                 listener=partial(s.put, leg),
                 caller_id=caller_id,
                 reserved=True,
@@ -603,8 +603,3 @@ class CallService:
         timer = s.timers.pop(leg, None)
         if timer is not None:
             timer.cancel()
-
-    def _pbx_uri(self, user: str) -> str:
-        pbx = self._config.pbx
-        suffix = ";transport=tcp" if pbx.transport == "tcp" else ""
-        return f"sip:{user}@{pbx.host}:{pbx.port}{suffix}"

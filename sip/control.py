@@ -51,9 +51,9 @@ from sip.exceptions import (
     WorkerCommandError,
     WorkerGone,
 )
-from sip.pool import SipPool
+from sip.pool import SipPool, pbx_uri
 
-__all__ = ["CallControl", "CallLegs", "InboundLegs", "LegDirectory", "SupervisionMode", "pbx_uri"]
+__all__ = ["CallControl", "CallLegs", "InboundLegs", "LegDirectory", "SupervisionMode"]
 
 log = structlog.get_logger(__name__)
 
@@ -108,13 +108,6 @@ class InboundLegs:
             agent=agent,
             line=lines[0] if lines else None,
         )
-
-
-def pbx_uri(config: Config, user: str) -> str:
-    """``sip:<user>@<pbx host>:<port>`` (with ``;transport=tcp`` over TCP)."""
-    pbx = config.pbx
-    suffix = ";transport=tcp" if pbx.transport == "tcp" else ""
-    return f"sip:{user}@{pbx.host}:{pbx.port}{suffix}"
 
 
 @dataclass(eq=False)

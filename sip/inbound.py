@@ -89,7 +89,7 @@ from sip.exceptions import (
     WorkerCommandError,
     WorkerGone,
 )
-from sip.pool import SipPool
+from sip.pool import SipPool, pbx_uri
 
 __all__ = [
     "InboundCall",
@@ -1188,7 +1188,7 @@ class InboundService:
                 worker_id=worker,
                 line=line,
                 leg_id=leg,
-                to_uri=self._pbx_uri(user),
+                to_uri=pbx_uri(self._config, user),
                 listener=partial(s.put, leg),
                 reserved=True,
             )
@@ -1520,11 +1520,6 @@ class InboundService:
             log.warning("inbound.store_conflict")
         except StoreError as exc:
             log.error("inbound.store_failed", error=str(exc))
-
-    def _pbx_uri(self, user: str) -> str:
-        pbx = self._config.pbx
-        suffix = ";transport=tcp" if pbx.transport == "tcp" else ""
-        return f"sip:{user}@{pbx.host}:{pbx.port}{suffix}"
 
 
 def _ignore(_event: p.Event) -> None:

@@ -66,6 +66,7 @@ __all__ = [
     "WorkerPlan",
     "WorkerStatus",
     "agent_key",
+    "pbx_uri",
     "plan_workers",
 ]
 
@@ -82,6 +83,14 @@ IncomingHandler = Callable[[str, p.IncomingCall], None]
 _REGISTER_RETRY_SECONDS = 3
 # SIP status the pool answers an incoming call with when nobody handles it.
 _NOBODY_HOME = 480
+
+
+def pbx_uri(config: Config, user: str) -> str:
+    """``sip:<user>@<pbx host>:<port>`` (with ``;transport=tcp`` over TCP): how a
+    worker reaches an extension or a number through the PBX."""
+    pbx = config.pbx
+    suffix = ";transport=tcp" if pbx.transport == "tcp" else ""
+    return f"sip:{user}@{pbx.host}:{pbx.port}{suffix}"
 
 
 def agent_key(agent: AgentConfig) -> str:
