@@ -165,9 +165,6 @@ class CallControl:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def add_directory(self, directory: LegDirectory) -> None:
-        self._directories.append(directory)
-
     def legs(self, call_id: uuid.UUID) -> CallLegs:
         """Where live call ``call_id`` is; :class:`UnknownCall` if nobody holds it."""
         for directory in self._directories:
