@@ -449,6 +449,8 @@ class _Session:
     other_rang: bool = False
     other_answered: bool = False
     serial: int = 0
+    #: The last leg could not be placed for want of a free slot on the worker.
+    no_slot: bool = False
     customer_alive: bool = True
     answer_sent: bool = False
     customer_answered: bool = False
@@ -613,6 +615,12 @@ class InboundService:
                 for s in list(self._waiting):
                     if s.held is not None or s.pending is not None:
                         continue
+                    if (
+                        s.chosen is not None
+                        and not s.reserved
+                        and not self._has_slot(s.chosen.worker_id)
+                    ):
+                        continue  # its worker has no room for an agent's leg (yet)
                     agent = self._pick_agent(s)
                     if agent is None:
                         continue
@@ -805,6 +813,7 @@ class InboundService:
                     self._calls.pop(s.call_id, None)
                 self._tombstone(s.sip_call_id)
                 s.done.set()
+                self.poke()  # the call's slots are free: a waiting call may use them
 
     def _tombstone(self, sip_call_id: str) -> None:
         now = time.monotonic()
@@ -965,11 +974,14 @@ class InboundService:
             if leg != chosen.leg:
                 del s.branches[leg]
                 self._reject_branch(leg, self._loser_code)
-        try:
-            self._pool.reserve(chosen.worker_id, 1)
-            s.reserved = True
-        except PoolError:
-            s.reserved = False  # tried again when a leg is placed
+        if s.pending is not None:
+            # The agent's leg is placed right away: hold its slot from now on. A
+            # call with no agent yet holds only its own slot while it rings.
+            try:
+                self._pool.reserve(chosen.worker_id, 1)
+                s.reserved = True
+            except PoolError:
+                s.reserved = False  # tried again when the leg is placed
         log.info(
             "inbound.branch_chosen",
             worker_id=chosen.worker_id,
@@ -1155,6 +1167,15 @@ class InboundService:
         leg = await self._place(s, "agent", line, agent.extension)
         if leg is None:
             s.agent = None
+            if s.no_slot:
+                # Not the agent's fault: they may take another call, and this one
+                # waits (poke() skips it) until its worker has a free slot.
+                s.no_slot = False
+                s.tried.discard(agent.key)
+                self._release_agent(s)
+                if s.outcome is None:
+                    self._join_waiting(s)
+                return
             self._release_agent(s)
             if s.outcome is None:
                 await self._next_offer(s)
@@ -1174,9 +1195,8 @@ class InboundService:
                 self._pool.reserve(worker, 1)
                 s.reserved = True
             except PoolError as exc:
-                # Every worker was full when the branch was chosen, and still is:
-                # this agent counts as tried; the call waits for the next one.
-                log.error("inbound.no_slot", worker_id=worker, error=str(exc))
+                log.warning("inbound.no_slot", worker_id=worker, error=str(exc))
+                s.no_slot = True
                 return None
         s.serial += 1
         leg = f"{s.call_id}-{kind}-{s.serial}"
@@ -1352,6 +1372,10 @@ class InboundService:
         if s.outcome is None:
             s.outcome = outcome
             log.info("inbound.ending", reason=outcome.reason.value, sip_code=outcome.sip_code)
+        if s.reserved and s.chosen is not None:
+            # No leg is placed any more: the slot is free for other calls now.
+            s.reserved = False
+            self._pool.release(s.chosen.worker_id, 1)
         self._leave_waiting(s)
         if s.phase is not InboundPhase.ENDED:
             s.phase = InboundPhase.ENDING
@@ -1359,6 +1383,7 @@ class InboundService:
     def _interrupted(self, s: _Session) -> None:
         """The carrying worker died; the pool closes its records."""
         s.customer_alive = s.other_alive = False
+        s.reserved = False  # the pool dropped the dead worker's reservations
         s.branches.clear()
         if s.outcome is None:
             s.outcome = _Outcome(CallEndReason.INTERRUPTED, 0, None)
