@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ from .dto import (
     ApiToken,
     AuditEntry,
     Call,
+    CallerMatch,
     CallList,
     CallListItem,
     Client,
@@ -48,6 +49,9 @@ class Database:
         self.engine = engine
         self.writer = writer(engine)
         self.region = region
+        #: Set by the store when it answers caller lookups faster than a read on
+        #: ``engine`` would (SQLite: its reader threads); takes an E.164 number.
+        self.lookup_hook: Callable[[str], Awaitable[CallerMatch | None]] | None = None
 
     def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection for reads; its implicit transaction is rolled back on exit."""

@@ -69,6 +69,7 @@ class Store:
             else None
         )
         self._closed = False
+        db.lookup_hook = self._lookup_e164
         self.users = UserRepository(db)
         self.clients = ClientRepository(db)
         self.leads = LeadRepository(db)
@@ -145,7 +146,9 @@ class Store:
         SQLite the lookup already running in its thread completes; its answer is
         dropped).
         """
-        e164 = normalize_phone(number, self.region)
+        return await self._lookup_e164(normalize_phone(number, self.region))
+
+    async def _lookup_e164(self, e164: str) -> CallerMatch | None:
         if self._reader is not None and self._reader_pool is not None:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._reader_pool, self._reader.lookup, e164)

@@ -8,9 +8,9 @@ line to all of them: each worker receives a *branch* of the same SIP dialog
 each call, in one task (see ``docs/sip-pool.md``):
 
 1. at the first branch, looks the caller up (creating a lead for an unknown
-   number when ``leads.from_incoming_calls``), writes the call record and
-   publishes ``CallCreated`` and ``CallRinging(leg="customer")`` with the
-   caller's card — before anything slow;
+   number when ``leads.from_incoming_calls``), publishes ``CallCreated`` and
+   ``CallRinging(leg="customer")`` with the caller's card, then writes the call
+   record under the id just published;
 2. picks the agent to offer the call to from :class:`Presence` (available, not
    on a call, ordered by ``inbound.strategy``) and keeps the branch on that
    agent's own worker (else the reception line's home worker, else any worker
@@ -846,24 +846,10 @@ class InboundService:
         self._join_waiting(s)
         best = self._best_branch(s)
         s.worker_id = best.worker_id if best is not None else s.worker_id
-        match = s.match
-        try:
-            record = await self._store.calls.create(
-                CallDirection.INBOUND,
-                s.from_number or "anonymous",
-                s.to_number,
-                client_id=match.id if match is not None and match.kind == "client" else None,
-                lead_id=match.id if match is not None and match.kind == "lead" else None,
-                origin=self._config.site.id,
-                worker_id=s.worker_id,
-                line=first.line,
-                sip_call_id=s.sip_call_id,
-            )
-            s.call_id, s.stored = record.id, True
-            s.record_worker = s.worker_id
-        except StoreError as exc:
-            log.error("inbound.record_failed", error=str(exc))
-            s.call_id = new_id()
+        # Announce first, then write the record under the id announced: the pop-up
+        # waits for nothing but the caller's identity. Every later store step of the
+        # call runs after this one, in this task.
+        s.call_id = new_id()
         self._calls[s.call_id] = s
         self.stats.calls += 1
         self._bus.publish(
@@ -897,6 +883,24 @@ class InboundService:
             card=s.card["kind"] if s.card else None,
             lead_created=s.lead_created,
         )
+        match = s.match
+        try:
+            await self._store.calls.create(
+                CallDirection.INBOUND,
+                s.from_number or "anonymous",
+                s.to_number,
+                client_id=match.id if match is not None and match.kind == "client" else None,
+                lead_id=match.id if match is not None and match.kind == "lead" else None,
+                origin=self._config.site.id,
+                worker_id=s.worker_id,
+                line=first.line,
+                sip_call_id=s.sip_call_id,
+                call_id=s.call_id,
+            )
+            s.stored = True
+            s.record_worker = s.worker_id
+        except StoreError as exc:
+            log.error("inbound.record_failed", error=str(exc))
 
     # ------------------------------------------------------------------ the branch
 

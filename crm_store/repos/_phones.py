@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import _models as m
+from ..dto import Phone
 from ..enums import PhoneKind
 from ..ids import new_id
 from ..phones import normalize_phone
@@ -32,19 +33,35 @@ async def insert_phones(
     *,
     client_id: uuid.UUID | None = None,
     lead_id: uuid.UUID | None = None,
-) -> None:
+) -> list[Phone]:
+    """Insert the phone rows and return them as DTOs, ordered as a read returns them
+    (by id), so that a caller need not read back what it has just written."""
     if not numbers:
-        return
+        return []
+    phones = sorted(
+        (
+            Phone(
+                id=new_id(),
+                number_e164=number,
+                kind=kind,
+                client_id=client_id,
+                lead_id=lead_id,
+            )
+            for number, kind in numbers
+        ),
+        key=lambda phone: phone.id,
+    )
     await conn.execute(
         m.phones.insert(),
         [
             {
-                "id": new_id(),
-                "number_e164": number,
-                "kind": kind,
+                "id": phone.id,
+                "number_e164": phone.number_e164,
+                "kind": phone.kind,
                 "client_id": client_id,
                 "lead_id": lead_id,
             }
-            for number, kind in numbers
+            for phone in phones
         ],
     )
+    return phones

@@ -9,10 +9,11 @@ from typing import Any
 
 import structlog
 from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import _models as m
-from .._base import Actor, Database, audit, call_from
+from .._base import Actor, Database, audit, call_from, is_unique_violation
 from .._types import utcnow
 from ..dto import Call
 from ..enums import CallDirection, CallEndReason
@@ -50,12 +51,15 @@ class CallRepository:
         sip_call_id: str | None = None,
         at: datetime | None = None,
         actor: Actor = None,
+        call_id: uuid.UUID | None = None,
     ) -> Call:
         """Record a new call. Numbers are stored in E.164 when they normalise and as
-        given otherwise (extensions, ``anonymous``)."""
+        given otherwise (extensions, ``anonymous``). ``call_id`` is the id to give it
+        when the caller has already announced the call under that id (a new one by
+        default); a duplicate raises :class:`Conflict`."""
         region = self._db.region
         values: dict[str, Any] = {
-            "id": new_id(),
+            "id": call_id or new_id(),
             "direction": CallDirection(direction),
             "from_number": try_normalize_phone(from_number, region) or from_number,
             "to_number": try_normalize_phone(to_number, region) or to_number,
@@ -69,16 +73,23 @@ class CallRepository:
             "sip_call_id": sip_call_id,
             "created_at": at or utcnow(),
         }
-        async with self._db.write() as conn:
-            row = (await conn.execute(_c.insert().values(values).returning(_c))).mappings().one()
-            await audit(
-                conn,
-                actor=actor,
-                entity_type="call",
-                entity_id=values["id"],
-                action="create",
-                changes={k: v for k, v in values.items() if k != "id" and v is not None},
-            )
+        try:
+            async with self._db.write() as conn:
+                row = (
+                    (await conn.execute(_c.insert().values(values).returning(_c))).mappings().one()
+                )
+                await audit(
+                    conn,
+                    actor=actor,
+                    entity_type="call",
+                    entity_id=values["id"],
+                    action="create",
+                    changes={k: v for k, v in values.items() if k != "id" and v is not None},
+                )
+        except IntegrityError as exc:
+            if call_id is not None and is_unique_violation(exc):
+                raise Conflict(f"call {call_id} already exists") from exc
+            raise
         return call_from(row)
 
     async def mark_ringing(self, call_id: uuid.UUID, at: datetime | None = None) -> Call:

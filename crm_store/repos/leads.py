@@ -304,8 +304,7 @@ class LeadRepository:
         (withheld and anonymous callers cannot become leads).
         """
         e164 = normalize_phone(number, self._db.region)
-        async with self._db.read() as conn:
-            match = await lookup_e164(conn, e164)
+        match = await self._lookup(e164)
         if match is not None:
             return match, False
         parsed = phonenumbers.parse(e164)
@@ -334,6 +333,12 @@ class LeadRepository:
         return CallerMatch(
             kind="lead", id=lead.id, display_name=lead.display_name, phone=e164, lead=lead
         ), True
+
+    async def _lookup(self, e164: str) -> CallerMatch | None:
+        if self._db.lookup_hook is not None:
+            return await self._db.lookup_hook(e164)
+        async with self._db.read() as conn:
+            return await lookup_e164(conn, e164)
 
     async def _winner(self, e164: str) -> CallerMatch:
         async with self._db.read() as conn:
@@ -388,7 +393,7 @@ class LeadRepository:
             .mappings()
             .one()
         )
-        await insert_phones(conn, numbers, lead_id=values["id"])
+        phones = await insert_phones(conn, numbers, lead_id=values["id"])
         await audit(
             conn,
             actor=actor,
@@ -400,5 +405,4 @@ class LeadRepository:
                 "phones": [n for n, _ in numbers],
             },
         )
-        lead = await load_lead(conn, values["id"])
-        return lead if lead is not None else lead_from(row, [])
+        return lead_from(row, phones)
