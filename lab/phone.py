@@ -8,6 +8,10 @@ on the lab PBX with digest authentication, then per its ``mode``
 - ``never``: rings until the caller gives up;
 - ``reject``: answers every call with ``reject_code`` (default 603).
 
+Unless it rejects, it honours an auto-answer request as desk phones with intercom
+allowed do: an INVITE with ``Call-Info: <...>;answer-after=N`` is answered after N
+seconds whatever the mode (``incoming`` then says ``auto_answer``).
+
 Whatever the mode, it follows a REFER (blind transfer) as a desk phone does: it accepts
 it and calls the target, and that call plays the tone and is recorded like any other.
 
@@ -44,6 +48,7 @@ import argparse
 import json
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -142,6 +147,18 @@ class _CallSlot:
     transfer: bool = False  # placed because of a REFER; "outgoing" not yet reported
 
 
+_ANSWER_AFTER = re.compile(
+    r"^(?:Call-Info)\s*:.*?;\s*answer-after\s*=\s*(\d+(?:\.\d+)?)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def auto_answer_after(message: str) -> float | None:
+    """Seconds after which the INVITE ``message`` asks to be answered, or None."""
+    match = _ANSWER_AFTER.search(message)
+    return None if match is None else float(match[1])
+
+
 def _wav_complete(path: Path) -> bool:
     """True once the RIFF header states the file's real length (written on close)."""
     try:
@@ -187,7 +204,7 @@ class _Account(pj.Account):  # type: ignore[misc]
         self._phone.on_reg_state(int(prm.code), int(prm.expiration))
 
     def onIncomingCall(self, prm: Any) -> None:
-        self._phone.on_incoming(int(prm.callId))
+        self._phone.on_incoming(int(prm.callId), str(prm.rdata.wholeMsg))
 
 
 class _Phone:
@@ -314,7 +331,7 @@ class _Phone:
         else:
             _emit("unregistered", extension=self.s.extension, code=code)
 
-    def on_incoming(self, pj_call_id: int) -> None:
+    def on_incoming(self, pj_call_id: int, message: str) -> None:
         call = _Call(self, self.acc, pj_call_id)
         info = call.getInfo()
         slot = _CallSlot(call=call, direction="in", call_id=info.callIdString)
@@ -325,6 +342,7 @@ class _Phone:
             extension=self.s.extension,
             call_id=slot.call_id,
             remote=info.remoteUri,
+            auto_answer=auto_answer_after(message),
         )
         prm = pj.CallOpParam()
         if self.s.mode == "reject":
@@ -334,7 +352,10 @@ class _Phone:
         prm.statusCode = 180
         call.answer(prm)
         _emit("ringing", extension=self.s.extension, call_id=slot.call_id)
-        if self.s.mode == "answer":
+        after = auto_answer_after(message)
+        if after is not None:
+            slot.answer_at = time.monotonic() + after
+        elif self.s.mode == "answer":
             slot.answer_at = time.monotonic() + self.s.answer_delay
 
     def on_call_state(self, call: Any) -> None:

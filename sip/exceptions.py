@@ -17,6 +17,7 @@ Every exception the ``sip`` package raises derives from :class:`SipError`::
         ├── UnknownAgent         no agent by that name or user
         ├── UnknownLine          no line by that extension
         ├── UnknownCall          no live call (or leg) by that id
+        ├── CallNotReady         the call's state does not allow it (answer elsewhere)
         ├── InvalidNumber        the number to dial cannot be read as a phone number
         ├── NoCapacity           the worker has no free call slot
         └── WorkerUnavailable    the worker is down (crashed, restarting)
@@ -28,6 +29,7 @@ calls of that worker and restarts it.
 from __future__ import annotations
 
 __all__ = [
+    "CallNotReady",
     "InvalidNumber",
     "InvalidState",
     "NoCapacity",
@@ -126,6 +128,13 @@ class UnknownCall(PoolError):
     """No live call or call leg has that id (it never existed, or it has ended)."""
 
     error_id = "unknown_call"
+
+
+class CallNotReady(PoolError):
+    """The call is not in a state that allows the request (answer a call that
+    rings at another agent's phone, or has ended)."""
+
+    error_id = "call_not_ready"
 
 
 class InvalidNumber(PoolError):

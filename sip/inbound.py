@@ -82,6 +82,7 @@ from crm_store.phones import try_normalize_phone
 from sip import protocol as p
 from sip.client import WorkerExited
 from sip.exceptions import (
+    CallNotReady,
     PoolError,
     UnknownAgent,
     UnknownCall,
@@ -404,7 +405,15 @@ class _HangupRequest:
     pass
 
 
-_Item = _LegEvent | _Timer | _Wake | _HangupRequest
+@dataclass(frozen=True, slots=True)
+class _AnswerRequest:
+    """An agent answers from the widget: any of ``agents`` (the user's)."""
+
+    agents: frozenset[str]
+    done: asyncio.Future[str]
+
+
+_Item = _LegEvent | _Timer | _Wake | _HangupRequest | _AnswerRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +460,12 @@ class _Session:
     serial: int = 0
     #: The last leg could not be placed for want of a free slot on the worker.
     no_slot: bool = False
+    #: Answered from the widget: the agent whose ringing leg is being replaced by
+    #: one that asks their phone to answer by itself (``auto_answer``).
+    reoffer: AgentConfig | None = None
+    auto_answer: bool = False
+    #: The widget's answer requests accepted, resolved when the new leg is placed.
+    answer_waiters: list[asyncio.Future[str]] = field(default_factory=list)
     customer_alive: bool = True
     answer_sent: bool = False
     customer_answered: bool = False
@@ -658,6 +673,28 @@ class InboundService:
         async with asyncio.timeout(timeout):
             await s.done.wait()
 
+    async def answer(
+        self, call_id: uuid.UUID, agents: Iterable[str], *, timeout: float = 10.0
+    ) -> str:
+        """Answer from the widget the call ringing at the phone of one of ``agents``.
+
+        The ringing leg to the agent's phone is cancelled and replaced by one that
+        asks the phone to answer by itself (``Call-Info: ...;answer-after=0``, which
+        desk phones and softphones with auto-answer allowed follow); the call then
+        goes on as if the agent had picked up: ``call.answered``, ``call.bridged``. A
+        phone that ignores the request rings as before. Returns the agent's key once
+        the new leg is placed (at once if that agent has already answered).
+        Raises :class:`UnknownCall`, :class:`CallNotReady` (not ringing at one of
+        ``agents``, or ended), or ``TimeoutError``.
+        """
+        s = self._calls.get(call_id)
+        if s is None:
+            raise UnknownCall(f"no inbound call {call_id} in progress")
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        s.queue.put_nowait(_AnswerRequest(frozenset(agents), done))
+        async with asyncio.timeout(timeout):
+            return await done
+
     def _snapshot(self, s: _Session) -> InboundCall:
         assert s.call_id is not None
         worker_id, customer, other, agent = self.legs(s.call_id)
@@ -804,6 +841,11 @@ class InboundService:
             finally:
                 for timer in s.timers.values():
                     timer.cancel()
+                self._settle_answers(s, None, "the call has ended")
+                while not s.queue.empty():
+                    item = s.queue.get_nowait()
+                    if isinstance(item, _AnswerRequest) and not item.done.done():
+                        item.done.set_exception(CallNotReady("the call has ended"))
                 self._leave_waiting(s)
                 if s.reserved and s.chosen is not None:
                     self._pool.release(s.chosen.worker_id, 1)
@@ -1007,7 +1049,9 @@ class InboundService:
     # ------------------------------------------------------------------ events
 
     async def _handle(self, s: _Session, item: _Item) -> None:
-        if isinstance(item, _HangupRequest):
+        if isinstance(item, _AnswerRequest):
+            await self._answer_request(s, item)
+        elif isinstance(item, _HangupRequest):
             if s.outcome is None:
                 reason = CallEndReason.COMPLETED if s.answer_sent else CallEndReason.CANCELLED
                 self._decide_outcome(s, _Outcome(reason, 0, None))
@@ -1021,6 +1065,32 @@ class InboundService:
         else:
             await self._on_leg_event(s, item.leg, item.event)
         self._check_ended(s)
+
+    async def _answer_request(self, s: _Session, req: _AnswerRequest) -> None:
+        def refuse(why: str) -> None:
+            if not req.done.done():
+                req.done.set_exception(CallNotReady(why))
+
+        agent = s.agent if s.other_kind == "agent" else None
+        if s.outcome is not None or s.phase in (InboundPhase.ENDING, InboundPhase.ENDED):
+            refuse("the call has ended")
+        elif s.connected_agent is not None:
+            if s.connected_agent in req.agents:
+                req.done.set_result(s.connected_agent)  # answered already, on the phone
+            else:
+                refuse("the call was answered by another agent")
+        elif s.phase is not InboundPhase.OFFERING or agent is None or s.other_leg is None:
+            refuse("the call is not ringing at an agent's phone")
+        elif agent.key not in req.agents:
+            refuse("the call rings at another agent's phone")
+        elif s.other_answered or s.reoffer is not None:
+            req.done.set_result(agent.key)  # being answered already
+        else:
+            log.info("inbound.answer_from_widget", agent=agent.key)
+            s.reoffer = agent
+            s.auto_answer = True
+            s.answer_waiters.append(req.done)
+            await self._hang_up(s, s.other_leg)
 
     async def _on_timer(self, s: _Session, timer: _Timer) -> None:
         s.timers.pop(timer.kind, None)
@@ -1131,7 +1201,17 @@ class InboundService:
                 s.other_leg = None
                 s.media.discard(leg)
                 if kind == "agent":
+                    again, s.reoffer = s.reoffer, None
                     s.agent = None
+                    if again is not None and s.outcome is None and s.phase is InboundPhase.OFFERING:
+                        # Answered from the widget: the same agent (still held in
+                        # presence) is rung again, asked to answer by itself.
+                        s.phase = InboundPhase.WAITING
+                        s.pending = again
+                        await self._offer(s)
+                        return
+                    s.auto_answer = False
+                    self._settle_answers(s, None, "the call is no longer offered to you")
                     self._release_agent(s)
                     if s.outcome is None and s.phase is InboundPhase.OFFERING:
                         s.phase = InboundPhase.WAITING
@@ -1171,6 +1251,7 @@ class InboundService:
         leg = await self._place(s, "agent", line, agent.extension)
         if leg is None:
             s.agent = None
+            self._settle_answers(s, None, "the agent's phone could not be rung")
             if s.no_slot:
                 # Not the agent's fault: they may take another call, and this one
                 # waits (poke() skips it) until its worker has a free slot.
@@ -1186,6 +1267,19 @@ class InboundService:
             return
         s.phase = InboundPhase.OFFERING
         self._arm(s, "agent", self._config.inbound.agent_ring_seconds, serial=s.serial)
+        self._settle_answers(s, agent.key)
+
+    @staticmethod
+    def _settle_answers(s: _Session, agent: str | None, why: str = "") -> None:
+        """Resolve the widget's answer requests: with ``agent``, or refused."""
+        for done in s.answer_waiters:
+            if done.done():
+                continue
+            if agent is not None:
+                done.set_result(agent)
+            else:
+                done.set_exception(CallNotReady(why))
+        s.answer_waiters.clear()
 
     async def _place(
         self, s: _Session, kind: Literal["agent", "overflow"], line: str | None, user: str
@@ -1202,6 +1296,10 @@ class InboundService:
                 log.warning("inbound.no_slot", worker_id=worker, error=str(exc))
                 s.no_slot = True
                 return None
+        headers: dict[str, str] = {}
+        if kind == "agent" and s.auto_answer:
+            s.auto_answer = False
+            headers = self._auto_answer_headers()
         s.serial += 1
         leg = f"{s.call_id}-{kind}-{s.serial}"
         s.other_leg, s.other_kind = leg, kind
@@ -1215,6 +1313,7 @@ class InboundService:
                 to_uri=pbx_uri(self._config, user),
                 listener=partial(s.put, leg),
                 reserved=True,
+                headers=headers,
             )
         except WorkerGone:
             # The worker died: its WorkerExited is on its way to the customer leg.
@@ -1241,6 +1340,12 @@ class InboundService:
         )
         log.info("inbound.dialing", leg_kind=kind, to=user, line=line)
         return leg
+
+    def _auto_answer_headers(self) -> dict[str, str]:
+        """What asks a phone to answer by itself: ``Call-Info`` with
+        ``answer-after=0`` (Snom, Yealink, Grandstream, Linphone, MicroSIP...)."""
+        pbx = self._config.pbx
+        return {"Call-Info": f"<sip:{pbx.domain or pbx.host}>;answer-after=0"}
 
     def _publish_agent_ringing(self, s: _Session) -> None:
         assert s.call_id is not None

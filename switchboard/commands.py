@@ -5,9 +5,9 @@ against the principal's rights before it arrives here; this module maps it to
 the component that acts — the click-to-call service, the store, the agents'
 states — and maps their errors to the protocol's stable error codes.
 
-Commands whose telephony is not built yet (``call.answer``, the attended
-``call.transfer`` and its ``complete``/``cancel``) are refused with
-``unavailable`` and say so; nothing is faked.
+Commands whose telephony is not built yet (the attended ``call.transfer`` and
+its ``complete``/``cancel``) are refused with ``unavailable`` and say so;
+nothing is faked.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from dialer import (
 from sip.calls import CallService
 from sip.control import CallControl, SupervisionMode
 from sip.exceptions import (
+    CallNotReady,
     InvalidNumber,
     NoCapacity,
     PoolClosed,
@@ -170,6 +171,7 @@ class CommandRouter:
         self._inbound = inbound
         self._handlers: dict[str, Handler] = {
             "call.originate": self._originate,
+            "call.answer": self._answer,
             "call.hangup": self._hangup,
             "call.hold": partial(self._hold, held=True),
             "call.resume": partial(self._hold, held=False),
@@ -211,7 +213,7 @@ class CommandRouter:
             raise gw.NotFound(str(exc)) from exc
         except (InvalidNumber, InvalidPhone) as exc:
             raise gw.BadRequest(str(exc)) from exc
-        except (NoCapacity, Conflict, SessionExists, InvalidState) as exc:
+        except (NoCapacity, CallNotReady, Conflict, SessionExists, InvalidState) as exc:
             raise gw.Conflict(str(exc)) from exc
         except (WorkerUnavailable, PoolClosed, PoolError, DialerClosed, TimeoutError) as exc:
             raise gw.Unavailable(str(exc) or "the telephony did not answer in time") from exc
@@ -224,6 +226,11 @@ class CommandRouter:
     async def _originate(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
         call_id = await self._calls.click_to_call(agent=args["agent"], number=args["to"])
         return {"call_id": str(call_id)}
+
+    async def _answer(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        # An inbound call ringing at the user's phone: the phone is asked to answer.
+        agent = await self._inbound.answer(uuid.UUID(args["call_id"]), principal.agents)
+        return {"agent": agent}
 
     async def _hangup(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
         call_id = uuid.UUID(args["call_id"])

@@ -27,7 +27,7 @@ from lab.customers import CUSTOMER_TONE_HZ, Behaviour, customer_number
 from lab.phones import PhoneSpec
 from lab.pytest_plugin import TEST_EXTENSIONS
 from lab.runner import Lab
-from sip.exceptions import UnknownCall
+from sip.exceptions import CallNotReady, UnknownCall
 from sip.inbound import InboundPhase, PresenceBook, losing_branch_code
 from tests.sip.conftest import InboundEnv, lab_config, with_inbound
 
@@ -389,6 +389,51 @@ async def test_agent_not_answering_then_rejecting_passes_the_call_on(
         "dave": "available",
         "alice": "available",
     }
+    _ringing(ie)
+
+
+async def test_an_agent_answers_from_the_widget_and_their_phone_answers_by_itself(
+    ready: Callable[..., Awaitable[InboundEnv]], lab: Lab
+) -> None:
+    ie = await ready(strategy="in_order", agent_ring_seconds=10)
+    env = ie.env
+    number = "+33612340009"
+    customer = await lab.customers.call(RECEPTION, number, talk_seconds=3)
+    created = await _created_from(ie, number)
+    call_id = created.call_id
+    # Nobody is available: the call waits and rings at no phone; nothing to answer.
+    await env.log.wait_for(bus.CallRinging, lambda e: e.call_id == call_id)
+    with pytest.raises(CallNotReady):
+        await ie.inbound.answer(call_id, ["carol"])
+    # Carol's phone (never answers by itself) is offered the call and rings.
+    ie.presence.set_available("carol")
+    await env.log.wait_for(
+        bus.CallRinging, lambda e: e.call_id == call_id and e.leg == "agent", within=5
+    )
+    first = await lab.phones["1003"].wait_incoming(timeout=5)
+    assert first.data["auto_answer"] is None
+    with pytest.raises(CallNotReady, match="another agent"):
+        await ie.inbound.answer(call_id, ["bob"])
+    with pytest.raises(UnknownCall):
+        await ie.inbound.answer(uuid.uuid4(), ["carol"])
+    # Carol answers from her widget: the ringing leg is replaced by one her phone
+    # answers by itself, and the call goes on as if she had picked up.
+    assert await ie.inbound.answer(call_id, ["carol", "someone-else"]) == "carol"
+    bridged = await env.log.wait_for(bus.CallBridged, _of(call_id), within=10)
+    assert bridged.agent == "carol"
+    answered = await lab.phones["1003"].wait_call_answered(timeout=5)
+    auto = await lab.phones["1003"].wait_for(
+        lambda e: e.kind == "incoming" and e.call_id == answered.call_id, timeout=1
+    )
+    assert auto.data["auto_answer"] == 0
+    assert answered.call_id != first.call_id
+    # Asked again once connected: answered already, by her.
+    assert await ie.inbound.answer(call_id, ["carol"]) == "carol"
+    assert [d.agent for d in env.log.events(bus.CallDialing, _of(call_id))] == ["carol", "carol"]
+    ended = await env.log.wait_for(bus.CallEnded, _of(call_id), within=10)
+    assert (ended.reason, ended.agent) == ("completed", "carol")
+    assert await customer.wait(timeout=5)
+    assert ie.presence.state("carol") == "available"
     _ringing(ie)
 
 

@@ -3,8 +3,9 @@
 A real ``switchboard run`` registers agent lines and a reception line on the lab's
 Kamailio; a SIPp customer with an unknown number calls the reception line; the
 agent's widget gets the ringing pop-up with the lead created for the number, the
-agent's phone answers, the supervisor sees the call and listens in from their own
-phone, then the agent hangs up from the widget.
+agent answers from the widget (their phone, which never answers by itself, is asked
+to answer), the supervisor sees the call and listens in from their own phone, then
+the agent hangs up from the widget.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from crm_store import open_store
 from lab import free_port_block
+from lab.phones import PhoneSpec
 from lab.pytest_plugin import lab, lab_extensions
 from lab.runner import Lab
 
@@ -92,8 +94,9 @@ format = "json"
 
 
 @pytest.fixture
-def lab_phones() -> list[str]:
-    return ["1001", "1002"]
+def lab_phones() -> list[str | PhoneSpec]:
+    # Alice's phone only answers when asked to (auto-answer): her widget answers.
+    return [PhoneSpec("1001", mode="never"), "1002"]
 
 
 async def _login(port: int, token: str, user: str) -> tuple[Widget, ClientConnection]:
@@ -155,10 +158,23 @@ async def test_an_unknown_caller_pops_up_at_the_agent_and_is_supervised(
         assert (card["kind"], card["phone"], card["created"]) == ("lead", caller, True)
         call_id = data["call_id"]
 
-        # The agent's pop-up carries the same card; their phone answers.
+        # The agent's pop-up carries the same card; she answers from the widget.
         offered = await alice.event("call.ringing", call_id=call_id, leg="agent")
         assert offered["event"]["data"]["card"]["id"] == card["id"]
+        # Sam's phone is not the one ringing: he may not answer it for her.
+        refused = await sam.command("call.answer", {"call_id": call_id})
+        assert (refused["type"], refused["code"]) == ("error", "conflict"), refused
+        answered = await alice.command("call.answer", {"call_id": call_id})
+        assert (answered["type"], answered["data"]) == ("result", {"agent": "alice"}), answered
+        await alice.event("call.answered", call_id=call_id, leg="customer", agent="alice")
         await alice.event("call.bridged", call_id=call_id)
+        # Her phone was rung twice: the offer, then the leg asking it to answer.
+        phone = lab.phones["1001"]
+        answered = await phone.wait_call_answered(timeout=5)
+        incoming = await phone.wait_for(
+            lambda e: e.kind == "incoming" and e.call_id == answered.call_id, timeout=1
+        )
+        assert incoming.data["auto_answer"] == 0
 
         # The supervisor listens from their own phone.
         reply = await sam.command("supervisor.listen", {"call_id": call_id})
