@@ -4,7 +4,12 @@ One lab (Kamailio, SIPp customers), one daemon side in this process: a ``SipPool
 of 25 agent lines plus one reception line (26 workers; every agent worker also
 registers the reception line, so Kamailio forks each inbound call to all 26), a
 ``CallService``, an ``InboundService`` with a ``PresenceBook`` where every agent
-is offline, a SQLite store (migrated with ``crm_store.upgrade``) and a bus.
+is offline, a SQLite store (migrated with ``crm_store.upgrade``), a bus, and a
+``ws_gateway.Gateway`` on that bus (default settings, on 127.0.0.1 with a free
+port, authenticating against the store). One websocket client of that gateway
+runs in a separate process (``bench/_ringing_client.py``): a supervisor (sees
+every call) with a token issued by the store, connected and authenticated
+before the pool starts.
 
 Two phases, back to back in the same pool:
 
@@ -28,13 +33,26 @@ Kamailio: ``pbx_in`` is the customer's authenticated INVITE reaching Kamailio,
 The daemon side stamps ``time.time()`` (same clock) when the first branch's
 ``incoming_call`` reaches the pool's handler (a wrapper around the handler the
 service installs with ``pool.on_incoming``) and when a bus subscriber receives
-the ``CallRinging(leg="customer")`` of that caller. Per phase, p50/p99 of:
+the ``CallRinging(leg="customer")`` of that caller. The websocket client stamps
+``time.time()`` (same clock, same machine, its own process) as soon as
+``recv()`` returns the gateway's ``call.ringing`` event message with ``leg``
+``customer`` of that caller, before parsing it, and reports it to the bench on
+its stdout. Per phase, p50/p99 of:
 
 - ``fork -> incoming``: the baseline (pjsua2 worker + pipe to the daemon);
-- ``fork -> ringing``: the goal's figure (p99 < 50 ms with 50 calls active);
-- ``pbx_in -> ringing``: the same, Kamailio's auth, lookup and fork included;
+- ``fork -> ringing``: to the bus subscriber in this process;
+- ``fork -> ws``: to the websocket client, the product requirement's figure
+  (INVITE-in to ``call.ringing`` at a websocket client, p99 < 50 ms with 50
+  calls active): ``fork -> ringing`` plus the gateway's fan-out, the loopback
+  socket and the client's receive;
+- ``bus -> ws``: ws minus ringing, that last stretch alone (in the JSON, and in
+  the lines after the verdict);
+- ``pbx_in -> ringing``: the bus figure, Kamailio's auth, lookup and fork included;
 - ``own``: ringing minus incoming (lookup, lead creation, record, publish,
   delivery to a subscriber); and the ratio ringing / incoming.
+
+The goal is stated against both ``fork -> ringing`` and ``fork -> ws`` of the
+loaded phase; ``goal_met`` in the JSON is true only when both are under 50 ms.
 
     .venv/bin/python bench/inbound.py [--calls 40] [--spacing 0.5] [--active 50] [--json out.json]
 
@@ -72,12 +90,13 @@ import structlog
 
 from bus import Bus, CallBridged, CallEnded, CallRinging, RegistrationChanged
 from config import parse_config
-from crm_store import Store, upgrade
+from crm_store import Role, Store, upgrade
 from lab import Lab, free_port_block
 from sip import protocol as p
 from sip.calls import CallService
 from sip.inbound import InboundService, PresenceBook
 from sip.pool import SipPool
+from ws_gateway import Gateway, GatewaySettings, Principal, store_authenticator
 
 try:
     from bench.calls import (
@@ -108,6 +127,9 @@ _SO_ATTACH_FILTER = 26
 _SO_TIMESTAMPNS = 35  # == SCM_TIMESTAMPNS
 _CALL_ID = re.compile(rb"\r\n(?:Call-ID|i)\s*:\s*([^\r\n]+)", re.IGNORECASE)
 _AUTH = re.compile(rb"\r\nProxy-Authorization\s*:", re.IGNORECASE)
+CLIENT_SCRIPT = Path(__file__).with_name("_ringing_client.py")
+_CLIENT_READY_TIMEOUT = 30.0
+_CLIENT_EXIT_TIMEOUT = 10.0
 
 
 # --------------------------------------------------------------------------- the wire
@@ -227,6 +249,11 @@ class PhaseResult:
     fork_incoming_p99_ms: float = math.nan
     fork_ringing_p50_ms: float = math.nan
     fork_ringing_p99_ms: float = math.nan
+    ws_seen: int = 0  # call.ringing received by the websocket client
+    fork_ws_p50_ms: float = math.nan
+    fork_ws_p99_ms: float = math.nan
+    bus_ws_p50_ms: float = math.nan  # websocket client minus bus subscriber
+    bus_ws_p99_ms: float = math.nan
     pbx_ringing_p50_ms: float = math.nan
     pbx_ringing_p99_ms: float = math.nan
     own_p50_ms: float = math.nan
@@ -245,6 +272,7 @@ class _State:
     bridged: set[uuid.UUID] = field(default_factory=set)
     ended: dict[uuid.UUID, CallEnded] = field(default_factory=dict)
     ringing: dict[str, tuple[float, uuid.UUID]] = field(default_factory=dict)  # number ->
+    ws_ringing: dict[str, float] = field(default_factory=dict)  # number -> at the ws client
     incoming: dict[str, float] = field(default_factory=dict)  # SIP Call-ID -> first branch
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -254,6 +282,105 @@ async def _until(state: _State, done: Callable[[], bool], timeout: float) -> Non
         while not done():
             state.changed.clear()
             await state.changed.wait()
+
+
+# --------------------------------------------------------------------------- the websocket client
+
+
+class _NoCommands:
+    """The gateway's command handler: the bench's client only listens."""
+
+    async def handle(self, principal: Principal, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError(f"unexpected command {name}")
+
+
+class RingingClient:
+    """The process of ``bench/_ringing_client.py``: started, read and reaped here.
+
+    ``async with`` starts it, hands it the settings over its stdin (the token is
+    not put on the command line, visible to ``ps``) and waits for its
+    ``{"ready": true}``; then a task reads its reports into
+    ``state.ws_ringing`` (caller's number -> receive time, the first one wins)
+    and wakes ``state.changed``. On exit (including an error or Ctrl-C) stdin is
+    closed, which ends the client, and the process is waited for a bounded
+    time, then killed: it never outlives the run.
+    """
+
+    def __init__(self, url: str, token: str, state: _State) -> None:
+        self._url = url
+        self._token = token
+        self._state = state
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the process has ended, else None."""
+        return None if self._process is None else self._process.returncode
+
+    async def __aenter__(self) -> RingingClient:
+        try:
+            self._process = process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(CLIENT_SCRIPT),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert process.stdin is not None
+            assert process.stdout is not None
+            settings = {"url": self._url, "token": self._token}
+            process.stdin.write(json.dumps(settings).encode() + b"\n")
+            await process.stdin.drain()
+            async with asyncio.timeout(_CLIENT_READY_TIMEOUT):
+                line = await process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"websocket client exited ({await process.wait()})")
+            if json.loads(line).get("ready") is not True:
+                raise RuntimeError(f"websocket client not ready: {line!r}")
+            self._reader = asyncio.create_task(self._read(process.stdout), name="bench-ws")
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _read(self, stdout: asyncio.StreamReader) -> None:
+        state = self._state
+        while line := await stdout.readline():
+            seen = json.loads(line)
+            number = seen.get("from_number")
+            if number:  # null for click-to-call customer legs
+                state.ws_ringing.setdefault(number, float(seen["at"]))
+                state.changed.set()
+        state.changed.set()  # the client is gone: let waiters look again
+
+    async def aclose(self) -> None:
+        """Close the client and reap the process; idempotent, bounded."""
+        process = self._process
+        reader, self._reader = self._reader, None
+        try:
+            if process is not None:
+                if process.stdin is not None and not process.stdin.is_closing():
+                    process.stdin.close()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_CLIENT_EXIT_TIMEOUT):
+                        await process.wait()
+        finally:
+            # Also when cancelled half-way: kill and reap a process still running.
+            if process is not None and process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+            if reader is not None:
+                # The process is gone, so its stdout is at EOF and the reader ends.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_CLIENT_EXIT_TIMEOUT):
+                        await asyncio.wait({reader})
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
 
 
 # --------------------------------------------------------------------------- the run
@@ -293,6 +420,7 @@ async def _measure(
     wire: WireClock,
     state: _State,
     inbound: InboundService,
+    client: RingingClient,
     *,
     active: int,
     calls: int,
@@ -309,8 +437,15 @@ async def _measure(
         customer = await lab.customers.call(RECEPTION, number, expect_code=480, timeout=10)
         placed.append((number, customer))
     numbers = [n for n, _ in placed]
+
+    def all_ringing() -> bool:
+        if not all(n in state.ringing for n in numbers):
+            return False
+        # A websocket client that is gone will report nothing more.
+        return client.returncode is not None or all(n in state.ws_ringing for n in numbers)
+
     with contextlib.suppress(TimeoutError):
-        await _until(state, lambda: all(n in state.ringing for n in numbers), timeout=15)
+        await _until(state, all_ringing, timeout=15)
     outcomes = await asyncio.gather(
         *(c.wait(timeout=30) for _, c in placed), return_exceptions=True
     )
@@ -319,28 +454,38 @@ async def _measure(
     with contextlib.suppress(TimeoutError):
         await _until(state, lambda: ids <= set(state.ended), timeout=15)
     await asyncio.sleep(0.5)  # the last INVITEs' capture
-    fork_inc, fork_ring, pbx_ring, own = [], [], [], []
+    fork_inc, fork_ring, fork_ws, bus_ws, pbx_ring, own = [], [], [], [], [], []
+    if client.returncode is not None:
+        result.failures.append(f"the websocket client exited ({client.returncode})")
     for number, customer in placed:
         pbx_in, fork = wire.times(customer.call_id)
         incoming = state.incoming.get(customer.call_id, math.nan)
         ringing = state.ringing.get(number, (math.nan, None))[0]
+        ws = state.ws_ringing.get(number, math.nan)
         if math.isnan(fork):
             result.failures.append(f"{number}: no forked INVITE on the wire")
         if math.isnan(incoming):
             result.failures.append(f"{number}: no incoming_call")
         if math.isnan(ringing):
             result.failures.append(f"{number}: no call.ringing")
+        if math.isnan(ws):
+            result.failures.append(f"{number}: no call.ringing at the websocket client")
         fork_inc.append(incoming - fork)
         fork_ring.append(ringing - fork)
+        fork_ws.append(ws - fork)
+        bus_ws.append(ws - ringing)
         pbx_ring.append(ringing - pbx_in)
         own.append(ringing - incoming)
     result.ringing_seen = sum(1 for n in numbers if n in state.ringing)
+    result.ws_seen = sum(1 for n in numbers if n in state.ws_ringing)
     if result.rejected_480 != calls:
         result.failures.append(f"{calls - result.rejected_480} customers not refused with 480")
     service = [v * 1000 for v in list(inbound.stats.ringing_latency)[before:]]
     for name, values in (
         ("fork_incoming", _ms(fork_inc)),
         ("fork_ringing", _ms(fork_ring)),
+        ("fork_ws", _ms(fork_ws)),
+        ("bus_ws", _ms(bus_ws)),
         ("pbx_ringing", _ms(pbx_ring)),
         ("own", _ms(own)),
         ("service", service),
@@ -363,6 +508,15 @@ async def run(
     sub = events.subscribe("bench", maxsize=1_000_000)
     pool = SipPool(config, bus=events, store=store, ready_timeout=30.0)
     state = _State()
+    # The websocket side: the real gateway on the same bus, a supervisor's token.
+    supervisor = await store.users.add("bench-supervisor", "Bench supervisor", Role.SUPERVISOR)
+    _, token = await store.users.issue_token(supervisor.id, "bench")
+    gateway = Gateway(
+        events,
+        authenticate=store_authenticator(store.users, lambda: config.agents),
+        handler=_NoCommands(),
+        settings=GatewaySettings(host="127.0.0.1", port=0),
+    )
 
     # The baseline: when the first branch's incoming_call reaches the handler the
     # service installs (public API only: the pool's on_incoming is wrapped).
@@ -405,7 +559,13 @@ async def run(
     consumer = asyncio.create_task(consume(), name="bench-consumer")
     results: list[PhaseResult] = []
     try:
-        async with pool:
+        async with contextlib.AsyncExitStack() as stack:
+            # Unwound in reverse: the pool stops, then the client, then the gateway.
+            await stack.enter_async_context(gateway)
+            client = await stack.enter_async_context(
+                RingingClient(f"ws://127.0.0.1:{gateway.port}/", token, state)
+            )
+            await stack.enter_async_context(pool)
             agents = set(lines[: plan.workers])
             await _until(
                 state,
@@ -427,7 +587,7 @@ async def run(
                 remove = presence.add_listener(inbound.poke)
                 kw = {"calls": args.calls, "spacing": args.spacing}
                 results.append(
-                    await _measure(lab, wire, state, inbound, active=0, prefix="0", **kw)
+                    await _measure(lab, wire, state, inbound, client, active=0, prefix="0", **kw)
                 )
                 print(_row(results[-1]), flush=True)
                 ids = [
@@ -442,7 +602,7 @@ async def run(
                     n = len(state.bridged & set(ids))
                     raise RuntimeError(f"only {n} of {args.active} conversations bridged") from None
                 result = await _measure(
-                    lab, wire, state, inbound, active=args.active, prefix="1", **kw
+                    lab, wire, state, inbound, client, active=args.active, prefix="1", **kw
                 )
                 gone = [i for i in ids if i in state.ended]
                 if gone:
@@ -477,6 +637,9 @@ _COLUMNS = (
     ("p99", "fork_incoming_p99_ms", "{:.1f}"),
     ("fork->ringing p50", "fork_ringing_p50_ms", "{:.1f}"),
     ("p99", "fork_ringing_p99_ms", "{:.1f}"),
+    ("ws", "ws_seen", "{:d}"),
+    ("fork->ws p50", "fork_ws_p50_ms", "{:.1f}"),
+    ("p99", "fork_ws_p99_ms", "{:.1f}"),
     ("pbx_in->ringing p50", "pbx_ringing_p50_ms", "{:.1f}"),
     ("p99", "pbx_ringing_p99_ms", "{:.1f}"),
     ("own p50", "own_p50_ms", "{:.1f}"),
@@ -509,7 +672,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         f"phase, one every {args.spacing:g} s; {workers + 1} workers",
         flush=True,
     )
-    print("times in ms; clock: kernel timestamps of the INVITEs on lo, time.time() in-process")
+    print(
+        "times in ms; clock: kernel timestamps of the INVITEs on lo, time.time() in-process"
+        " and in the websocket client"
+    )
     print(" | ".join(title.rjust(max(len(title), 5)) for title, _, _ in _COLUMNS), flush=True)
     await upgrade(url)
     store = await Store.open(url, default_region="DE")
@@ -523,16 +689,23 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await store.aclose()
     loaded = results[-1]
-    verdict = "met" if loaded.fork_ringing_p99_ms < 50 else "NOT met"
+    # A call that never rang there is not under 50 ms: the goal needs every call seen.
+    bus_met = loaded.fork_ringing_p99_ms < 50 and loaded.ringing_seen == loaded.calls
+    ws_met = loaded.fork_ws_p99_ms < 50 and loaded.ws_seen == loaded.calls
     print(
-        f"goal p99 < 50 ms with {loaded.active} calls active (fork->ringing): {verdict} "
-        f"({loaded.fork_ringing_p99_ms:.1f} ms; from pbx_in {loaded.pbx_ringing_p99_ms:.1f} ms)"
+        f"goal p99 < 50 ms with {loaded.active} calls active: "
+        f"fork->ringing (bus subscriber) {'met' if bus_met else 'NOT met'} "
+        f"({loaded.fork_ringing_p99_ms:.1f} ms; from pbx_in {loaded.pbx_ringing_p99_ms:.1f} ms), "
+        f"fork->ws (websocket client) {'met' if ws_met else 'NOT met'} "
+        f"({loaded.fork_ws_p99_ms:.1f} ms)"
+        f"{'; with failures' if loaded.failures else ''}"
     )
     for r in results:
         print(
             f"    {r.active} active: ringing/incoming p50 {r.ratio_p50:.2f}, p99 "
             f"{r.ratio_p99:.2f}; service's own stat (first branch -> publish) p50 "
-            f"{r.service_p50_ms:.1f} p99 {r.service_p99_ms:.1f} ms"
+            f"{r.service_p50_ms:.1f} p99 {r.service_p99_ms:.1f} ms; bus->ws p50 "
+            f"{r.bus_ws_p50_ms:.1f} p99 {r.bus_ws_p99_ms:.1f} ms"
         )
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -541,7 +714,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "spacing_seconds": args.spacing,
         "goal_p99_ms": 50,
-        "goal_met": verdict == "met",
+        "goal_met": bus_met and ws_met,
+        "goal_met_fork_ringing": bus_met,
+        "goal_met_fork_ws": ws_met,
         "phases": [asdict(r) for r in results],
     }
 
