@@ -11,11 +11,12 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, literal, literal_column, null, select, union_all
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import _models as m
-from ._engine import writer
+from ._engine import SqliteWriter, writer
 from ._types import utcnow
 from .dto import (
     Address,
@@ -40,6 +41,7 @@ Actor = uuid.UUID | None
 SYSTEM_ACTOR = "system"
 
 _D = TypeVar("_D")
+T = TypeVar("T")
 
 
 class Database:
@@ -52,6 +54,8 @@ class Database:
         #: Set by the store when it answers caller lookups faster than a read on
         #: ``engine`` would (SQLite: its reader threads); takes an E.164 number.
         self.lookup_hook: Callable[[str], Awaitable[CallerMatch | None]] | None = None
+        #: Set by the store on a SQLite file: runs :meth:`run_write` transactions.
+        self.sqlite_writer: SqliteWriter | None = None
 
     def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection for reads; its implicit transaction is rolled back on exit."""
@@ -61,6 +65,19 @@ class Database:
         """A transaction committed on normal exit and rolled back on any exception,
         including cancellation."""
         return self.writer.begin()
+
+    async def run_write(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(connection)`` in one write transaction, committed when it returns and
+        rolled back when it raises: for the writes on a call's critical path.
+
+        On a SQLite file it runs on the store's writer thread in one hand-off
+        (:class:`SqliteWriter`; a cancelled caller does not stop it), elsewhere on
+        the async engine (``run_sync``: one implementation of ``fn`` for both).
+        """
+        if self.sqlite_writer is not None:
+            return await self.sqlite_writer.run(fn)
+        async with self.write() as conn:
+            return await conn.run_sync(fn)
 
 
 def jsonable(value: Any) -> Any:
@@ -96,7 +113,29 @@ async def audit(
 ) -> None:
     """Append one audit row inside the caller's transaction, so that the change and
     its record commit or roll back together."""
-    await conn.execute(
+    await conn.run_sync(
+        audit_sync,
+        actor=actor,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        action=action,
+        changes=changes,
+        at=at,
+    )
+
+
+def audit_sync(
+    conn: Connection,
+    *,
+    actor: Actor,
+    entity_type: str,
+    entity_id: uuid.UUID | str,
+    action: str,
+    changes: Mapping[Any, Any] | None = None,
+    at: datetime | None = None,
+) -> None:
+    """:func:`audit` inside a synchronous transaction (:meth:`Database.run_write`)."""
+    conn.execute(
         m.audit_log.insert().values(
             id=new_id(),
             at=at or utcnow(),

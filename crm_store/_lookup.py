@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import JSON, Dialect, bindparam, case, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -127,6 +128,12 @@ def _phones(
 async def lookup_e164(conn: AsyncConnection, e164: str) -> CallerMatch | None:
     """Return the owner of the already-normalised number ``e164``, or ``None``."""
     row = (await conn.execute(LOOKUP, {"number": e164})).mappings().first()
+    return None if row is None else _match(row, e164)
+
+
+def lookup_e164_sync(conn: Connection, e164: str) -> CallerMatch | None:
+    """:func:`lookup_e164` inside a synchronous transaction."""
+    row = conn.execute(LOOKUP, {"number": e164}).mappings().first()
     return None if row is None else _match(row, e164)
 
 

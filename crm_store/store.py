@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._base import Database
-from ._engine import create_engine, probe_sqlite_file, unavailable_reason
+from ._engine import SqliteWriter, create_engine, probe_sqlite_file, unavailable_reason
 from ._lookup import SqliteLookup, lookup_e164
 from .dto import CallerMatch
 from .exceptions import SchemaOutOfDate, StoreUnavailable
@@ -70,6 +70,8 @@ class Store:
         )
         self._closed = False
         db.lookup_hook = self._lookup_e164
+        if self._reader is not None and path is not None:
+            db.sqlite_writer = SqliteWriter(path)
         self.users = UserRepository(db)
         self.clients = ClientRepository(db)
         self.leads = LeadRepository(db)
@@ -121,6 +123,8 @@ class Store:
             # Lookups in flight finish in their thread before the reader goes.
             await asyncio.to_thread(self._reader_pool.shutdown, wait=True)
             self._reader.close()
+        if self._db.sqlite_writer is not None:
+            await self._db.sqlite_writer.aclose()
         await self.engine.dispose()
         log.info("store_closed")
 

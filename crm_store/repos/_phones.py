@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import _models as m
@@ -36,6 +37,17 @@ async def insert_phones(
 ) -> list[Phone]:
     """Insert the phone rows and return them as DTOs, ordered as a read returns them
     (by id), so that a caller need not read back what it has just written."""
+    return await conn.run_sync(insert_phones_sync, numbers, client_id=client_id, lead_id=lead_id)
+
+
+def insert_phones_sync(
+    conn: Connection,
+    numbers: list[tuple[str, PhoneKind]],
+    *,
+    client_id: uuid.UUID | None = None,
+    lead_id: uuid.UUID | None = None,
+) -> list[Phone]:
+    """:func:`insert_phones` inside a synchronous transaction."""
     if not numbers:
         return []
     phones = sorted(
@@ -51,7 +63,7 @@ async def insert_phones(
         ),
         key=lambda phone: phone.id,
     )
-    await conn.execute(
+    conn.execute(
         m.phones.insert(),
         [
             {

@@ -9,11 +9,12 @@ from typing import Any
 
 import structlog
 from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import _models as m
-from .._base import Actor, Database, audit, call_from, is_unique_violation
+from .._base import Actor, Database, audit, audit_sync, call_from, is_unique_violation
 from .._types import utcnow
 from ..dto import Call
 from ..enums import CallDirection, CallEndReason
@@ -73,24 +74,25 @@ class CallRepository:
             "sip_call_id": sip_call_id,
             "created_at": at or utcnow(),
         }
+
+        def insert(conn: Connection) -> Call:
+            row = conn.execute(_c.insert().values(values).returning(_c)).mappings().one()
+            audit_sync(
+                conn,
+                actor=actor,
+                entity_type="call",
+                entity_id=values["id"],
+                action="create",
+                changes={k: v for k, v in values.items() if k != "id" and v is not None},
+            )
+            return call_from(row)
+
         try:
-            async with self._db.write() as conn:
-                row = (
-                    (await conn.execute(_c.insert().values(values).returning(_c))).mappings().one()
-                )
-                await audit(
-                    conn,
-                    actor=actor,
-                    entity_type="call",
-                    entity_id=values["id"],
-                    action="create",
-                    changes={k: v for k, v in values.items() if k != "id" and v is not None},
-                )
+            return await self._db.run_write(insert)
         except IntegrityError as exc:
             if call_id is not None and is_unique_violation(exc):
                 raise Conflict(f"call {call_id} already exists") from exc
             raise
-        return call_from(row)
 
     async def mark_ringing(self, call_id: uuid.UUID, at: datetime | None = None) -> Call:
         """Record when the call started ringing. Raises :class:`Conflict` if ended."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import phonenumbers
 import structlog
 from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from .. import _models as m
@@ -16,19 +18,20 @@ from .._base import (
     Actor,
     Database,
     audit,
+    audit_sync,
     is_unique_violation,
     lead_from,
     load_client,
     load_lead,
 )
-from .._lookup import lookup_e164
+from .._lookup import lookup_e164, lookup_e164_sync
 from .._types import utcnow
 from ..dto import CallerMatch, Client, Lead
 from ..enums import ClientKind, LeadSource, LeadStatus, PhoneKind, Visibility
 from ..exceptions import Conflict, NotFound
 from ..ids import new_id
 from ..phones import normalize_phone
-from ._phones import PhoneInput, insert_phones, normalise_inputs
+from ._phones import PhoneInput, insert_phones, insert_phones_sync, normalise_inputs
 from .clients import client_display_name
 
 __all__ = ["LeadRepository"]
@@ -69,9 +72,9 @@ class LeadRepository:
         display = _lead_display_name(first_name, last_name, company_name, fallback)
         if not display:
             raise ValueError("a lead needs a name, a company, a phone or an email")
-        async with self._db.write() as conn:
-            lead = await self._insert(
-                conn,
+        lead = await self._db.run_write(
+            partial(
+                _insert_lead,
                 actor=actor,
                 first_name=first_name,
                 last_name=last_name,
@@ -84,6 +87,7 @@ class LeadRepository:
                 owner_user_id=owner_user_id,
                 note=note,
             )
+        )
         log.info("lead_created", lead_id=str(lead.id), source=str(lead.source))
         return lead
 
@@ -309,26 +313,34 @@ class LeadRepository:
             return match, False
         parsed = phonenumbers.parse(e164)
         display = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+        def create(conn: Connection) -> CallerMatch | Lead:
+            # Under the write lock (SQLite) the number is checked again: another
+            # call may have created its lead since the lookup above.
+            known = lookup_e164_sync(conn, e164)
+            if known is not None:
+                return known
+            return _insert_lead(
+                conn,
+                actor=actor,
+                display_name=display,
+                emails=[],
+                numbers=[(e164, PhoneKind.OTHER)],
+                source=LeadSource(source),
+                status=LeadStatus.UNPROCESSED,
+                owner_user_id=owner,
+                origin_number=e164,
+            )
+
         try:
-            async with self._db.write() as conn:
-                match = await lookup_e164(conn, e164)
-                if match is not None:
-                    return match, False
-                lead = await self._insert(
-                    conn,
-                    actor=actor,
-                    display_name=display,
-                    emails=[],
-                    numbers=[(e164, PhoneKind.OTHER)],
-                    source=LeadSource(source),
-                    status=LeadStatus.UNPROCESSED,
-                    owner_user_id=owner,
-                    origin_number=e164,
-                )
+            created = await self._db.run_write(create)
         except IntegrityError as exc:
             if not is_unique_violation(exc):
                 raise
             return await self._winner(e164), False
+        if isinstance(created, CallerMatch):
+            return created, False
+        lead = created
         log.info("lead_created_for_number", lead_id=str(lead.id), source=str(source))
         return CallerMatch(
             kind="lead", id=lead.id, display_name=lead.display_name, phone=e164, lead=lead
@@ -355,54 +367,51 @@ class LeadRepository:
             kind="lead", id=lead.id, display_name=lead.display_name, phone=e164, lead=lead
         )
 
-    async def _insert(
-        self,
-        conn: Any,
-        *,
-        actor: Actor,
-        display_name: str,
-        emails: list[str],
-        numbers: list[tuple[str, PhoneKind]],
-        source: LeadSource,
-        status: LeadStatus,
-        owner_user_id: uuid.UUID | None,
-        first_name: str | None = None,
-        last_name: str | None = None,
-        company_name: str | None = None,
-        note: str | None = None,
-        origin_number: str | None = None,
-    ) -> Lead:
-        now = utcnow()
-        values: dict[str, Any] = {
-            "id": new_id(),
-            "first_name": first_name,
-            "last_name": last_name,
-            "company_name": company_name,
-            "display_name": display_name,
-            "emails": emails,
-            "source": source,
-            "status": status,
-            "owner_user_id": owner_user_id,
-            "origin_number": origin_number,
-            "note": note,
-            "created_at": now,
-            "updated_at": now,
-        }
-        row = (
-            (await conn.execute(m.leads.insert().values(values).returning(m.leads)))
-            .mappings()
-            .one()
-        )
-        phones = await insert_phones(conn, numbers, lead_id=values["id"])
-        await audit(
-            conn,
-            actor=actor,
-            entity_type="lead",
-            entity_id=values["id"],
-            action="create",
-            changes={
-                **{k: v for k, v in values.items() if k not in ("id", "updated_at")},
-                "phones": [n for n, _ in numbers],
-            },
-        )
-        return lead_from(row, phones)
+
+def _insert_lead(
+    conn: Connection,
+    *,
+    actor: Actor,
+    display_name: str,
+    emails: list[str],
+    numbers: list[tuple[str, PhoneKind]],
+    source: LeadSource,
+    status: LeadStatus,
+    owner_user_id: uuid.UUID | None,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    company_name: str | None = None,
+    note: str | None = None,
+    origin_number: str | None = None,
+) -> Lead:
+    """Insert a lead with its phones and audit row; return it without reading it back."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "first_name": first_name,
+        "last_name": last_name,
+        "company_name": company_name,
+        "display_name": display_name,
+        "emails": emails,
+        "source": source,
+        "status": status,
+        "owner_user_id": owner_user_id,
+        "origin_number": origin_number,
+        "note": note,
+        "created_at": now,
+        "updated_at": now,
+    }
+    row = conn.execute(m.leads.insert().values(values).returning(m.leads)).mappings().one()
+    phones = insert_phones_sync(conn, numbers, lead_id=values["id"])
+    audit_sync(
+        conn,
+        actor=actor,
+        entity_type="lead",
+        entity_id=values["id"],
+        action="create",
+        changes={
+            **{k: v for k, v in values.items() if k not in ("id", "updated_at")},
+            "phones": [n for n, _ in numbers],
+        },
+    )
+    return lead_from(row, phones)
