@@ -183,6 +183,7 @@ class _CallRecord:
     bridged: set[str] = field(default_factory=set)
     held: bool = False  # hold sent and no resume since: no audio in or out
     transfer_pending: bool = False  # REFER sent, no final NOTIFY yet
+    transfer_target: str = ""  # the Refer-To URI of the last REFER
     transferred: bool = False  # hung up after a successful blind transfer
 
 
@@ -544,6 +545,7 @@ class Engine:
             raise EngineError("invalid_state", "a transfer of this call is in progress")
         record.call.xfer(cmd.to_uri, pj.CallOpParam())
         record.transfer_pending = True
+        record.transfer_target = cmd.to_uri
 
     def _cmd_transfer_attended(self, cmd: p.TransferAttended) -> None:
         a, b = self._record(cmd.call_id), self._record(cmd.consult_call_id)
@@ -705,7 +707,15 @@ class Engine:
         if record is None or not record.announce:
             return
         code, final = int(prm.statusCode), bool(prm.finalNotify)
-        self.emit(p.TransferStatus(call_id=call_id, code=code, reason=str(prm.reason), final=final))
+        self.emit(
+            p.TransferStatus(
+                call_id=call_id,
+                code=code,
+                reason=str(prm.reason),
+                final=final,
+                target=record.transfer_target,
+            )
+        )
         if not final:
             return
         record.transfer_pending = False

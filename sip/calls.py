@@ -55,7 +55,6 @@ from bus import (
     CallDtmf,
     CallEnded,
     CallRinging,
-    CallTransferred,
     RecordingReady,
 )
 from config import AgentConfig, Config
@@ -72,7 +71,7 @@ from crm_store import (
 from sip import protocol as p
 from sip.call_state import ClickToCall, Leg, Phase
 from sip.client import WorkerExited
-from sip.control import CallLegs
+from sip.control import CallLegs, transfer_outcome
 from sip.exceptions import (
     InvalidNumber,
     PoolClosed,
@@ -441,17 +440,7 @@ class CallService:
             )
         elif isinstance(event, p.TransferStatus) and leg is Leg.CUSTOMER:
             if event.final:
-                ok = 200 <= event.code < 300
-                self._bus.publish(
-                    CallTransferred(
-                        call_id=s.call_id,
-                        agent=s.agent_name,
-                        kind="blind",
-                        target="",
-                        state="completed" if ok else "failed",
-                        reason=None if ok else f"{event.code} {event.reason}",
-                    )
-                )
+                self._bus.publish(transfer_outcome(s.call_id, s.agent_name, event))
         elif isinstance(event, p.CallState):
             if event.state in ("ringing", "early"):
                 if s.state.leg_ringing(leg):

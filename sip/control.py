@@ -73,6 +73,22 @@ class CallLegs:
     line: str | None
 
 
+def transfer_outcome(
+    call_id: uuid.UUID, agent: str | None, status: p.TransferStatus
+) -> CallTransferred:
+    """The ``call.transferred`` ``completed``/``failed`` that the service owning a
+    call publishes from the worker's final :class:`~sip.protocol.TransferStatus`."""
+    ok = 200 <= status.code < 300
+    return CallTransferred(
+        call_id=call_id,
+        agent=agent,
+        kind="blind",
+        target=status.target_user,
+        state="completed" if ok else "failed",
+        reason=None if ok else f"{status.code} {status.reason}",
+    )
+
+
 class LegDirectory(Protocol):
     """A service that owns calls and can say where one is."""
 

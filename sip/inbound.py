@@ -81,6 +81,7 @@ from crm_store import (
 from crm_store.phones import try_normalize_phone
 from sip import protocol as p
 from sip.client import WorkerExited
+from sip.control import transfer_outcome
 from sip.exceptions import (
     CallNotReady,
     PoolError,
@@ -1151,6 +1152,12 @@ class InboundService:
                     direction="received",
                 )
             )
+        elif isinstance(event, p.TransferStatus):
+            # A blind transfer (CallControl) of the caller: its outcome; the caller's
+            # leg then ends "transferred" after a success.
+            if event.final:
+                assert s.call_id is not None
+                self._bus.publish(transfer_outcome(s.call_id, s.connected_agent, event))
         elif isinstance(event, p.Error):
             log.warning("inbound.leg_error", leg_kind="customer", code=event.code)
         elif isinstance(event, p.CallState):

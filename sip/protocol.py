@@ -427,7 +427,8 @@ class TransferStatus(Event):
 
     ``code``/``reason`` are first the REFER's acceptance (pjsua reports its 202
     as ``100 Accepted``), then the status line of each NOTIFY's sipfrag (100,
-    180, 200, 486...); ``final`` marks the last report.
+    180, 200, 486...); ``final`` marks the last report. ``target`` is the REFER's
+    target URI (``Refer-To``).
     """
 
     TYPE: ClassVar[str] = "transfer_status"
@@ -435,6 +436,13 @@ class TransferStatus(Event):
     code: int
     reason: str
     final: bool
+    target: str = ""
+
+    @property
+    def target_user(self) -> str:
+        """The user part of ``target``: the extension or number transferred to."""
+        rest = self.target.split(":", 1)[-1]
+        return rest.split("@", 1)[0].split(";", 1)[0]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,6 +27,7 @@ from lab.customers import CUSTOMER_TONE_HZ, Behaviour, customer_number
 from lab.phones import PhoneSpec
 from lab.pytest_plugin import TEST_EXTENSIONS
 from lab.runner import Lab
+from sip.control import CallControl, InboundLegs
 from sip.exceptions import CallNotReady, UnknownCall
 from sip.inbound import InboundPhase, PresenceBook, losing_branch_code
 from tests.sip.conftest import InboundEnv, lab_config, with_inbound
@@ -435,6 +436,55 @@ async def test_an_agent_answers_from_the_widget_and_their_phone_answers_by_itsel
     assert await customer.wait(timeout=5)
     assert ie.presence.state("carol") == "available"
     _ringing(ie)
+
+
+async def test_an_inbound_caller_is_blind_transferred_to_a_colleague(
+    ready: Callable[..., Awaitable[InboundEnv]], lab: Lab
+) -> None:
+    ie = await ready()
+    env = ie.env
+    ie.presence.set_available("alice")
+    control = CallControl(
+        env.pool, config=env.config, bus=env.bus, directories=[InboundLegs(ie.inbound, env.pool)]
+    )
+    # Dave's desk phone calls the reception line, as a customer's phone would: unlike
+    # SIPp, it follows a REFER.
+    caller = lab.phones["1004"]
+    placed = await caller.call(lab.uri(RECEPTION))
+    created = await env.log.wait_for(
+        bus.CallCreated, lambda e: e.direction == "inbound" and e.from_number == "1004"
+    )
+    call_id = created.call_id
+    bridged = await env.log.wait_for(bus.CallBridged, _of(call_id), within=10)
+    assert bridged.agent == "alice"
+
+    bob = lab.phones["1002"]
+    mark = len(bob.events)
+    await control.transfer_blind(call_id, "1002")
+    transfer = await caller.wait_transfer(timeout=10)
+    outcome = await env.log.wait_for(
+        bus.CallTransferred, lambda e: e.call_id == call_id and e.state != "started", within=10
+    )
+    assert (outcome.state, outcome.target, outcome.agent, outcome.kind) == (
+        "completed",
+        "1002",
+        "alice",
+        "blind",
+    )
+    started = env.log.events(bus.CallTransferred, lambda e: e.call_id == call_id)[0]
+    assert (started.state, started.target) == ("started", "1002")
+    ended = await env.log.wait_for(bus.CallEnded, _of(call_id), within=10)
+    assert (ended.reason, ended.agent) == ("transferred", "alice")
+    # The caller now talks to bob, on the call the REFER made it place.
+    answered = await bob.wait_call_answered(timeout=10, start=mark)
+    assert transfer.answered
+    assert transfer.call_id == answered.call_id
+    async with asyncio.timeout(10):
+        await placed.ended.wait()  # the transferred call itself is over
+    await caller.hangup(transfer)
+    await bob.wait_call_ended(timeout=10, call_id=answered.call_id)
+    record = await env.store.calls.get(call_id)
+    assert record.end_reason is CallEndReason.TRANSFERRED
 
 
 @pytest.mark.parametrize("code", [480, 603])

@@ -212,7 +212,8 @@ async def test_blind_transfer_connects_customer_to_target(worker: Worker, lab: L
     final = await worker.wait_for(
         p.TransferStatus, lambda e: e.call_id == customer.call_id and e.final, within=WAIT
     )
-    assert (final.code, final.final) == (200, True)
+    assert (final.code, final.final, final.target_user) == (200, True, "1003")
+    assert final.target == lab.uri("1003")
     progress = [
         e
         for e in worker.seen
@@ -453,6 +454,9 @@ async def worker_dtmf(worker: Worker, call_id: str, count: int) -> str:
 
 
 def test_transfer_status_round_trips() -> None:
-    event = p.TransferStatus(call_id="c1", code=180, reason="Ringing", final=False)
+    event = p.TransferStatus(
+        call_id="c1", code=180, reason="Ringing", final=False, target="sip:+331@pbx:5060"
+    )
     assert p.decode_event(p.encode(event)[p.HEADER_SIZE :]) == event
+    assert event.target_user == "+331"
     assert p.EVENTS["transfer_status"] is p.TransferStatus
