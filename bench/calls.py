@@ -27,6 +27,11 @@ fails. Prints a table, then one JSON line.
     .venv/bin/python bench/calls.py [--steps 10,20,30,40,50,60] [--max N] [--hold 10]
 
 The defaults (six steps up to 60, 10 s of talk each) take about six minutes.
+
+Inbound calls with these conversations up (INVITE in → ``call.ringing`` on the bus
+and at a websocket client, 50 conversations active) are measured by
+``bench/inbound.py``, which sets the conversations up with this module's lab
+configuration and adds a wire clock and a websocket client.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ its stdout. Per phase, p50/p99 of:
 - ``bus -> ws``: ws minus ringing, that last stretch alone (in the JSON, and in
   the lines after the verdict);
 - ``pbx_in -> ringing``: the bus figure, Kamailio's auth, lookup and fork included;
-- ``own``: ringing minus incoming (lookup, lead creation, record, publish,
+- ``own``: ringing minus incoming (lookup, lead creation, publish,
   delivery to a subscriber); and the ratio ringing / incoming.
 
 The goal is stated against both ``fork -> ringing`` and ``fork -> ws`` of the
@@ -56,7 +56,7 @@ loaded phase; ``goal_met`` in the JSON is true only when both are under 50 ms.
 
     .venv/bin/python bench/inbound.py [--calls 40] [--spacing 0.5] [--active 50] [--json out.json]
 
-About two minutes.
+About one minute.
 """
 
 from __future__ import annotations
