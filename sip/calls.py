@@ -134,11 +134,15 @@ class _Session:
     recording_done: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
+    #: The agent leg's id once another leg took its place (attended transfer).
+    agent_leg: str | None = None
+
     @property
     def leg_ids(self) -> dict[Leg, str]:
         # The customer leg carries the call's id, so the worker names the
         # recording <call id>.wav; the agent leg gets an id of its own.
-        return {Leg.CUSTOMER: str(self.call_id), Leg.AGENT: f"{self.call_id}-agent"}
+        agent = self.agent_leg or f"{self.call_id}-agent"
+        return {Leg.CUSTOMER: str(self.call_id), Leg.AGENT: agent}
 
     def put(self, leg: Leg, event: p.Event) -> None:
         self.queue.put_nowait(_LegEvent(leg, event))
@@ -342,6 +346,20 @@ class CallService:
             agent=s.agent_name,
             line=s.agent.line,
         )
+
+    def hand_over(self, call_id: uuid.UUID, new_leg: str) -> str:
+        """Carry on the call with ``new_leg`` in place of the agent's leg (an attended
+        transfer, :class:`~sip.control.CallControl`); return the agent's leg, whose
+        events are ignored from now on. Raises :class:`UnknownCall`."""
+        s = self._sessions.get(call_id)
+        if s is None or s.state.phase is not Phase.BRIDGED:
+            raise UnknownCall(f"no connected call {call_id}")
+        old = s.leg_ids[Leg.AGENT]
+        self._pool.adopt(s.worker_id, old, _ignore)
+        self._pool.adopt(s.worker_id, new_leg, partial(s.put, Leg.AGENT))
+        s.agent_leg = new_leg
+        log.info("click_to_call.handed_over", call_id=str(call_id), leg=new_leg)
+        return old
 
     def active_calls(self) -> list[ActiveCall]:
         """The calls in progress."""
@@ -592,3 +610,7 @@ class CallService:
         timer = s.timers.pop(leg, None)
         if timer is not None:
             timer.cancel()
+
+
+def _ignore(_event: p.Event) -> None:
+    """The listener of a leg handed over to another service."""

@@ -13,6 +13,13 @@ What each action publishes:
 - ``transfer_blind``: ``call.transferred`` ``started``; the owning service
   publishes ``completed``/``failed`` from the worker's transfer progress, and
   the call then ends ``transferred``;
+- ``transfer_attended`` (consult, then ``transfer_complete`` or
+  ``transfer_cancel``): ``call.transferred`` ``started``, ``consulting`` once the
+  colleague answered and talks with the agent (the customer, detached, hears
+  silence), then ``completed`` (the customer talks with the colleague; the owning
+  service carries on with the colleague's leg in place of the agent's, and the
+  call ends when one of them hangs up) or ``failed`` (no answer, cancelled, the
+  colleague hung up: the customer is connected back to the agent);
 - ``supervise``: ``call.supervised`` with the mode once the supervisor's phone
   answered and is connected, again on a mode change, and with ``mode`` None
   when the supervisor leg ends (hung up by the supervisor, or by us when the call
@@ -44,6 +51,7 @@ from crm_store import InvalidPhone, normalize_phone
 from sip import protocol as p
 from sip.client import WorkerExited
 from sip.exceptions import (
+    CallNotReady,
     InvalidNumber,
     PoolClosed,
     PoolError,
@@ -96,9 +104,18 @@ class LegDirectory(Protocol):
         """The legs of live call ``call_id``, or None if this service does not hold it."""
         ...
 
+    def hand_over(self, call_id: uuid.UUID, new_leg: str) -> str:
+        """Carry on call ``call_id`` with ``new_leg`` (answered, connected to the
+        customer, on the call's worker) in place of its agent leg; return the
+        replaced leg, whose events the service ignores from now on (the caller
+        hangs it up). Raises :class:`UnknownCall`."""
+        ...
+
 
 class _InboundCalls(Protocol):
     def legs(self, call_id: uuid.UUID) -> tuple[str, str, str | None, str | None]: ...
+
+    def hand_over(self, call_id: uuid.UUID, new_leg: str) -> str: ...
 
 
 class InboundLegs:
@@ -125,6 +142,22 @@ class InboundLegs:
             line=lines[0] if lines else None,
         )
 
+    def hand_over(self, call_id: uuid.UUID, new_leg: str) -> str:
+        return self._inbound.hand_over(call_id, new_leg)
+
+
+@dataclass(eq=False)
+class _Consult:
+    """An attended transfer in progress: the colleague's leg and its state."""
+
+    call: CallLegs
+    directory: LegDirectory
+    target: str
+    leg_id: str
+    connected: bool = False
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
 
 @dataclass(eq=False)
 class _Supervision:
@@ -148,13 +181,17 @@ class CallControl:
         bus: Bus,
         directories: Sequence[LegDirectory],
         supervisor_timeout: float = 30.0,
+        consult_timeout: float = 30.0,
     ) -> None:
         self._pool = pool
         self._config = config
         self._bus = bus
         self._directories = list(directories)
         self._supervisor_timeout = supervisor_timeout
+        self._consult_timeout = consult_timeout
         self._supervisions: dict[uuid.UUID, _Supervision] = {}
+        self._consults: dict[uuid.UUID, _Consult] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -164,10 +201,12 @@ class CallControl:
             self._watcher = asyncio.create_task(self._watch(sub), name="call-control")
 
     async def aclose(self) -> None:
-        """Hang up every supervisor leg and stop watching. Idempotent."""
-        for sup in list(self._supervisions.values()):
+        """Hang up every supervisor and consultation leg and stop watching. Idempotent."""
+        for leg_id in [c.leg_id for c in self._consults.values()] + [
+            sup.leg_id for sup in self._supervisions.values()
+        ]:
             with contextlib.suppress(*_GONE, PoolClosed):
-                await self._pool.hangup(sup.leg_id)
+                await self._pool.hangup(leg_id)
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -183,10 +222,13 @@ class CallControl:
 
     def legs(self, call_id: uuid.UUID) -> CallLegs:
         """Where live call ``call_id`` is; :class:`UnknownCall` if nobody holds it."""
+        return self._find(call_id)[0]
+
+    def _find(self, call_id: uuid.UUID) -> tuple[CallLegs, LegDirectory]:
         for directory in self._directories:
             found = directory.legs(call_id)
             if found is not None:
-                return found
+                return found, directory
         raise UnknownCall(f"no call {call_id} in progress")
 
     # ------------------------------------------------------------------ actions
@@ -239,6 +281,77 @@ class CallControl:
             )
             raise
 
+    async def transfer_attended(self, call_id: uuid.UUID, to: str) -> None:
+        """Consult ``to`` (an extension or a number) before transferring the customer.
+
+        The colleague is called from the call's worker; once they answer, the agent
+        talks with them and the customer, detached, hears silence
+        (``call.transferred`` ``consulting``). Returns then; finish with
+        :meth:`transfer_complete` or :meth:`transfer_cancel`. Raises
+        :class:`UnknownCall`, :class:`CallNotReady` (a transfer is already under way,
+        or no agent leg), :class:`~sip.exceptions.NoCapacity` (no spare slot), or
+        ``TimeoutError`` / :class:`CallNotReady` when the colleague does not answer
+        (the customer is then back with the agent).
+        """
+        legs, directory = self._find(call_id)
+        if call_id in self._consults:
+            raise CallNotReady("a transfer of this call is already under way")
+        if legs.agent_leg is None:
+            raise CallNotReady("the call has no agent leg to consult from")
+        target = self._target(to)
+        consult = _Consult(legs, directory, target, leg_id=f"{call_id}-xfer")
+        self._consults[call_id] = consult
+        self._publish_transfer(consult, "started")
+        try:
+            await self._pool.originate(
+                worker_id=legs.worker_id,
+                line=legs.line,
+                leg_id=consult.leg_id,
+                to_uri=pbx_uri(self._config, target),
+                listener=lambda event: self._on_consult_event(consult, event),
+            )
+            async with asyncio.timeout(self._consult_timeout):
+                await consult.answered.wait()
+            if consult.ended.is_set():
+                raise CallNotReady(f"{target} did not answer")
+            # Agent with colleague; the customer's bridge to the agent goes with it.
+            await self._pool.transfer_attended(legs.agent_leg, consult.leg_id)
+        except BaseException as exc:
+            # The agent was still with the customer: only the colleague's leg goes.
+            self._consults.pop(call_id, None)
+            with contextlib.suppress(*_GONE, PoolClosed):
+                await self._pool.hangup(consult.leg_id)
+            reason = "no_answer" if isinstance(exc, TimeoutError | CallNotReady) else "error"
+            self._publish_transfer(consult, "failed", reason)
+            raise
+        consult.connected = True
+        log.info("call_control.consulting", call_id=str(call_id), target=target)
+        self._publish_transfer(consult, "consulting")
+
+    async def transfer_complete(self, call_id: uuid.UUID) -> None:
+        """Connect the customer with the consulted colleague; the agent's leg ends."""
+        consult = self._consults.get(call_id)
+        if consult is None or not consult.connected:
+            raise CallNotReady("no consultation of this call is connected")
+        legs = consult.call
+        await self._pool.transfer_attended(legs.customer_leg, consult.leg_id)
+        del self._consults[call_id]
+        replaced = consult.directory.hand_over(call_id, consult.leg_id)
+        with contextlib.suppress(*_GONE, PoolClosed):
+            await self._pool.hangup(replaced)
+        log.info("call_control.transferred", call_id=str(call_id), target=consult.target)
+        self._publish_transfer(consult, "completed")
+
+    async def transfer_cancel(self, call_id: uuid.UUID) -> None:
+        """Hang the colleague up and connect the customer back to the agent."""
+        consult = self._consults.pop(call_id, None)
+        if consult is None:
+            raise CallNotReady("no transfer of this call is under way")
+        with contextlib.suppress(*_GONE, PoolClosed):
+            await self._pool.hangup(consult.leg_id)
+        await self._reconnect(consult.call)
+        self._publish_transfer(consult, "failed", "cancelled")
+
     async def supervise(
         self, call_id: uuid.UUID, supervisor: AgentConfig, mode: SupervisionMode
     ) -> None:
@@ -288,6 +401,47 @@ class CallControl:
         except InvalidPhone as exc:
             raise InvalidNumber(f"cannot transfer to {to!r}: {exc}") from exc
 
+    async def _reconnect(self, legs: CallLegs) -> None:
+        """The customer back with the agent, after a consultation."""
+        if legs.agent_leg is None:
+            return
+        with contextlib.suppress(*_GONE, PoolClosed):
+            await self._pool.transfer_attended(legs.customer_leg, legs.agent_leg)
+
+    def _on_consult_event(self, consult: _Consult, event: p.Event) -> None:
+        if isinstance(event, p.MediaActive):
+            consult.answered.set()
+        elif isinstance(event, WorkerExited) or (
+            isinstance(event, p.CallState) and event.state == "ended"
+        ):
+            consult.ended.set()
+            consult.answered.set()
+            call_id = consult.call.call_id
+            if consult.connected and self._consults.get(call_id) is consult:
+                # The colleague hung up during the consultation: back to the agent.
+                del self._consults[call_id]
+                task = asyncio.get_running_loop().create_task(self._reconnect(consult.call))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                self._publish_transfer(consult, "failed", "hung_up")
+
+    def _publish_transfer(
+        self,
+        consult: _Consult,
+        state: Literal["started", "consulting", "completed", "failed"],
+        reason: str | None = None,
+    ) -> None:
+        self._bus.publish(
+            CallTransferred(
+                call_id=consult.call.call_id,
+                agent=consult.call.agent,
+                kind="attended",
+                target=consult.target,
+                state=state,
+                reason=reason,
+            )
+        )
+
     def _on_supervisor_event(self, sup: _Supervision, event: p.Event) -> None:
         if isinstance(event, p.MediaActive):
             sup.answered.set()
@@ -315,6 +469,11 @@ class CallControl:
         async for envelope in sub:
             event = envelope.event
             if isinstance(event, CallEnded):
+                consult = self._consults.pop(event.call_id, None)
+                if consult is not None:
+                    with contextlib.suppress(*_GONE, PoolClosed):
+                        await self._pool.hangup(consult.leg_id)
+                    self._publish_transfer(consult, "failed", "call_ended")
                 sup = self._supervisions.get(event.call_id)
                 if sup is not None:
                     with contextlib.suppress(*_GONE, PoolClosed):

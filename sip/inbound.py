@@ -696,6 +696,23 @@ class InboundService:
         async with asyncio.timeout(timeout):
             return await done
 
+    def hand_over(self, call_id: uuid.UUID, new_leg: str) -> str:
+        """Carry on the call with ``new_leg`` in place of the agent's leg (an attended
+        transfer, :class:`~sip.control.CallControl`); return the agent's leg, whose
+        events are ignored from now on. Raises :class:`UnknownCall`."""
+        s = self._calls.get(call_id)
+        if s is None or s.chosen is None or s.other_leg is None or not s.other_answered:
+            raise UnknownCall(f"no connected inbound call {call_id}")
+        old, worker = s.other_leg, s.chosen.worker_id
+        self._pool.adopt(worker, old, _ignore)
+        self._pool.adopt(worker, new_leg, partial(s.put, new_leg))
+        s.other_leg = new_leg
+        s.hung_up.add(old)
+        s.media.discard(old)
+        s.media.add(new_leg)
+        log.info("inbound.handed_over", call_id=str(call_id), leg=new_leg)
+        return old
+
     def _snapshot(self, s: _Session) -> InboundCall:
         assert s.call_id is not None
         worker_id, customer, other, agent = self.legs(s.call_id)

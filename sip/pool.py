@@ -821,7 +821,8 @@ class SipPool:
         return sent_at
 
     def adopt(self, worker_id: str, leg_id: str, listener: LegListener) -> None:
-        """Route the events of an incoming leg to ``listener`` (after ``on_incoming``)."""
+        """Route the events of leg ``leg_id`` to ``listener``: an incoming leg after
+        ``on_incoming``, or any leg changing hands (an attended transfer)."""
         w = self._worker(worker_id)
         w.legs[leg_id] = listener
         self._leg_worker[leg_id] = w

@@ -5,9 +5,8 @@ against the principal's rights before it arrives here; this module maps it to
 the component that acts — the click-to-call service, the store, the agents'
 states — and maps their errors to the protocol's stable error codes.
 
-Commands whose telephony is not built yet (the attended ``call.transfer`` and
-its ``complete``/``cancel``) are refused with ``unavailable`` and say so;
-nothing is faked.
+Commands this daemon does not know are refused with ``unavailable``; nothing is
+faked.
 """
 
 from __future__ import annotations
@@ -177,6 +176,8 @@ class CommandRouter:
             "call.resume": partial(self._hold, held=False),
             "call.dtmf": self._dtmf,
             "call.transfer": self._transfer,
+            "call.transfer.complete": self._transfer_complete,
+            "call.transfer.cancel": self._transfer_cancel,
             "supervisor.listen": partial(self._supervise, mode="listen"),
             "supervisor.whisper": partial(self._supervise, mode="whisper"),
             "supervisor.barge": partial(self._supervise, mode="barge"),
@@ -252,9 +253,24 @@ class CommandRouter:
         return {}
 
     async def _transfer(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
-        if args.get("mode", "blind") != "blind":
-            raise gw.Unavailable("attended transfer is not offered through this API yet")
-        await self._control.transfer_blind(uuid.UUID(args["call_id"]), args["to"])
+        call_id = uuid.UUID(args["call_id"])
+        if args.get("mode", "blind") == "attended":
+            # Returns once the colleague answered and talks with the agent.
+            await self._control.transfer_attended(call_id, args["to"])
+        else:
+            await self._control.transfer_blind(call_id, args["to"])
+        return {}
+
+    async def _transfer_complete(
+        self, principal: Principal, args: dict[str, Any]
+    ) -> Mapping[str, Any]:
+        await self._control.transfer_complete(uuid.UUID(args["call_id"]))
+        return {}
+
+    async def _transfer_cancel(
+        self, principal: Principal, args: dict[str, Any]
+    ) -> Mapping[str, Any]:
+        await self._control.transfer_cancel(uuid.UUID(args["call_id"]))
         return {}
 
     async def _supervise(

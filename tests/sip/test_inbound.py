@@ -36,6 +36,8 @@ MakeInbound = Callable[..., Awaitable[InboundEnv]]
 
 _AUDIBLE = 0.01
 _TONE_PRESENT = 0.02
+#: Seconds of conversation whose audio a test then measures.
+_TALK = 1.5
 RECEPTION = "2100"
 AGENTS = {
     "alice": ("1001", "2001"),
@@ -485,6 +487,85 @@ async def test_an_inbound_caller_is_blind_transferred_to_a_colleague(
     await bob.wait_call_ended(timeout=10, call_id=answered.call_id)
     record = await env.store.calls.get(call_id)
     assert record.end_reason is CallEndReason.TRANSFERRED
+
+
+async def test_an_inbound_caller_is_transferred_after_a_consultation(
+    ready: Callable[..., Awaitable[InboundEnv]], lab: Lab
+) -> None:
+    ie = await ready()
+    env = ie.env
+    ie.presence.set_available("alice")
+    control = CallControl(
+        env.pool,
+        config=env.config,
+        bus=env.bus,
+        directories=[InboundLegs(ie.inbound, env.pool)],
+        consult_timeout=3,
+    )
+    caller, alice, bob = lab.phones["1004"], lab.phones["1001"], lab.phones["1002"]
+    placed = await caller.call(lab.uri(RECEPTION))
+    created = await env.log.wait_for(
+        bus.CallCreated, lambda e: e.direction == "inbound" and e.from_number == "1004"
+    )
+    call_id = created.call_id
+    await env.log.wait_for(bus.CallBridged, _of(call_id), within=10)
+    _, customer_leg, agent_leg, _ = ie.inbound.legs(call_id)
+    await asyncio.sleep(_TALK)  # the caller and alice talk: the audio measured below
+
+    def transfers() -> list[tuple[str, str, str | None]]:
+        return [
+            (e.state, e.target, e.reason)
+            for e in env.log.events(bus.CallTransferred, _of(call_id))
+            if e.kind == "attended"
+        ]
+
+    # Carol's phone never answers: the consultation fails, the caller stays with alice.
+    with pytest.raises(TimeoutError):
+        await control.transfer_attended(call_id, "1003")
+    assert transfers() == [("started", "1003", None), ("failed", "1003", "no_answer")]
+    assert ie.inbound.legs(call_id)[2] == agent_leg
+    # Bob answers; alice talks with him, then thinks better of it.
+    await control.transfer_attended(call_id, "1002")
+    bob_first = await bob.wait_call_answered(timeout=5)
+    with pytest.raises(CallNotReady, match="already under way"):
+        await control.transfer_attended(call_id, "1002")
+    await control.transfer_cancel(call_id)
+    await bob.wait_call_ended(timeout=5, call_id=bob_first.call_id)
+    assert transfers()[2:] == [
+        ("started", "1002", None),
+        ("consulting", "1002", None),
+        ("failed", "1002", "cancelled"),
+    ]
+    with pytest.raises(CallNotReady):
+        await control.transfer_complete(call_id)
+    # Again, and this time the caller goes to bob; alice's phone is hung up.
+    mark = len(bob.events)
+    await control.transfer_attended(call_id, "1002")
+    bob_call = await bob.wait_call_answered(timeout=5, start=mark)
+    await control.transfer_complete(call_id)
+    assert transfers()[-1] == ("completed", "1002", None)
+    await alice.wait_call_ended(timeout=5)
+    legs = ie.inbound.legs(call_id)
+    assert (legs[1], legs[3]) == (customer_leg, "alice")
+    assert legs[2] != agent_leg
+    assert not env.log.events(bus.CallEnded, _of(call_id))  # alice leaving ends nothing
+    # The caller and bob talk (the audio measured below) until the caller hangs up;
+    # then the call ends.
+    talk_from = len(caller.events)
+    await asyncio.sleep(_TALK)
+    await caller.hangup(placed)
+    ended = await env.log.wait_for(bus.CallEnded, _of(call_id), within=10)
+    assert (ended.reason, ended.agent) == ("completed", "alice")
+    await bob.wait_call_ended(timeout=5, call_id=bob_call.call_id)
+    finished = await caller.wait_for(
+        lambda e: e.kind == "ended" and e.call_id == placed.call_id, timeout=10, start=talk_from
+    )
+    # The caller heard bob (connected to him only by the transfer) and alice before.
+    heard = Path(str(finished.data["recording"]))
+    assert audio.tone_level(heard, bob.tone_hz) > _TONE_PRESENT
+    assert audio.tone_level(heard, alice.tone_hz) > _TONE_PRESENT
+    record = await env.store.calls.get(call_id)
+    assert record.end_reason is CallEndReason.COMPLETED
 
 
 @pytest.mark.parametrize("code", [480, 603])

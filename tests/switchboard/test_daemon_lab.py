@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from lab import free_port_block
+from lab import audio, free_port_block
 from lab.customers import Behaviour, customer_number
 from lab.pytest_plugin import lab, lab_extensions
 from lab.runner import Lab
@@ -84,7 +84,8 @@ format = "json"
 
 @pytest.fixture
 def lab_phones() -> list[str]:
-    return ["1001"]
+    # Alice's phone, and a colleague's (1002) to transfer calls to.
+    return ["1001", "1002"]
 
 
 class Widget:
@@ -218,6 +219,61 @@ async def test_widget_places_and_hangs_up_a_call_through_the_daemon(
     # The lab saw each customer called once, and the agent's phone rang.
     assert [i.number for i in lab.customers.invites()] == [number, again]
     assert await lab.phones["1001"].wait_call_ended(timeout=5)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+
+
+async def test_widget_transfers_a_call_after_consulting_a_colleague(
+    lab: Lab, tmp_path: Path, start_daemon: StartDaemon
+) -> None:
+    daemon, ws_port, token = await _start(lab, tmp_path, start_daemon)
+    colleague = lab.phones["1002"]
+    async with connect(f"ws://127.0.0.1:{ws_port}", open_timeout=10) as ws:
+        widget = await _login(ws, token)
+        number = customer_number(Behaviour.ANSWER, ring=0, talk=0, suffix=61)
+        reply = await widget.command("call.originate", {"to": number})
+        assert reply["type"] == "result", reply
+        call_id = reply["data"]["call_id"]
+        await widget.event("call.bridged", call_id=call_id)
+
+        # Alice consults her colleague: the result comes once the colleague answered.
+        reply = await widget.command(
+            "call.transfer", {"call_id": call_id, "to": "1002", "mode": "attended"}
+        )
+        assert reply["type"] == "result", reply
+        await widget.event("call.transferred", call_id=call_id, state="started", target="1002")
+        await widget.event("call.transferred", call_id=call_id, state="consulting")
+        consult = await colleague.wait_call_answered(timeout=5)
+
+        reply = await widget.command("call.transfer.complete", {"call_id": call_id})
+        assert reply["type"] == "result", reply
+        done = await widget.event("call.transferred", call_id=call_id, state="completed")
+        assert (done["event"]["data"]["kind"], done["event"]["data"]["target"]) == (
+            "attended",
+            "1002",
+        )
+        # Alice's phone is released; the customer talks with the colleague (the
+        # audio measured below) until the call is hung up.
+        assert await lab.phones["1001"].wait_call_ended(timeout=5)
+        await asyncio.sleep(1.5)
+        reply = await widget.command("call.hangup", {"call_id": call_id})
+        assert reply["type"] == "result", reply
+        ended = await widget.event("call.ended", call_id=call_id)
+        assert (ended["event"]["data"]["reason"], ended["event"]["data"]["agent"]) == (
+            "completed",
+            "alice",
+        )
+        await colleague.wait_call_ended(timeout=5, call_id=consult.call_id)
+        ready = await widget.event("recording.ready", call_id=call_id)
+
+        # Nothing left to complete or cancel.
+        refused = await widget.command("call.transfer.cancel", {"call_id": call_id})
+        assert (refused["type"], refused["code"]) == ("error", "conflict"), refused
+
+    # The call's recording (the customer's side, mixed with whom they talk to) holds
+    # the colleague after the transfer.
+    recording = Path(ready["event"]["data"]["path"])
+    assert await asyncio.to_thread(audio.tone_level, recording, colleague.tone_hz) > 0.02
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit() == 0
 
