@@ -146,28 +146,43 @@ class InboundLegs:
         return self._inbound.hand_over(call_id, new_leg)
 
 
-@dataclass(eq=False)
-class _Consult:
-    """An attended transfer in progress: the colleague's leg and its state."""
+@dataclass(eq=False, kw_only=True)
+class _ExtraLeg:
+    """A leg placed into a call's worker besides its own: a colleague's phone
+    consulted for a transfer, a supervisor's phone."""
 
     call: CallLegs
+    leg_id: str
+    connected: bool = False
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def track(self, event: p.Event) -> bool:
+        """Note an event of the leg; True when it is the leg's end (which also
+        releases a wait for the answer)."""
+        if isinstance(event, p.MediaActive):
+            self.answered.set()
+        elif isinstance(event, WorkerExited) or (
+            isinstance(event, p.CallState) and event.state == "ended"
+        ):
+            self.ended.set()
+            self.answered.set()
+            return True
+        return False
+
+
+@dataclass(eq=False, kw_only=True)
+class _Consult(_ExtraLeg):
+    """An attended transfer in progress."""
+
     directory: LegDirectory
     target: str
-    leg_id: str
-    connected: bool = False
-    answered: asyncio.Event = field(default_factory=asyncio.Event)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-@dataclass(eq=False)
-class _Supervision:
-    call: CallLegs
+@dataclass(eq=False, kw_only=True)
+class _Supervision(_ExtraLeg):
     supervisor: str
-    leg_id: str
     mode: SupervisionMode
-    connected: bool = False
-    answered: asyncio.Event = field(default_factory=asyncio.Event)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class CallControl:
@@ -299,7 +314,7 @@ class CallControl:
         if legs.agent_leg is None:
             raise CallNotReady("the call has no agent leg to consult from")
         target = self._target(to)
-        consult = _Consult(legs, directory, target, leg_id=f"{call_id}-xfer")
+        consult = _Consult(call=legs, directory=directory, target=target, leg_id=f"{call_id}-xfer")
         self._consults[call_id] = consult
         self._publish_transfer(consult, "started")
         try:
@@ -409,21 +424,16 @@ class CallControl:
             await self._pool.transfer_attended(legs.customer_leg, legs.agent_leg)
 
     def _on_consult_event(self, consult: _Consult, event: p.Event) -> None:
-        if isinstance(event, p.MediaActive):
-            consult.answered.set()
-        elif isinstance(event, WorkerExited) or (
-            isinstance(event, p.CallState) and event.state == "ended"
-        ):
-            consult.ended.set()
-            consult.answered.set()
-            call_id = consult.call.call_id
-            if consult.connected and self._consults.get(call_id) is consult:
-                # The colleague hung up during the consultation: back to the agent.
-                del self._consults[call_id]
-                task = asyncio.get_running_loop().create_task(self._reconnect(consult.call))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                self._publish_transfer(consult, "failed", "hung_up")
+        if not consult.track(event):
+            return
+        call_id = consult.call.call_id
+        if consult.connected and self._consults.get(call_id) is consult:
+            # The colleague hung up during the consultation: back to the agent.
+            del self._consults[call_id]
+            task = asyncio.get_running_loop().create_task(self._reconnect(consult.call))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            self._publish_transfer(consult, "failed", "hung_up")
 
     def _publish_transfer(
         self,
@@ -443,17 +453,12 @@ class CallControl:
         )
 
     def _on_supervisor_event(self, sup: _Supervision, event: p.Event) -> None:
-        if isinstance(event, p.MediaActive):
-            sup.answered.set()
-        elif isinstance(event, WorkerExited) or (
-            isinstance(event, p.CallState) and event.state == "ended"
-        ):
-            sup.ended.set()
-            sup.answered.set()
-            if self._supervisions.get(sup.call.call_id) is sup:
-                del self._supervisions[sup.call.call_id]
-            if sup.connected:
-                self._publish_supervised(sup, None)
+        if not sup.track(event):
+            return
+        if self._supervisions.get(sup.call.call_id) is sup:
+            del self._supervisions[sup.call.call_id]
+        if sup.connected:
+            self._publish_supervised(sup, None)
 
     def _publish_supervised(self, sup: _Supervision, mode: SupervisionMode | None) -> None:
         self._bus.publish(

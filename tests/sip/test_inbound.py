@@ -124,6 +124,16 @@ async def _created_from(ie: InboundEnv, number: str, start: int = 0) -> bus.Call
     )
 
 
+def _alice_available_with_control(ie: InboundEnv, **settings: float) -> CallControl:
+    """Alice available, and call control over the inbound calls."""
+    ie.presence.set_available("alice")
+    env = ie.env
+    directory = InboundLegs(ie.inbound, env.pool)
+    return CallControl(
+        env.pool, config=env.config, bus=env.bus, directories=[directory], **settings
+    )
+
+
 def _of(call_id: uuid.UUID) -> Callable[[bus.Event], bool]:
     return lambda e: getattr(e, "call_id", None) == call_id
 
@@ -445,10 +455,7 @@ async def test_an_inbound_caller_is_blind_transferred_to_a_colleague(
 ) -> None:
     ie = await ready()
     env = ie.env
-    ie.presence.set_available("alice")
-    control = CallControl(
-        env.pool, config=env.config, bus=env.bus, directories=[InboundLegs(ie.inbound, env.pool)]
-    )
+    control = _alice_available_with_control(ie)
     # Dave's desk phone calls the reception line, as a customer's phone would: unlike
     # SIPp, it follows a REFER.
     caller = lab.phones["1004"]
@@ -494,14 +501,7 @@ async def test_an_inbound_caller_is_transferred_after_a_consultation(
 ) -> None:
     ie = await ready()
     env = ie.env
-    ie.presence.set_available("alice")
-    control = CallControl(
-        env.pool,
-        config=env.config,
-        bus=env.bus,
-        directories=[InboundLegs(ie.inbound, env.pool)],
-        consult_timeout=3,
-    )
+    control = _alice_available_with_control(ie, consult_timeout=3)
     caller, alice, bob = lab.phones["1004"], lab.phones["1001"], lab.phones["1002"]
     placed = await caller.call(lab.uri(RECEPTION))
     created = await env.log.wait_for(
