@@ -41,8 +41,6 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from types import TracebackType
-from typing import Self
 
 import structlog
 
@@ -81,6 +79,8 @@ from sip.exceptions import (
     WorkerGone,
 )
 from sip.pool import SipPool, agent_key, pbx_uri
+
+from ._service import CallTaskService
 
 __all__ = ["ActiveCall", "CallService"]
 
@@ -159,7 +159,7 @@ class ActiveCall:
     phase: Phase
 
 
-class CallService:
+class CallService(CallTaskService):
     """Places click-to-call calls through the pool, keeping store and bus in step.
 
     Use ``async with CallService(pool, ...) as calls:`` or :meth:`start` /
@@ -177,29 +177,18 @@ class CallService:
         ring_timeout: float | None = None,
         close_grace: float = 5.0,
     ) -> None:
+        super().__init__(close_grace=close_grace)
         self._pool = pool
         self._config = config
         self._bus = bus
         self._store = store
         self.agent_timeout = agent_timeout
         self.ring_timeout = float(ring_timeout or config.dialer.ring_timeout)
-        self._close_grace = close_grace
         self._sessions: dict[uuid.UUID, _Session] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._tg: asyncio.TaskGroup | None = None
-        self._runner: asyncio.Task[None] | None = None
-        self._started = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._closing = False
 
     # ------------------------------------------------------------------ lifespan
 
-    async def start(self) -> None:
-        """Start the service's task group. Cancellation stops it again."""
-        if self._runner is not None:
-            raise RuntimeError("CallService.start() called twice")
-        self._runner = asyncio.create_task(self._run(), name="sip-calls")
-        await self._started.wait()
+    _runner_name = "sip-calls"
 
     async def aclose(self) -> None:
         """Hang up every call, wait up to ``close_grace`` s for them to end, stop.
@@ -208,37 +197,11 @@ class CallService:
         open and are closed as ``interrupted`` at the next start-up. Idempotent.
         If cancelled, the call tasks are cancelled too before it propagates.
         """
-        if self._runner is None:
-            return
-        if not self._closing:
-            self._closing = True
-            for session in self._sessions.values():
-                session.queue.put_nowait(_HangupRequest())
-            if self._tasks:
-                await asyncio.wait(set(self._tasks), timeout=self._close_grace)
-            self._stop.set()
-        await asyncio.shield(self._runner)
+        await super().aclose()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def _run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            self._started.set()
-            await self._stop.wait()
-            for task in self._tasks:
-                task.cancel()
-        self._tg = None
+    def _end_calls(self) -> None:
+        for session in self._sessions.values():
+            session.queue.put_nowait(_HangupRequest())
 
     # ------------------------------------------------------------------ API
 
@@ -313,9 +276,7 @@ class CallService:
                 worker_id=worker_id,
             )
         )
-        task = self._tg.create_task(self._drive(session), name=f"click-to-call-{record.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._drive(session), name=f"click-to-call-{record.id}")
         return record.id
 
     async def hangup(self, call_id: uuid.UUID, *, timeout: float = 10.0) -> None:

@@ -44,14 +44,13 @@ import itertools
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Literal, Protocol
 
 import phonenumbers
 import structlog
@@ -92,6 +91,8 @@ from sip.exceptions import (
     WorkerGone,
 )
 from sip.pool import SipPool, pbx_uri
+
+from ._service import CallTaskService
 
 __all__ = [
     "InboundCall",
@@ -491,7 +492,7 @@ class _Session:
         return self.phase is InboundPhase.ENDED
 
 
-class InboundService:
+class InboundService(CallTaskService):
     """Takes the calls to reception lines and offers them to agents.
 
     Use ``async with InboundService(pool, config=..., bus=..., store=...,
@@ -512,6 +513,7 @@ class InboundService:
         forward_ring_timeout: float | None = None,
         close_grace: float = 5.0,
     ) -> None:
+        super().__init__(close_grace=close_grace)
         self._pool = pool
         self._config = config
         self._bus = bus
@@ -521,7 +523,6 @@ class InboundService:
         #: worker (the chosen agent's, else the line's home worker).
         self.branch_wait = branch_wait
         self.forward_ring_timeout = float(forward_ring_timeout or config.dialer.ring_timeout)
-        self._close_grace = close_grace
         self._loser_code = losing_branch_code(config.inbound.reject_code)
         self.stats = InboundStats()
         self._by_sip: dict[str, _Session] = {}
@@ -532,21 +533,14 @@ class InboundService:
         self._dispatching = False
         self._redispatch = False
         self._user_ids: dict[str, uuid.UUID] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._tg: asyncio.TaskGroup | None = None
-        self._runner: asyncio.Task[None] | None = None
-        self._started = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._closing = False
 
     # ------------------------------------------------------------------ lifespan
 
+    _runner_name = "sip-inbound"
+
     async def start(self) -> None:
         """Start the service and take the pool's incoming calls."""
-        if self._runner is not None:
-            raise RuntimeError("InboundService.start() called twice")
-        self._runner = asyncio.create_task(self._run(), name="sip-inbound")
-        await self._started.wait()
+        await super().start()
         await self._warm_up()
         self._pool.on_incoming(self._on_incoming)
 
@@ -569,47 +563,12 @@ class InboundService:
         Calls still not over after the grace are cancelled: their records stay
         open and are closed as ``interrupted`` at the next start-up. Idempotent.
         """
-        if self._runner is None:
-            return
-        if not self._closing:
-            self._closing = True
-            self._pool.on_incoming(None)
-            for session in list(self._by_sip.values()):
-                session.queue.put_nowait(_HangupRequest())
-            if self._tasks:
-                await asyncio.wait(set(self._tasks), timeout=self._close_grace)
-            self._stop.set()
-        await asyncio.shield(self._runner)
+        await super().aclose()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def _run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            self._started.set()
-            await self._stop.wait()
-            for task in self._tasks:
-                task.cancel()
-        self._tg = None
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        if self._tg is None:
-            # Closing: nothing may be started any more (the workers hang up).
-            coro.close()
-            return
-        task = self._tg.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _end_calls(self) -> None:
+        self._pool.on_incoming(None)
+        for session in list(self._by_sip.values()):
+            session.queue.put_nowait(_HangupRequest())
 
     # ------------------------------------------------------------------ API
 
