@@ -12,10 +12,19 @@ from typing import Any
 
 import structlog
 from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from .. import _models as m
-from .._base import Actor, Database, audit, call_from, conflict_from, is_unique_violation
+from .._base import (
+    Actor,
+    Database,
+    audit,
+    audit_sync,
+    call_from,
+    conflict_from,
+    is_unique_violation,
+)
 from .._base import item_from as _item_from
 from .._types import utcnow
 from ..dto import Call, CallListEntry, CallListItem
@@ -289,16 +298,17 @@ class DialerRepository:
             "dialer_item_id": item_id,
             "created_at": now,
         }
-        async with self._db.write() as conn:
-            moved = await conn.execute(
+
+        def attempt(conn: Connection) -> Call:
+            moved = conn.execute(
                 update(_i)
                 .where(_i.c.id == item_id, _i.c.state == CallListItemState.CLAIMED)
                 .values(state=CallListItemState.DIALING)
             )
             if not moved.rowcount:
                 raise Conflict(f"call list item {item_id} is not claimed; cannot dial")
-            row = (await conn.execute(_c.insert().values(values).returning(_c))).mappings().one()
-            await audit(
+            row = conn.execute(_c.insert().values(values).returning(_c)).mappings().one()
+            audit_sync(
                 conn,
                 actor=agent_user_id,
                 entity_type="call_list_item",
@@ -307,7 +317,11 @@ class DialerRepository:
                 changes={"call_id": values["id"]},
                 at=now,
             )
-        return call_from(row)
+            return call_from(row)
+
+        # On the call's critical path (between the gap's end and the INVITE): one
+        # hand-off to the store's writer thread on SQLite.
+        return await self._db.run_write(attempt)
 
     async def release_item(self, item_id: uuid.UUID) -> bool:
         """Give one claimed, never-dialed item back to the queue; ``False`` if it
