@@ -78,6 +78,7 @@ IpAddress = Annotated[
 ]
 _STORE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 _WORKING_HOURS = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])")
+_CODEC = re.compile(r"[A-Za-z][A-Za-z0-9.-]*(?:/[0-9]+){0,2}")
 
 
 def _ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -290,6 +291,26 @@ class SipConfig(_Section):
         "first restart is immediate, then the wait doubles from one second up to this; a "
         "worker that stays up for a minute starts again from an immediate restart.",
     )
+
+    codecs: tuple[NonEmpty, ...] = Field(
+        default=("PCMA", "PCMU", "G722"),
+        min_length=1,
+        description="Audio codecs the workers offer and accept, most preferred first; "
+        "every other codec of the SIP stack is disabled. A name (`PCMA`, `PCMU`, "
+        "`G722`, `GSM`, `iLBC`, `speex`, `opus` when built in) or a name with its clock "
+        "rate (`speex/16000`). Matched without regard to case; a worker refuses to start "
+        "when none is available. DTMF (RFC 4733) is always offered.",
+    )
+
+    @field_validator("codecs")
+    @classmethod
+    def _codec_names(cls, codecs: tuple[str, ...]) -> tuple[str, ...]:
+        for codec in codecs:
+            if _CODEC.fullmatch(codec) is None:
+                raise ValueError(f'{codec!r} is not a codec name like "PCMA" or "speex/16000"')
+        if len({c.lower() for c in codecs}) != len(codecs):
+            raise ValueError("must not list a codec twice")
+        return codecs
 
     @field_validator("max_workers")
     @classmethod

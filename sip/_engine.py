@@ -34,7 +34,7 @@ import time
 import traceback
 import uuid
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -273,6 +273,7 @@ class Engine:
             except pj.Error as exc:
                 log("warning", "no TCP transport", reason=exc.info())
         ep.libStart()
+        _set_codecs(ep, settings.codecs)
 
         # The local identity receives calls addressed to this worker directly
         # and places calls with line=None. It uses one of the account slots.
@@ -700,7 +701,7 @@ class Engine:
         self._reconnect(record)
         if not record.media_active:
             record.media_active = True
-            self.emit(p.MediaActive(call_id=call_id))
+            self.emit(p.MediaActive(call_id=call_id, codec=_codec_of(record.call)))
 
     def _on_transfer_status(self, call_id: str, prm: Any) -> None:
         record = self._calls.get(call_id)
@@ -993,6 +994,45 @@ def _source_host(src: str) -> str:
 def _user(uri: str) -> str:
     match = _USER_RE.search(uri)
     return match.group(1) if match else ""
+
+
+def _set_codecs(ep: Any, wanted: Sequence[str]) -> None:
+    """Give the ``wanted`` codecs (names, or ``name/rate``) falling priorities in
+    their order and disable every other one. Raises :class:`EngineError` when
+    none of them is available in this build."""
+    enabled = []
+    for codec in ep.codecEnum2():
+        codec_id = str(codec.codecId)  # "PCMA/8000/1"
+        rank = _codec_rank(codec_id, wanted)
+        ep.codecSetPriority(codec_id, 0 if rank is None else 255 - rank)
+        if rank is not None:
+            enabled.append(codec_id)
+    if not enabled:
+        available = ", ".join(str(c.codecId) for c in ep.codecEnum2())
+        raise EngineError(
+            "no_codec",
+            f"none of the codecs {list(wanted)} is available (this build has {available})",
+        )
+    log("info", "codecs", enabled=enabled)
+
+
+def _codec_rank(codec_id: str, wanted: Sequence[str]) -> int | None:
+    """The position in ``wanted`` of the first entry naming ``codec_id``, or None."""
+    parts = codec_id.lower().split("/")
+    for rank, entry in enumerate(wanted):
+        asked = entry.lower().split("/")
+        if parts[: len(asked)] == asked:
+            return rank
+    return None
+
+
+def _codec_of(call: Any) -> str:
+    """The negotiated audio codec of ``call`` as ``name/rate``, or "" if unknown."""
+    try:
+        info = call.getStreamInfo(0)
+    except pj.Error:
+        return ""
+    return f"{info.codecName}/{info.codecClockRate}"
 
 
 def _headers(message: str) -> dict[str, str]:

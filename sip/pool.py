@@ -207,6 +207,7 @@ def plan_workers(config: Config, *, log_level: p.LogLevel = "warning") -> tuple[
             max_accounts=sip.accounts_per_worker,
             log_level=log_level,
             register_retry_seconds=_REGISTER_RETRY_SECONDS,
+            codecs=tuple(sip.codecs),
         )
         plans.append(
             WorkerPlan(

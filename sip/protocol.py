@@ -119,6 +119,8 @@ class WorkerSettings:
     tcp: bool = True
     #: First retry of a failed registration, seconds (later retries too).
     register_retry_seconds: int = 3
+    #: Audio codecs offered and accepted, most preferred first (``sip.codecs``).
+    codecs: tuple[str, ...] = ("PCMA", "PCMU", "G722")
 
     def __post_init__(self) -> None:
         ipaddress.ip_address(self.bind_address)
@@ -406,10 +408,12 @@ class CallState(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MediaActive(Event):
-    """The call's audio is flowing (RTP session up)."""
+    """The call's audio is flowing (RTP session up); ``codec`` is the one
+    negotiated, as ``name/clock rate`` (``PCMA/8000``), empty if unknown."""
 
     TYPE: ClassVar[str] = "media_active"
     call_id: str
+    codec: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

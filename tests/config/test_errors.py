@@ -162,6 +162,13 @@ def test_missing_required_key_points_at_its_table() -> None:
         ("[sip]\ncalls_per_worker = 5", "sip.calls_per_worker", "must be at most 4"),
         ("[sip]\naccounts_per_worker = 9", "sip.accounts_per_worker", "must be at most 8"),
         ("[sip]\nbind_address = 'localhost'", "sip.bind_address", "must be an IP address"),
+        ("[sip]\ncodecs = []", "sip.codecs", "must not be empty"),
+        (
+            "[sip]\ncodecs = ['PCMA', 'g.711 alaw']",
+            "sip.codecs",
+            '\'g.711 alaw\' is not a codec name like "PCMA" or "speex/16000"',
+        ),
+        ("[sip]\ncodecs = ['PCMA', 'pcma']", "sip.codecs", "must not list a codec twice"),
         (
             "[sip]\nrtp_port_range = [31000, 30000]",
             "sip.rtp_port_range",

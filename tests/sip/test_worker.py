@@ -305,6 +305,48 @@ async def test_bad_configuration_fails_start() -> None:
         await WorkerClient.start(worker_id="bad", config=settings(bind_address="192.0.2.1"))
 
 
+async def test_only_the_configured_codecs_are_offered_in_their_order(
+    start_worker: StartWorker,
+) -> None:
+    phone = await start_worker()  # the default: PCMA, PCMU, G722
+    for codecs, expected in ((("PCMU",), "PCMU/8000"), (("G722", "PCMA"), "G722/16000")):
+        worker = await start_worker(codecs=codecs)
+        call = _call_id()
+        await worker.send(
+            p.Originate,
+            call_id=call,
+            line=None,
+            to_uri=f"sip:2001@127.0.0.1:{phone.client.sip_port}",
+        )
+        answered = {e.call_id for e in phone.seen if isinstance(e, p.IncomingCall)}
+        incoming = await phone.wait_for(
+            p.IncomingCall, lambda e, done=frozenset(answered): e.call_id not in done
+        )
+        await phone.send(p.Answer, call_id=incoming.call_id)
+        ours = await worker.wait_for(p.MediaActive, lambda e, c=call: e.call_id == c)
+        theirs = await phone.wait_for(p.MediaActive, lambda e, c=incoming.call_id: e.call_id == c)
+        assert (ours.codec, theirs.codec) == (expected, expected)
+        await worker.send(p.Hangup, call_id=call)
+        await worker.call_state(call, "ended")
+
+    # No codec in common: the call is refused (488), no audio.
+    only_gsm = await start_worker(codecs=("GSM",))
+    call = _call_id()
+    await only_gsm.send(
+        p.Originate, call_id=call, line=None, to_uri=f"sip:2001@127.0.0.1:{phone.client.sip_port}"
+    )
+    ended = await only_gsm.call_state(call, "ended")
+    assert ended.sip_code == 488
+    assert not any(isinstance(e, p.MediaActive) and e.call_id == call for e in only_gsm.seen)
+
+
+async def test_a_worker_without_any_configured_codec_does_not_start() -> None:
+    from sip.exceptions import WorkerStartError
+
+    with pytest.raises(WorkerStartError, match="no_codec"):
+        await WorkerClient.start(worker_id="mute", config=settings(codecs=("AMR-WB",)))
+
+
 async def test_dtmf_and_hold_between_two_workers(start_worker: StartWorker) -> None:
     phone = await start_worker()
     worker = await start_worker()
