@@ -466,6 +466,8 @@ class _Session:
     #: one that asks their phone to answer by itself (``auto_answer``).
     reoffer: AgentConfig | None = None
     auto_answer: bool = False
+    #: Set once the call record's write is over (written or failed).
+    recorded: asyncio.Event = field(default_factory=asyncio.Event)
     #: The widget's answer requests accepted, resolved when the new leg is placed.
     answer_waiters: list[asyncio.Future[str]] = field(default_factory=list)
     customer_alive: bool = True
@@ -632,6 +634,16 @@ class InboundService(CallTaskService):
         s.queue.put_nowait(_HangupRequest())
         async with asyncio.timeout(timeout):
             await s.done.wait()
+
+    async def record_ready(self, call_id: uuid.UUID, *, timeout: float = 10.0) -> None:
+        """Wait until the record of call ``call_id`` is written, if it is an inbound call
+        in progress whose record is not written yet (``call.ringing`` is published
+        first); return at once otherwise. Raises ``TimeoutError``."""
+        s = self._calls.get(call_id)
+        if s is None or s.recorded.is_set():
+            return
+        async with asyncio.timeout(timeout):
+            await s.recorded.wait()
 
     async def answer(
         self, call_id: uuid.UUID, agents: Iterable[str], *, timeout: float = 10.0
@@ -816,6 +828,7 @@ class InboundService(CallTaskService):
                     await self._hang_up_leftovers(s)
                 await self._finish(s)
             finally:
+                s.recorded.set()
                 for timer in s.timers.values():
                     timer.cancel()
                 self._settle_answers(s, None, "the call has ended")
@@ -920,6 +933,8 @@ class InboundService(CallTaskService):
             s.record_worker = s.worker_id
         except StoreError as exc:
             log.error("inbound.record_failed", error=str(exc))
+        finally:
+            s.recorded.set()
 
     # ------------------------------------------------------------------ the branch
 

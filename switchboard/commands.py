@@ -284,13 +284,14 @@ class CommandRouter:
         return {}
 
     async def _note(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
-        await self._store.calls.set_note(
-            uuid.UUID(args["call_id"]), args["text"], actor=principal.user_id
-        )
+        call_id = uuid.UUID(args["call_id"])
+        await self._inbound.record_ready(call_id)
+        await self._store.calls.set_note(call_id, args["text"], actor=principal.user_id)
         return {}
 
     async def _disposition(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
         call_id = uuid.UUID(args["call_id"])
+        await self._inbound.record_ready(call_id)
         # A dialer call's disposition also ends its wrap-up; any other call's is
         # only stored.
         for agent in sorted(principal.agents):
@@ -308,6 +309,7 @@ class CommandRouter:
         return {}
 
     async def _customer_number(self, call_id: str) -> str:
+        await self._inbound.record_ready(uuid.UUID(call_id))
         call = await self._store.calls.get(uuid.UUID(call_id))
         inbound = call.direction is CallDirection.INBOUND
         return call.from_number if inbound else call.to_number

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import statistics
 import uuid
 import wave
@@ -21,7 +22,7 @@ import pytest
 
 import bus
 from config import Config
-from crm_store import CallEndReason, ClientKind, LeadSource, LeadStatus
+from crm_store import CallEndReason, ClientKind, LeadSource, LeadStatus, NotFound
 from lab import audio
 from lab.customers import CUSTOMER_TONE_HZ, Behaviour, customer_number
 from lab.phones import PhoneSpec
@@ -566,6 +567,48 @@ async def test_an_inbound_caller_is_transferred_after_a_consultation(
     assert audio.tone_level(heard, alice.tone_hz) > _TONE_PRESENT
     record = await env.store.calls.get(call_id)
     assert record.end_reason is CallEndReason.COMPLETED
+
+
+async def test_the_ringing_comes_before_the_record_and_a_note_can_wait_for_it(
+    ready: Callable[..., Awaitable[InboundEnv]], lab: Lab
+) -> None:
+    ie = await ready(no_agent_timeout=3)
+    env = ie.env
+    number = "+33612340011"
+    # A known caller: a read identifies them; the call record is the only write.
+    client = await env.store.clients.create(
+        ClientKind.PERSON, first_name="Lucie", last_name="Moreau", phones=[number]
+    )
+    # Another connection holds the database's write lock, as a long write would.
+    path = env.store.engine.url.database
+    assert path is not None
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        customer = await lab.customers.call(RECEPTION, number, expect_code=480)
+        created = await _created_from(ie, number)
+        ringing = await env.log.wait_for(
+            bus.CallRinging, lambda e: e.call_id == created.call_id and e.leg == "customer"
+        )
+        assert ringing.card is not None
+        assert ringing.card["id"] == str(client.id)
+        # Announced, not yet recorded: a note would find no call; waiting for the
+        # record does not return while the write cannot happen.
+        with pytest.raises(NotFound):
+            await env.store.calls.get(created.call_id)
+        waiting = asyncio.create_task(ie.inbound.record_ready(created.call_id))
+        done, _ = await asyncio.wait({waiting}, timeout=0.5)
+        assert not done
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await waiting
+    await env.store.calls.set_note(created.call_id, "asked for a callback")
+    record = await env.store.calls.get(created.call_id)
+    assert (record.client_id, record.note) == (client.id, "asked for a callback")
+    # A call that is not in progress (ended, or never inbound) does not wait.
+    await ie.inbound.record_ready(uuid.uuid4())
+    assert await customer.wait(timeout=10)
 
 
 @pytest.mark.parametrize("code", [480, 603])
