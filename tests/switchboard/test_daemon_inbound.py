@@ -5,11 +5,14 @@ Kamailio; a SIPp customer with an unknown number calls the reception line; the
 agent's widget gets the ringing pop-up with the lead created for the number, the
 agent answers from the widget (their phone, which never answers by itself, is asked
 to answer), the supervisor sees the call and listens in from their own phone, then
-the agent hangs up from the widget.
+the agent hangs up from the widget. A second call, from a desk phone (which, unlike
+SIPp, answers re-INVITEs and speaks RFC 4733), is held, resumed and exchanges DTMF
+both ways, all from the widget.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import signal
@@ -25,7 +28,7 @@ from lab.phones import PhoneSpec
 from lab.pytest_plugin import lab, lab_extensions
 from lab.runner import Lab
 
-from .conftest import free_tcp_port, run_cli
+from .conftest import DaemonProcess, free_tcp_port, run_cli
 from .test_daemon_lab import StartDaemon, Widget
 
 __all__ = ["lab", "lab_extensions"]
@@ -96,7 +99,8 @@ format = "json"
 @pytest.fixture
 def lab_phones() -> list[str | PhoneSpec]:
     # Alice's phone only answers when asked to (auto-answer): her widget answers.
-    return [PhoneSpec("1001", mode="never"), "1002"]
+    # 1003 is a customer's desk phone, for what SIPp customers cannot do (hold, DTMF).
+    return [PhoneSpec("1001", mode="never"), "1002", "1003"]
 
 
 async def _login(port: int, token: str, user: str) -> tuple[Widget, ClientConnection]:
@@ -109,9 +113,11 @@ async def _login(port: int, token: str, user: str) -> tuple[Widget, ClientConnec
     return widget, ws
 
 
-async def test_an_unknown_caller_pops_up_at_the_agent_and_is_supervised(
+async def _start(
     lab: Lab, tmp_path: Path, start_daemon: StartDaemon
-) -> None:
+) -> tuple[DaemonProcess, int, dict[str, str]]:
+    """A daemon on the lab with agent alice and supervisor sam; returns it, its
+    websocket port and the users' API tokens."""
     rtp_first = random.randrange(33000, 39000, 100)
     config = tmp_path / "switchboard.toml"
     config.write_text(
@@ -141,6 +147,13 @@ async def test_an_unknown_caller_pops_up_at_the_agent_and_is_supervised(
     daemon = start_daemon(config)
     daemon.wait_for("READY=1", timeout=30)
 
+    return daemon, ws_port, tokens
+
+
+async def test_an_unknown_caller_pops_up_at_the_agent_and_is_supervised(
+    lab: Lab, tmp_path: Path, start_daemon: StartDaemon
+) -> None:
+    daemon, ws_port, tokens = await _start(lab, tmp_path, start_daemon)
     alice, alice_ws = await _login(ws_port, tokens["alice"], "alice")
     sam, sam_ws = await _login(ws_port, tokens["sam"], "sam")
     try:
@@ -182,9 +195,7 @@ async def test_an_unknown_caller_pops_up_at_the_agent_and_is_supervised(
         await sam.event("call.supervised", call_id=call_id, supervisor="sam", mode="listen")
         assert await lab.phones["1002"].wait_call_answered(timeout=10)
 
-        # Hold, resume and DTMF are not tried here: the lab's SIPp customers neither
-        # answer re-INVITEs nor offer RFC 4733 events; tests/sip covers them with lab
-        # phones, which do, as real phones do.
+        # Hold, resume and DTMF: the next test, with a desk phone as the caller.
         # An agent may not supervise.
         refused = await alice.command("supervisor.barge", {"call_id": call_id})
         assert (refused["type"], refused["code"]) == ("error", "forbidden")
@@ -213,3 +224,50 @@ async def test_an_unknown_caller_pops_up_at_the_agent_and_is_supervised(
         record = await store.calls.get(uuid.UUID(call_id))
         assert (record.direction, record.lead_id) == ("inbound", match.id)
         assert record.agent_user_id == alice_user.id
+
+
+async def test_the_widget_holds_resumes_and_exchanges_dtmf_with_a_caller(
+    lab: Lab, tmp_path: Path, start_daemon: StartDaemon
+) -> None:
+    daemon, ws_port, tokens = await _start(lab, tmp_path, start_daemon)
+    alice, alice_ws = await _login(ws_port, tokens["alice"], "alice")
+    try:
+        assert (await alice.command("agent.state.set", {"state": "available"}))["type"] == "result"
+        await alice.event("agent.state", agent="alice", state="available")
+        phone = lab.phones["1003"]
+        placed = await phone.call(lab.uri("2100"))
+        offered = await alice.event("call.ringing", leg="agent", from_number="1003")
+        call_id = offered["event"]["data"]["call_id"]
+        assert offered["event"]["data"]["card"] is None  # an extension: no lead
+        assert (await alice.command("call.answer", {"call_id": call_id}))["type"] == "result"
+        await alice.event("call.bridged", call_id=call_id)
+
+        mark = len(phone.events)
+        reply = await alice.command("call.hold", {"call_id": call_id})
+        assert reply["type"] == "result", reply
+        await alice.event("call.held", call_id=call_id, held=True)
+        await phone.wait_media_state("remote_hold", call_id=placed.call_id, start=mark)
+        mark = len(phone.events)
+        reply = await alice.command("call.resume", {"call_id": call_id})
+        assert reply["type"] == "result", reply
+        await alice.event("call.held", call_id=call_id, held=False)
+        await phone.wait_media_state("active", call_id=placed.call_id, start=mark)
+
+        # Digits both ways (RFC 4733): the widget's reach the caller, the caller's
+        # reach the widget.
+        reply = await alice.command("call.dtmf", {"call_id": call_id, "digits": "12#"})
+        assert reply["type"] == "result", reply
+        assert await phone.wait_dtmf(3, call_id=placed.call_id) == "12#"
+        await phone.send_dtmf("7*", call=placed)
+        for digit in "7*":
+            await alice.event("call.dtmf", call_id=call_id, digit=digit, direction="received")
+
+        assert (await alice.command("call.hangup", {"call_id": call_id}))["type"] == "result"
+        ended = await alice.event("call.ended", call_id=call_id)
+        assert ended["event"]["data"]["reason"] == "completed"
+        async with asyncio.timeout(10):
+            await placed.ended.wait()
+    finally:
+        await alice_ws.close()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
