@@ -335,10 +335,9 @@ Content-Length: 0
 </scenario>
 """
 
-_UAC = r"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="lab customer calls in">
-  <Global variables="to,from,talk"/>
-  <send retrans="500">
+# The first INVITE and its 407 round trip, then the authenticated INVITE: shared by
+# every caller scenario; @@HEADERS@@ takes extra header lines of the second INVITE.
+_UAC_AUTH_TEMPLATE = r"""  <send retrans="500">
     <![CDATA[
 INVITE sip:[$to]@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -385,8 +384,7 @@ Call-ID: [call_id]
 CSeq: 2 INVITE
 Contact: <sip:[$from]@[local_ip]:[local_port]>
 [authentication]
-X-Lab-Talk-Ms: [$talk]
-Max-Forwards: 70
+@@HEADERS@@Max-Forwards: 70
 Content-Type: application/sdp
 Content-Length: [len]
 
@@ -400,7 +398,24 @@ a=rtpmap:8 PCMA/8000
 a=sendrecv
 ]]>
   </send>
-  <recv response="100" optional="true"/>
+"""
+
+
+def _uac_auth(headers: str = "") -> str:
+    """The authenticating INVITE exchange, with ``headers`` (lines ending in a newline)
+    added to the authenticated INVITE."""
+    return _UAC_AUTH_TEMPLATE.replace("@@HEADERS@@", headers)
+
+
+_UAC_AUTH = _uac_auth()
+
+_UAC = (
+    r"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="lab customer calls in">
+  <Global variables="to,from,talk"/>
+"""
+    + _uac_auth("X-Lab-Talk-Ms: [$talk]\n")
+    + r"""  <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
   <recv response="183" optional="true"/>
   <recv request="BYE" optional="global" next="remote_bye"/>
@@ -460,72 +475,8 @@ Content-Length: 0
   <label id="done"/>
 </scenario>
 """
+)
 
-
-# The first INVITE and its 407 round trip, shared by the refused and the cancelling
-# callers below (the answered caller's scenario, _UAC, has its own copy).
-_UAC_AUTH = r"""  <send retrans="500">
-    <![CDATA[
-INVITE sip:[$to]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:[$from]@[remote_ip]>;tag=[pid]lab[call_number]
-To: <sip:[$to]@[remote_ip]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:[$from]@[local_ip]:[local_port]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=customer 1 1 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [rtpstream_audio_port] RTP/AVP 8
-a=rtpmap:8 PCMA/8000
-a=sendrecv
-]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="407" auth="true"/>
-  <send>
-    <![CDATA[
-ACK sip:[$to]@[remote_ip]:[remote_port] SIP/2.0
-[last_Via:]
-From: <sip:[$from]@[remote_ip]>;tag=[pid]lab[call_number]
-To: <sip:[$to]@[remote_ip]>[peer_tag_param]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-]]>
-  </send>
-  <send retrans="500">
-    <![CDATA[
-INVITE sip:[$to]@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:[$from]@[remote_ip]>;tag=[pid]lab[call_number]
-To: <sip:[$to]@[remote_ip]>
-Call-ID: [call_id]
-CSeq: 2 INVITE
-Contact: <sip:[$from]@[local_ip]:[local_port]>
-[authentication]
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=customer 1 1 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [rtpstream_audio_port] RTP/AVP 8
-a=rtpmap:8 PCMA/8000
-a=sendrecv
-]]>
-  </send>
-"""
 
 # ACK of a final non-2xx answer to the authenticated INVITE (same transaction).
 _UAC_ACK_FINAL = r"""  <send>
