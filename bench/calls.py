@@ -52,7 +52,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -700,16 +700,34 @@ def _kill_leftovers() -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-async def _main(args: argparse.Namespace) -> dict[str, Any]:
+async def _cancel_on_sigterm(work: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
     # SIGTERM unwinds like Ctrl-C: the lab, the pool and the bare processes stop.
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
-        return await bench(args)
+        return await work
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
+
+
+def run_report(work: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> Any:
+    """Run a benchmark's coroutine as its command does and return its report with
+    NaN made null (JSON has no NaN): logs quiet but errors, SIGTERM and Ctrl-C
+    unwind it (exit 130), and any process of the run left over is killed."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    try:
+        report = asyncio.run(_cancel_on_sigterm(work()))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    finally:
+        _kill_leftovers()
+    return _no_nan(report)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -722,18 +740,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--run-dir", default=None, help="default: a new temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     args = parser.parse_args(argv)
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
-    try:
-        report = asyncio.run(_main(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    finally:
-        _kill_leftovers()
-    print(json.dumps(_no_nan(report)))
+    print(json.dumps(run_report(lambda: bench(args))))
 
 
 if __name__ == "__main__":

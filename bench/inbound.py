@@ -66,13 +66,11 @@ import asyncio
 import contextlib
 import ctypes
 import json
-import logging
 import math
 import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import struct
@@ -86,8 +84,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from bus import Bus, CallBridged, CallEnded, CallRinging, RegistrationChanged
 from config import parse_config
 from crm_store import Role, Store, upgrade
@@ -99,27 +95,9 @@ from sip.pool import SipPool
 from ws_gateway import Gateway, GatewaySettings, Principal, store_authenticator
 
 try:
-    from bench.calls import (
-        _CONFIG,
-        CONVERSATIONS_PER_WORKER,
-        RTP_FIRST,
-        RTP_LAST,
-        _kill_leftovers,
-        _no_nan,
-        _percentile,
-        _Plan,
-    )
+    from bench import calls as calls_bench
 except ImportError:  # run as a script: bench/ is sys.path[0]
-    from calls import (  # type: ignore[no-redef]
-        _CONFIG,
-        CONVERSATIONS_PER_WORKER,
-        RTP_FIRST,
-        RTP_LAST,
-        _kill_leftovers,
-        _no_nan,
-        _percentile,
-        _Plan,
-    )
+    import calls as calls_bench  # type: ignore[no-redef]
 
 RECEPTION = "2100"
 _ETH_P_IP = 0x0800
@@ -386,7 +364,7 @@ class RingingClient:
 # --------------------------------------------------------------------------- the run
 
 
-def _config(lab: Lab, plan: _Plan, lines: Sequence[str], out: Path, url: str) -> Any:
+def _config(lab: Lab, plan: calls_bench._Plan, lines: Sequence[str], out: Path, url: str) -> Any:
     sections = []
     for w in range(plan.workers):
         ext = lines[w]
@@ -400,14 +378,14 @@ def _config(lab: Lab, plan: _Plan, lines: Sequence[str], out: Path, url: str) ->
         f'secret = "{lab.extensions[RECEPTION]}"\n'
     )
     workers = plan.workers + 1
-    text = _CONFIG.format(
+    text = calls_bench._CONFIG.format(
         pbx_host=lab.pbx_host,
         pbx_port=lab.pbx_port,
         domain=lab.domain,
         sip_base=free_port_block(workers),
         workers=workers,
-        rtp_first=RTP_FIRST,
-        rtp_last=RTP_LAST,
+        rtp_first=calls_bench.RTP_FIRST,
+        rtp_last=calls_bench.RTP_LAST,
         lines="\n".join(sections),
         store_url=url,
     )
@@ -490,8 +468,8 @@ async def _measure(
         ("own", _ms(own)),
         ("service", service),
     ):
-        setattr(result, f"{name}_p50_ms", _percentile(values, 0.50))
-        setattr(result, f"{name}_p99_ms", _percentile(values, 0.99))
+        setattr(result, f"{name}_p50_ms", calls_bench._percentile(values, 0.50))
+        setattr(result, f"{name}_p99_ms", calls_bench._percentile(values, 0.99))
     own_ms = _ms(own)
     result.own_mean_ms = statistics.fmean(own_ms) if own_ms else math.nan
     result.ratio_p50 = result.fork_ringing_p50_ms / result.fork_incoming_p50_ms
@@ -502,7 +480,7 @@ async def _measure(
 async def run(
     lab: Lab, store: Store, url: str, args: argparse.Namespace, lines: Sequence[str], out: Path
 ) -> list[PhaseResult]:
-    plan = _Plan(1, args.active)
+    plan = calls_bench._Plan(1, args.active)
     config = _config(lab, plan, lines, out, url)
     events = Bus(config.site.id)
     sub = events.subscribe("bench", maxsize=1_000_000)
@@ -662,7 +640,7 @@ def _row(result: PhaseResult) -> str:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    workers = math.ceil(args.active / CONVERSATIONS_PER_WORKER)
+    workers = math.ceil(args.active / calls_bench.CONVERSATIONS_PER_WORKER)
     lines = [str(3001 + w) for w in range(workers)]
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="bench-inbound-"))
     extensions = {ext: secrets.token_hex(8) for ext in [*lines, RECEPTION]}
@@ -721,17 +699,6 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        return await bench(args)
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--calls", type=int, default=40, help="inbound calls per phase")
@@ -741,18 +708,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--run-dir", default=None, help="default: a new temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     args = parser.parse_args(argv)
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
-    try:
-        report = asyncio.run(_main(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    finally:
-        _kill_leftovers()
-    text = json.dumps(_no_nan(report))
+    text = json.dumps(calls_bench.run_report(lambda: bench(args)))
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")
