@@ -4,7 +4,6 @@ phones), a SQLite store, the bus, the SIP pool and the dialer."""
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,54 +16,15 @@ import bus
 from config import Config, parse_config
 from crm_store import Store, upgrade
 from dialer import Dialer
-from lab import free_port_block
 
 # The lab's fixtures (Kamailio on free ports); pytest_plugins is allowed only in
 # the root conftest, so they are imported here.
 from lab.pytest_plugin import lab, lab_extensions, lab_phones  # noqa: F401
 from lab.runner import Lab
 from sip.pool import SipPool
-from tests.sip.conftest import BusLog
+from tests.sip.conftest import BusLog, lab_config_text
 
 AGENTS = {"alice": ("1001", "2001"), "bob": ("1002", "2002")}
-
-CONFIG = """\
-[site]
-id = "t"
-default_region = "DE"
-timezone = "Europe/Berlin"
-working_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-working_hours = "{hours}"
-
-[pbx]
-host = "{pbx_host}"
-port = {pbx_port}
-transport = "udp"
-domain = "{domain}"
-register_expires = 120
-
-[sip]
-bind_address = "127.0.0.1"
-port_range_start = {sip_base}
-max_workers = {max_workers}
-rtp_port_range = [{rtp_first}, {rtp_last}]
-restart_backoff_max = 5
-
-{lines}
-
-{agents}
-
-[recording]
-enabled = true
-directory = "recordings"
-retention_days = 0
-
-[store]
-url = "sqlite+aiosqlite:///{db}"
-
-[dialer]
-{dialer}
-"""
 
 
 def dialer_config_text(
@@ -76,35 +36,18 @@ def dialer_config_text(
     **dialer: Any,
 ) -> str:
     """The TOML of a daemon for the lab ``running``; ``dialer`` sets ``[dialer]`` keys."""
-    lines = "\n".join(
-        f'[[lines]]\nextension = "{line}"\nrole = "agent"\nsecret = "{running.extensions[line]}"\n'
-        for _phone, line in agents.values()
-    )
-    agent_text = "\n".join(
-        f'[[agents]]\nname = "{user.title()}"\nextension = "{phone}"\nline = "{line}"\n'
-        f'user = "{user}"\n'
-        for user, (phone, line) in agents.items()
-    )
-    settings = {"ring_timeout": 10, "max_attempts": 1, **dialer}
-    dialer_text = "\n".join(
-        f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"'
-        for key, value in settings.items()
-    )
-    max_workers = 4
-    rtp_first = random.randrange(32000, 39000, 100)
-    return CONFIG.format(
-        hours=hours,
-        pbx_host=running.pbx_host,
-        pbx_port=running.pbx_port,
-        domain=running.domain,
-        sip_base=free_port_block(max_workers),
-        max_workers=max_workers,
-        rtp_first=rtp_first,
-        rtp_last=rtp_first + 799,
-        lines=lines,
-        agents=agent_text,
-        db=tmp_path / "store.sqlite3",
-        dialer=dialer_text,
+    return lab_config_text(
+        running,
+        tmp_path,
+        agents=agents,
+        region="DE",
+        site=(
+            'timezone = "Europe/Berlin"\n'
+            'working_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]\n'
+            f'working_hours = "{hours}"\n'
+        ),
+        dialer={"ring_timeout": 10, "max_attempts": 1, **dialer},
+        max_workers=4,
     )
 
 

@@ -254,8 +254,8 @@ class BusLog:
 LAB_CONFIG = """\
 [site]
 id = "t"
-default_region = "FR"
-
+default_region = "{region}"
+{site}
 [pbx]
 host = "{pbx_host}"
 port = {pbx_port}
@@ -283,7 +283,7 @@ retention_days = 0
 url = "sqlite+aiosqlite:///{db}"
 
 [dialer]
-ring_timeout = 10
+{dialer}
 """
 
 
@@ -299,16 +299,21 @@ class PoolEnv:
     calls: CallService
 
 
-def lab_config(
+def lab_config_text(
     running: Lab,
     tmp_path: Path,
     *,
     agents: Mapping[str, tuple[str, str]],
     reception: Sequence[str] = (),
     transport: str = "udp",
-) -> Config:
-    """A Config for the lab ``running``: ``agents`` maps a user name to (phone, line);
-    ``reception`` lists reception lines."""
+    region: str = "FR",
+    site: str = "",
+    dialer: Mapping[str, Any] | None = None,
+    max_workers: int = 8,
+) -> str:
+    """The TOML of a daemon for the lab ``running``: ``agents`` maps a user name to
+    (phone, line); ``reception`` lists reception lines; ``site`` adds lines to
+    ``[site]``; ``dialer`` sets ``[dialer]`` keys (default ``ring_timeout = 10``)."""
     roles = [(line, "agent") for _phone, line in agents.values()]
     roles += [(line, "reception") for line in reception]
     # No display_name: pjsua puts it in the Contact, and the lab customers' SIPp
@@ -323,9 +328,14 @@ def lab_config(
         f'user = "{user}"\n'
         for user, (phone, line) in agents.items()
     )
-    max_workers = 8
+    dialer_text = "\n".join(
+        f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value!r}"
+        for key, value in (dialer if dialer is not None else {"ring_timeout": 10}).items()
+    )
     rtp_first = random.randrange(32000, 39000, 100)
-    text = LAB_CONFIG.format(
+    return LAB_CONFIG.format(
+        region=region,
+        site=site,
         pbx_host=running.pbx_host,
         pbx_port=running.pbx_port,
         transport=transport,
@@ -337,6 +347,21 @@ def lab_config(
         lines=line_text,
         agents=agent_text,
         db=tmp_path / "store.sqlite3",
+        dialer=dialer_text,
+    )
+
+
+def lab_config(
+    running: Lab,
+    tmp_path: Path,
+    *,
+    agents: Mapping[str, tuple[str, str]],
+    reception: Sequence[str] = (),
+    transport: str = "udp",
+) -> Config:
+    """:func:`lab_config_text`, parsed."""
+    text = lab_config_text(
+        running, tmp_path, agents=agents, reception=reception, transport=transport
     )
     return parse_config(text, base_dir=tmp_path)
 
