@@ -463,9 +463,8 @@ class _Session:
     #: The last leg could not be placed for want of a free slot on the worker.
     no_slot: bool = False
     #: Answered from the widget: the agent whose ringing leg is being replaced by
-    #: one that asks their phone to answer by itself (``auto_answer``).
+    #: one that asks their phone to answer by itself.
     reoffer: AgentConfig | None = None
-    auto_answer: bool = False
     #: Set once the call record's write is over (written or failed).
     recorded: asyncio.Event = field(default_factory=asyncio.Event)
     #: The widget's answer requests accepted, resolved when the new leg is placed.
@@ -1080,7 +1079,6 @@ class InboundService(CallTaskService):
         else:
             log.info("inbound.answer_from_widget", agent=agent.key)
             s.reoffer = agent
-            s.auto_answer = True
             s.answer_waiters.append(req.done)
             await self._hang_up(s, s.other_leg)
 
@@ -1206,9 +1204,8 @@ class InboundService(CallTaskService):
                         # presence) is rung again, asked to answer by itself.
                         s.phase = InboundPhase.WAITING
                         s.pending = again
-                        await self._offer(s)
+                        await self._offer(s, auto_answer=True)
                         return
-                    s.auto_answer = False
                     self._settle_answers(s, None, "the call is no longer offered to you")
                     self._release_agent(s)
                     if s.outcome is None and s.phase is InboundPhase.OFFERING:
@@ -1231,7 +1228,7 @@ class InboundService(CallTaskService):
         if s.pending is not None:
             await self._offer(s)
 
-    async def _offer(self, s: _Session) -> None:
+    async def _offer(self, s: _Session, *, auto_answer: bool = False) -> None:
         agent, s.pending = s.pending, None
         assert agent is not None
         assert s.chosen is not None
@@ -1246,7 +1243,7 @@ class InboundService(CallTaskService):
         # line (registered on every agent worker too).
         line = agent.line if own else s.chosen.event.line
         s.agent = agent
-        leg = await self._place(s, "agent", line, agent.extension)
+        leg = await self._place(s, "agent", line, agent.extension, auto_answer=auto_answer)
         if leg is None:
             s.agent = None
             self._settle_answers(s, None, "the agent's phone could not be rung")
@@ -1280,9 +1277,16 @@ class InboundService(CallTaskService):
         s.answer_waiters.clear()
 
     async def _place(
-        self, s: _Session, kind: Literal["agent", "overflow"], line: str | None, user: str
+        self,
+        s: _Session,
+        kind: Literal["agent", "overflow"],
+        line: str | None,
+        user: str,
+        *,
+        auto_answer: bool = False,
     ) -> str | None:
-        """Originate the agent's (or the overflow's) leg from the carrying worker."""
+        """Originate the agent's (or the overflow's) leg from the carrying worker;
+        ``auto_answer`` asks the phone to answer by itself."""
         assert s.chosen is not None
         assert s.call_id is not None
         worker = s.chosen.worker_id
@@ -1294,10 +1298,7 @@ class InboundService(CallTaskService):
                 log.warning("inbound.no_slot", worker_id=worker, error=str(exc))
                 s.no_slot = True
                 return None
-        headers: dict[str, str] = {}
-        if kind == "agent" and s.auto_answer:
-            s.auto_answer = False
-            headers = self._auto_answer_headers()
+        headers = self._auto_answer_headers() if auto_answer else {}
         s.serial += 1
         leg = f"{s.call_id}-{kind}-{s.serial}"
         s.other_leg, s.other_kind = leg, kind
