@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from .codec import json_default
 from .exceptions import BusError
+from .safejson import BadJson, loads
 
 __all__ = [
     "MAX_COMMAND_BYTES",
@@ -194,10 +195,12 @@ def parse_command(payload: bytes, topics: Topics) -> Command:
     if len(payload) > MAX_COMMAND_BYTES:
         raise BadCommand("bad_request", "command too large", id=None, reply_to=None)
     try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        # Bounded depth, finite numbers, valid Unicode: what the bridge accepts it can
+        # also encode again (in a reply, an event, a log line) and store.
+        data = loads(payload, max_bytes=MAX_COMMAND_BYTES)
+    except BadJson as exc:
         raise BadCommand(
-            "bad_request", "not a JSON object", id=None, reply_to=topics.replies
+            "bad_request", f"not a JSON object: {exc}", id=None, reply_to=topics.replies
         ) from None
     if not isinstance(data, dict):
         raise BadCommand("bad_request", "not a JSON object", id=None, reply_to=topics.replies)

@@ -497,6 +497,13 @@ class MqttBridge(Generic[P]):
                 return
             async with asyncio.timeout(self._timeout):
                 await client.publish(topic, reply, qos=1, timeout=math.inf)
+        except (aiomqtt.MqttError, TimeoutError):
+            # The connection is failing: let it end, the connection loop reconnects.
+            raise
+        except Exception:
+            # One message's failure (a reply paho refuses to send, say) must not end
+            # the connection's task group, and with it every other command.
+            log.exception("mqtt.command_reply_failed")
         finally:
             slots.release()
 
@@ -520,6 +527,10 @@ class MqttBridge(Generic[P]):
                 result = await self._handler(principal, command.name, command.args)
             reply = result_reply(command.id, result)
         except CommandError as exc:
+            if exc.code == "internal":
+                # Its text may be an exception's or a driver's: for the log only.
+                bound.error("mqtt.command_failed", code=exc.code, reason=exc.message)
+                return command.reply_to, error_reply(command.id, "internal", "internal error")
             bound.info("mqtt.command_failed", code=exc.code)
             return command.reply_to, error_reply(command.id, exc.code, exc.message, exc.details)
         except TimeoutError:

@@ -42,6 +42,7 @@ import structlog
 from bus import AgentStateChanged, Bus, CodecError, Envelope, EventsDropped, decode
 from bus.codec import json_default
 from bus.mqtt import BrokerAddress, Topics, reconnect_delay
+from bus.safejson import BadJson, loads
 from config import Config
 from crm_store import SchemaOutOfDate, Store, StoreError
 from ws_gateway import (
@@ -87,6 +88,9 @@ STATUS_BROKER_LOST = "STATUS=broker unreachable; reconnecting"
 
 #: The subscriber name in the drop reports of events this gateway missed.
 SUBSCRIBER = "mqtt-gateway"
+
+#: Larger replies from a daemon are refused unread (a search result is far smaller).
+_MAX_REPLY_BYTES = 1024 * 1024
 
 
 # --- principals that keep their token -------------------------------------------------
@@ -396,18 +400,30 @@ class MqttFeed:
             return
         payload = message.payload
         data = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-        if levels[1] == "replies":
-            self._reply(levels[2], bytes(data))
-        elif data and levels[1] in ("events", "agents"):
-            # An empty retained message is a cleared state, not an envelope.
-            self._relay(topic, bytes(data), retained=message.retain)
+        try:
+            if levels[1] == "replies":
+                self._reply(levels[2], bytes(data))
+            elif data and levels[1] in ("events", "agents"):
+                # An empty retained message is a cleared state, not an envelope.
+                self._relay(topic, levels[0], bytes(data), retained=message.retain)
+        except Exception:
+            # The boundary of one message from the broker: whatever went wrong with
+            # it is logged, and the feed goes on with the next one.
+            self.unreadable += 1
+            log.exception("feed.message_failed", topic=topic)
 
-    def _relay(self, topic: str, payload: bytes, *, retained: bool) -> None:
+    def _relay(self, topic: str, site: str, payload: bytes, *, retained: bool) -> None:
         try:
             envelope = decode(payload)
         except CodecError as exc:
             self.unreadable += 1
             log.warning("feed.unreadable", topic=topic, error=str(exc))
+            return
+        if envelope.origin != site:
+            # Anyone allowed to publish under the prefix could otherwise speak for
+            # another daemon: steer its commands here, or end its calls on screens.
+            self.unreadable += 1
+            log.warning("feed.forged_origin", topic=topic, origin=envelope.origin)
             return
         new, missed = self.arrivals.admit(envelope, retained=retained)
         if missed:
@@ -425,9 +441,9 @@ class MqttFeed:
         if future is None or future.done():
             return
         try:
-            reply = json.loads(payload)
-        except ValueError:
-            log.warning("feed.unreadable_reply", id=command_id)
+            reply = loads(payload, max_bytes=_MAX_REPLY_BYTES)
+        except BadJson as exc:
+            log.warning("feed.unreadable_reply", id=command_id, error=str(exc))
             return
         if isinstance(reply, dict) and reply.get("id") == command_id:
             future.set_result(reply)

@@ -508,3 +508,105 @@ async def test_buffer_overflow_drops_the_oldest_and_reports_how_many(
     assert {"event": "mqtt.dropped", "count": 7}.items() <= next(
         e for e in logs if e["event"] == "mqtt.dropped"
     ).items()
+
+
+# --- hostile commands ----------------------------------------------------------------
+
+
+class Echo:
+    """A command handler that answers every command with its arguments."""
+
+    async def __call__(self, principal: User, name: str, args: Mapping[str, Any]) -> Any:
+        if name == "leak":
+            raise CommandError("internal", "psycopg: duplicate key value (phone)=(+33612345678)")
+        return {"name": name, "args": dict(args)}
+
+
+@shared_broker
+async def test_deep_json_command_gets_bad_request_and_bridge_goes_on(
+    prefix: str, clear_retained: list[str], store: Store
+) -> None:
+    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    _, token = await store.users.issue_token(user.id, "crm")
+    bus = Bus("paris")
+    base = f"{prefix}/paris"
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            _bridge(
+                bus, PORT, prefix, authenticate=store.users.authenticate, handler=Echo()
+            ) as bridge,
+            _observer(PORT, f"{base}/replies/#", f"{base}/events/#") as client,
+        ):
+            await bridge.wait_connected(timeout=TIMEOUT)
+            await _command(client, prefix, b"[" * 60_000)
+            [reply] = await _take(client, 1)
+            assert reply.topic.value == f"{base}/replies"
+            refused = json.loads(_payload(reply))
+            assert refused["error"]["code"] == "bad_request"
+            assert "nested deeper" in refused["error"]["message"]
+
+            # The next valid command is answered, and events still flow.
+            await _command(client, prefix, {"id": "ok", "token": token, "name": "ping"})
+            [answer] = await _take(client, 1)
+            assert answer.topic.value == f"{base}/replies/ok"
+            assert json.loads(_payload(answer))["result"] == {"name": "ping", "args": {}}
+            sent = bus.publish(_ringing(7))
+            [event] = await _take(client, 1)
+            assert decode(_payload(event)) == sent
+    assert not any(e["event"] == "mqtt.crashed" for e in logs)
+
+
+@shared_broker
+async def test_surrogate_reason_over_mqtt_is_refused_and_nothing_is_published(
+    prefix: str, clear_retained: list[str], store: Store
+) -> None:
+    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    _, token = await store.users.issue_token(user.id, "crm")
+    handler = Recorder()
+    bus = Bus("paris")
+    base = f"{prefix}/paris"
+    async with (
+        _bridge(bus, PORT, prefix, authenticate=store.users.authenticate, handler=handler) as b,
+        _observer(PORT, f"{base}/replies/#", f"{base}/events/#") as client,
+    ):
+        await b.wait_connected(timeout=TIMEOUT)
+        # json.dumps writes the lone surrogate as the six characters \ud800.
+        command = {
+            "id": "s1",
+            "token": token,
+            "name": "agent.state.set",
+            "args": {"agent": "ada", "state": "paused", "reason": "\ud800"},
+        }
+        await _command(client, prefix, command)
+        [reply] = await _take(client, 1)
+        refused = json.loads(_payload(reply))
+        assert refused["error"]["code"] == "bad_request"
+        assert "Unicode" in refused["error"]["message"]
+        # An event holding one (from a producer that did not check) is dropped with
+        # a log line, and the events after it still go out.
+        with structlog.testing.capture_logs() as logs:
+            bus.publish(AgentStateChanged(agent="ada", user="ada", state="paused", reason="\udc80"))
+            sent = bus.publish(_ringing(8))
+            [event] = await _take(client, 1)
+        assert decode(_payload(event)) == sent
+    assert handler.calls == []
+    assert any(e["event"] == "mqtt.unencodable" for e in logs)
+
+
+@shared_broker
+async def test_internal_error_text_never_reaches_an_mqtt_reply(
+    prefix: str, clear_retained: list[str], store: Store
+) -> None:
+    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    _, token = await store.users.issue_token(user.id, "crm")
+    bus = Bus("paris")
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            _bridge(bus, PORT, prefix, authenticate=store.users.authenticate, handler=Echo()) as b,
+            _observer(PORT, f"{prefix}/paris/replies/#") as client,
+        ):
+            await b.wait_connected(timeout=TIMEOUT)
+            await _command(client, prefix, {"id": "l1", "token": token, "name": "leak"})
+            [reply] = await _take(client, 1)
+    assert json.loads(_payload(reply))["error"] == {"code": "internal", "message": "internal error"}
+    assert any("+33612345678" in str(e.get("reason")) for e in logs)

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -517,3 +518,62 @@ def test_a_gateway_without_a_broker_is_a_usage_error(tmp_path: Path) -> None:
     done = run_cli("--config", str(config), "gateway", "--mqtt", "mqtt://u:secret@broker")
     assert done.returncode == 2
     assert "secret" not in done.stderr
+
+
+async def _publish_raw(topic: str, payload: bytes) -> None:
+    """Publish ``payload`` as it is, the way any client with broker rights could."""
+    async with aiomqtt.Client(HOST, PORT, timeout=TIMEOUT) as client:
+        await client.publish(topic, payload, qos=1)
+
+
+async def test_overflowing_number_in_the_feed_is_dropped_and_the_next_event_arrives(
+    scaleout: Scaleout,
+) -> None:
+    paris = await scaleout.site("paris")
+    process, port = await scaleout.gateway()
+    sue, _ = await Client.open(scaleout.stack, port, scaleout.tokens["sue"])
+
+    call_id = uuid.uuid4()
+    ended = _wire(
+        Envelope(
+            origin="paris",
+            seq=99,
+            at=datetime.now(UTC),
+            event=CallEnded(
+                call_id=call_id, reason="completed", sip_code=200, agent=None, talk_seconds=1.0
+            ),
+        )
+    )
+    text = json.dumps(ended).replace('"talk_seconds": 1.0', '"talk_seconds": ' + "9" * 400)
+    assert "9" * 400 in text
+    await _publish_raw(f"{scaleout.prefix}/paris/events/call.ended", text.encode())
+    await _publish_raw(f"{scaleout.prefix}/paris/events/call.ringing", b"[" * 60_000)
+
+    _, created = _call("alice")
+    [sent] = await paris.publish(created)
+    assert await sue.events(1) == [_wire(sent)]
+    log = await _stop(process)
+    assert log.count('"feed.unreadable"') == 2
+    assert "feed.message_failed" not in log
+
+
+async def test_an_event_whose_origin_is_not_its_topics_site_is_ignored(
+    scaleout: Scaleout,
+) -> None:
+    paris = await scaleout.site("paris")
+    process, port = await scaleout.gateway()
+    sue, _ = await Client.open(scaleout.stack, port, scaleout.tokens["sue"])
+
+    forged_id, forged = _call("alice")
+    envelope = Envelope(origin="paris", seq=1000, at=datetime.now(UTC), event=forged)
+    # A client of the lyon topics speaking for paris.
+    await _publish_raw(f"{scaleout.prefix}/lyon/events/call.created", encode(envelope))
+
+    _, created = _call("alice")
+    [sent] = await paris.publish(created)
+    assert await sue.events(1) == [_wire(sent)]
+    # The forged call was not learnt as paris's (commands for it go nowhere).
+    reply = await sue.command("call.hangup", {"call_id": str(forged_id)})
+    assert reply["type"] == "error"
+    assert paris.telephony.handled == []
+    assert '"feed.forged_origin"' in await _stop(process)
