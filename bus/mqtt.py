@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import math
 import ssl
 import uuid
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Authenticate",
+    "BridgeHealth",
     "BrokerAddress",
     "CommandError",
     "CommandHandler",
@@ -81,6 +83,22 @@ SUBSCRIBER = "mqtt"
 
 class _Secret(Protocol):
     def reveal(self) -> str: ...
+
+
+class BridgeHealth(enum.Enum):
+    """What the bridge can say of itself (the daemon reports it to systemd).
+
+    ``CONNECTED`` serves; ``DISCONNECTED`` (broker unreachable, reconnecting) and
+    ``RESTARTING`` (a task of the bridge ended on its own and is being restarted
+    after a backoff) are degraded but supervised, and events are buffered
+    meanwhile; ``STOPPED`` means the supervisor itself is gone while the bridge
+    was not closed: nothing will bring it back short of a restart of the process.
+    """
+
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    RESTARTING = "restarting"
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +144,7 @@ class MqttBridge(Generic[P]):
         command_timeout: float = 30.0,
         max_commands: int = 16,
         close_timeout: float = 5.0,
+        on_health: Callable[[BridgeHealth], None] | None = None,
     ) -> None:
         broker = BrokerAddress.parse(url, tls_context=tls_context)
         if buffer_size < 1 or subscriber_queue < 1 or max_commands < 1:
@@ -162,10 +181,16 @@ class MqttBridge(Generic[P]):
         self._closed: asyncio.Future[None] | None = None
         self._pulse = asyncio.Event()
         self._failures = 0
+        # Crashes since the last successful connection: the restart backoff.
+        self._crashes = 0
+        self._on_health = on_health
+        self._health = BridgeHealth.DISCONNECTED
         #: Envelopes acknowledged by the broker, and envelopes dropped from the
         #: buffer (since start).
         self.published = 0
         self.dropped = 0
+        #: Times the supervisor restarted the bridge's tasks after one ended on its own.
+        self.restarts = 0
 
     @classmethod
     def from_config(
@@ -177,6 +202,7 @@ class MqttBridge(Generic[P]):
         authenticate: Authenticate[P],
         handler: CommandHandler[P],
         buffer_size: int = 10_000,
+        on_health: Callable[[BridgeHealth], None] | None = None,
     ) -> MqttBridge[P]:
         """A bridge for ``[bus]``; ``ValueError`` if ``mqtt_url`` is unset."""
         if config.mqtt_url is None:
@@ -192,6 +218,7 @@ class MqttBridge(Generic[P]):
             redacted_url=config.redacted_mqtt_url(),
             subscriber_queue=config.subscriber_queue,
             buffer_size=buffer_size,
+            on_health=on_health,
         )
 
     # --- state -----------------------------------------------------------------
@@ -200,6 +227,20 @@ class MqttBridge(Generic[P]):
     def connected(self) -> bool:
         """Connected, subscribed to commands and announced ``online``."""
         return self._client is not None
+
+    @property
+    def health(self) -> BridgeHealth:
+        """How the bridge is doing; see :class:`BridgeHealth`."""
+        return self._health
+
+    def _set_health(self, health: BridgeHealth) -> None:
+        if health is self._health:
+            return
+        self._health = health
+        log.info("mqtt.health", health=health.value)
+        self._changed()
+        if self._on_health is not None:
+            self._on_health(health)
 
     @property
     def buffered(self) -> int:
@@ -306,16 +347,59 @@ class MqttBridge(Generic[P]):
         await self.aclose()
 
     async def _run(self, sub: Subscription) -> None:
+        """Supervise the collector and the connection loop: restart both, with
+        backoff, whenever either ends on its own (an exception, or a cancellation
+        that did not come from :meth:`aclose`). The subscription and the buffer
+        outlive a restart, so nothing queued is lost by one."""
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._collect(sub), name="mqtt-collect")
-                tg.create_task(self._connection_loop(), name="mqtt-connection")
-        except BaseException as exc:
-            if not isinstance(exc, asyncio.CancelledError):
-                log.exception("mqtt.crashed")
-            raise
+            while True:
+                collect = asyncio.create_task(self._collect(sub), name="mqtt-collect")
+                connection = asyncio.create_task(self._connection_loop(), name="mqtt-connection")
+                ended: set[asyncio.Task[None]] = set()
+                try:
+                    ended, _ = await asyncio.wait(
+                        {collect, connection}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if (
+                        self._closing
+                        and collect.done()
+                        and not collect.cancelled()
+                        and collect.exception() is None
+                    ):
+                        # aclose closed the subscription: the connection goes on
+                        # publishing the buffer until aclose cancels the bridge.
+                        await asyncio.wait({connection})
+                        return
+                finally:
+                    collect.cancel()
+                    connection.cancel()
+                    # asyncio.wait never raises the tasks' own CancelledError.
+                    await asyncio.wait({collect, connection})
+                self._crashes += 1
+                self.restarts += 1
+                delay = reconnect_delay(self._crashes, self._reconnect_min, self._reconnect_max)
+                for task in ended:
+                    error = None if task.cancelled() else task.exception()
+                    log.error(
+                        "mqtt.crashed",
+                        task=task.get_name(),
+                        error="cancelled"
+                        if task.cancelled()
+                        else repr(error)
+                        if error
+                        else "returned",
+                        exc_info=error,
+                        restart_in=round(delay, 2),
+                        restarts=self.restarts,
+                    )
+                self._set_health(BridgeHealth.RESTARTING)
+                await asyncio.sleep(delay)
         finally:
             sub.close()
+            if not self._closing:
+                # Only a bug in this supervisor itself gets here: say so loudly, the
+                # daemon's watchdog stops vouching for a bridge that is gone.
+                self._set_health(BridgeHealth.STOPPED)
 
     # --- bus -> buffer -------------------------------------------------------------
 
@@ -424,7 +508,9 @@ class MqttBridge(Generic[P]):
                     timeout=math.inf,
                 )
             self._failures = 0
+            self._crashes = 0
             self._client = client
+            self._set_health(BridgeHealth.CONNECTED)
             self._changed()
             log.info("mqtt.connected", url=self._url_for_logs, buffered=len(self._buffer))
             async with asyncio.TaskGroup() as tg:
@@ -432,6 +518,8 @@ class MqttBridge(Generic[P]):
                 tg.create_task(self._read_commands(client, tg), name="mqtt-commands")
         finally:
             self._client = None
+            if self._health is BridgeHealth.CONNECTED:
+                self._set_health(BridgeHealth.DISCONNECTED)
             self._changed()
             # Bounded: a broker that vanished does not answer DISCONNECT.
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):

@@ -20,6 +20,7 @@ import structlog
 
 import config as cfgmod
 from bus import Bus, CallCreated, CallEnded, MqttBridge
+from bus.mqtt import BridgeHealth
 from bus.mqtt import CommandError as MqttCommandError
 from config import Config, ConfigError
 from crm_store import SchemaOutOfDate, Store, StoreError, upgrade
@@ -40,7 +41,16 @@ from .commands import AgentStates, CommandRouter
 from .logs import configure_logging, set_level
 from .sdnotify import Notifier
 
-__all__ = ["RELOADABLE", "Daemon", "ReloadHook", "StartupError"]
+__all__ = [
+    "RELOADABLE",
+    "STATUS_MQTT_DISCONNECTED",
+    "STATUS_MQTT_RESTARTING",
+    "STATUS_MQTT_STOPPED",
+    "STATUS_SERVING",
+    "Daemon",
+    "ReloadHook",
+    "StartupError",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -51,9 +61,29 @@ RELOADABLE = ("logging", "agents")
 
 ReloadHook = Callable[[Config, Config], Awaitable[None]]
 
+#: ``STATUS=`` lines sent to the service manager. A bridge that lost its broker or
+#: is being restarted is *degraded*: the daemon serves calls, events are buffered,
+#: and the watchdog keeps being pinged. A bridge whose supervisor is gone is
+#: *unhealthy*: the pings stop, and systemd restarts the service.
+STATUS_SERVING = "STATUS=serving"
+STATUS_MQTT_DISCONNECTED = "STATUS=serving; degraded: MQTT broker unreachable, reconnecting"
+STATUS_MQTT_RESTARTING = "STATUS=serving; degraded: MQTT bridge restarting after a fault"
+STATUS_MQTT_STOPPED = "STATUS=unhealthy: MQTT bridge stopped"
+
+_MQTT_STATUS = {
+    BridgeHealth.CONNECTED: STATUS_SERVING,
+    BridgeHealth.DISCONNECTED: STATUS_MQTT_DISCONNECTED,
+    BridgeHealth.RESTARTING: STATUS_MQTT_RESTARTING,
+    BridgeHealth.STOPPED: STATUS_MQTT_STOPPED,
+}
+
 
 class StartupError(Exception):
     """The daemon could not start; the message says why and what to do."""
+
+
+class _Unhealthy(Exception):
+    """A component the daemon cannot serve without is gone (the watchdog's view)."""
 
 
 class Daemon:
@@ -77,7 +107,9 @@ class Daemon:
         self.agents: AgentStates | None = None
         self.gateway: Gateway | None = None
         self.dialer: Dialer | None = None
+        self.bridge: MqttBridge[Principal] | None = None
         self.notifier = Notifier(environ)
+        self._ready = False
 
     def on_reload(self, hook: ReloadHook) -> None:
         """Register ``hook(old, new)`` to run after a successful reload."""
@@ -157,13 +189,16 @@ class Daemon:
                 inbound=inbound,
             )
 
-            self.notifier.notify("READY=1", "STATUS=serving")
+            self._ready = True
+            self.notifier.notify("READY=1", self._status())
             log.info("daemon.ready")
             try:
                 async with asyncio.TaskGroup() as tg:
                     watchdog = tg.create_task(
                         self.notifier.watchdog(
-                            self._health, failures=(StoreError,), event="daemon.unhealthy"
+                            self._health,
+                            failures=(StoreError, _Unhealthy),
+                            event="daemon.unhealthy",
                         ),
                         name="watchdog",
                     )
@@ -248,9 +283,27 @@ class Daemon:
                 raise MqttCommandError(exc.code, exc.message, details=exc.details) from exc
 
         bridge = MqttBridge.from_config(
-            bus, cfg, site=self.config.site.id, authenticate=self._authenticate, handler=run
+            bus,
+            cfg,
+            site=self.config.site.id,
+            authenticate=self._authenticate,
+            handler=run,
+            on_health=self._bridge_health,
         )
         await stack.enter_async_context(bridge)
+        self.bridge = bridge
+
+    def _status(self) -> str:
+        """The ``STATUS=`` line for the daemon as it is now."""
+        if self.bridge is None:
+            return STATUS_SERVING
+        return _MQTT_STATUS[self.bridge.health]
+
+    def _bridge_health(self, health: BridgeHealth) -> None:
+        if health is not BridgeHealth.CONNECTED:
+            log.warning("daemon.degraded", mqtt=health.value)
+        if self._ready:
+            self.notifier.notify(_MQTT_STATUS[health])
 
     async def _start_pool(
         self, stack: contextlib.AsyncExitStack, store: Store, bus: Bus
@@ -293,6 +346,11 @@ class Daemon:
                 raise StartupError(f"recording.directory: cannot create: {exc}") from exc
 
     async def _health(self) -> None:
+        """Raise if the daemon should no longer vouch for itself to the watchdog:
+        the store does not answer, or the MQTT bridge's supervisor is gone. A bridge
+        merely disconnected or restarting is degraded, not unhealthy."""
+        if self.bridge is not None and self.bridge.health is BridgeHealth.STOPPED:
+            raise _Unhealthy("the MQTT bridge has stopped")
         if self.store is not None:
             await self.store.schema_revision()
 
@@ -303,7 +361,7 @@ class Daemon:
             try:
                 await self.reload()
             finally:
-                self.notifier.notify("READY=1", "STATUS=serving")
+                self.notifier.notify("READY=1", self._status())
 
     async def reload(self) -> None:
         """Re-read the configuration file and apply what can change live.

@@ -282,6 +282,8 @@ class MqttFeed:
         #: Envelopes relayed, and envelopes from the broker that could not be read.
         self.relayed = 0
         self.unreadable = 0
+        #: Times the connection loop was restarted after it ended on its own.
+        self.restarts = 0
 
     @property
     def connected(self) -> bool:
@@ -295,8 +297,38 @@ class MqttFeed:
         if self._closed:
             raise RuntimeError("the feed is closed")
         if self._task is None:
-            self._task = asyncio.create_task(self._connection_loop(), name="mqtt-feed")
+            self._task = asyncio.create_task(self._supervise(), name="mqtt-feed")
             log.info("feed.started", url=self._url_for_logs, prefix=self.prefix)
+
+    @property
+    def alive(self) -> bool:
+        """False once the feed's supervisor is gone without :meth:`aclose`: nothing
+        will relay again short of a restart of the process."""
+        return self._closed or (self._task is not None and not self._task.done())
+
+    async def _supervise(self) -> None:
+        """Run the connection loop; restart it, with backoff, whenever it ends on
+        its own (an unexpected exception, or a cancellation not from aclose)."""
+        crashes = 0
+        while True:
+            inner = asyncio.create_task(self._connection_loop(), name="mqtt-feed-connection")
+            try:
+                await asyncio.wait({inner})
+            finally:
+                inner.cancel()
+                await asyncio.wait({inner})
+            crashes += 1
+            self.restarts += 1
+            error = None if inner.cancelled() else inner.exception()
+            delay = reconnect_delay(crashes, self._reconnect_min, self._reconnect_max)
+            log.error(
+                "feed.crashed",
+                error="cancelled" if inner.cancelled() else repr(error) if error else "returned",
+                exc_info=error,
+                restart_in=round(delay, 2),
+                restarts=self.restarts,
+            )
+            await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
         """Disconnect and stop; commands waiting for a reply fail. Idempotent.
@@ -671,9 +703,16 @@ class GatewayProcess:
             try:
                 async with asyncio.TaskGroup() as tg:
                     # The store answers token checks: no store, no service.
+                    async def health() -> None:
+                        if not self.feed.alive:
+                            raise FeedUnavailable("the MQTT feed has stopped")
+                        await store.schema_revision()
+
                     watchdog = tg.create_task(
                         self.notifier.watchdog(
-                            store.schema_revision, failures=(StoreError,), event="gateway.unhealthy"
+                            health,
+                            failures=(StoreError, FeedUnavailable),
+                            event="gateway.unhealthy",
                         ),
                         name="watchdog",
                     )

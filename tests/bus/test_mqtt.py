@@ -11,10 +11,7 @@ first: that is what makes "nothing lost, nothing twice" checkable without racing
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
-import shutil
-import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -28,8 +25,10 @@ import structlog
 
 from bus import AgentStateChanged, Bus, CallEnded, CallRinging, Envelope, EventsDropped
 from bus.codec import decode
-from bus.mqtt import CommandError, MqttBridge
+from bus.mqtt import BridgeHealth, CommandError, MqttBridge
 from crm_store import Role, Store, User, upgrade
+
+from .mosquitto import PrivateBroker, requires_mosquitto
 
 HOST, PORT = "127.0.0.1", 1883
 TIMEOUT = 10.0
@@ -46,10 +45,7 @@ def _answers(host: str, port: int) -> bool:
 shared_broker = pytest.mark.skipif(
     not _answers(HOST, PORT), reason=f"no MQTT broker answers at {HOST}:{PORT}"
 )
-private_broker = pytest.mark.skipif(
-    shutil.which("mosquitto") is None,
-    reason="the mosquitto binary is not installed (Debian package mosquitto)",
-)
+private_broker = requires_mosquitto
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -146,51 +142,6 @@ async def clear_retained(prefix: str) -> AsyncIterator[list[str]]:
     async with aiomqtt.Client(HOST, PORT, timeout=TIMEOUT) as client:
         for topic in topics:
             await client.publish(topic, b"", qos=1, retain=True)
-
-
-class PrivateBroker:
-    """A mosquitto of our own on a free port, which tests can stop and restart."""
-
-    def __init__(self, directory: Path) -> None:
-        with socket.socket() as s:
-            s.bind((HOST, 0))
-            self.port = s.getsockname()[1]
-        self._conf = directory / "mosquitto.conf"
-        (directory / "data").mkdir()
-        self._conf.write_text(
-            f"listener {self.port} {HOST}\n"
-            "allow_anonymous true\n"
-            # Run as root, mosquitto switches to the user named here (by default
-            # "mosquitto", who could not write the test's directory).
-            f"user {getpass.getuser()}\n"
-            "persistence true\n"
-            f"persistence_location {directory / 'data'}/\n"
-            "log_dest none\n"
-        )
-        self._proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(
-            "mosquitto", "-c", str(self._conf), stdin=asyncio.subprocess.DEVNULL
-        )
-        async with asyncio.timeout(TIMEOUT):
-            while not _answers(HOST, self.port):
-                if self._proc.returncode is not None:
-                    raise RuntimeError(f"mosquitto exited with {self._proc.returncode}")
-                await asyncio.sleep(0.02)  # polling the port: the state we wait for
-
-    async def stop(self) -> None:
-        """SIGTERM (mosquitto saves its sessions) and wait until it has exited."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(TIMEOUT):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
 
 
 @pytest.fixture
@@ -610,3 +561,57 @@ async def test_internal_error_text_never_reaches_an_mqtt_reply(
             [reply] = await _take(client, 1)
     assert json.loads(_payload(reply))["error"] == {"code": "internal", "message": "internal error"}
     assert any("+33612345678" in str(e.get("reason")) for e in logs)
+
+
+# --- supervision ---------------------------------------------------------------------
+
+
+def _task(name: str) -> asyncio.Task[Any]:
+    [task] = [t for t in asyncio.all_tasks() if t.get_name() == name and not t.done()]
+    return task
+
+
+@shared_broker
+@pytest.mark.parametrize("inner", ["mqtt-connection", "mqtt-collect"])
+async def test_a_killed_inner_task_is_restarted_and_the_bridge_serves_again(
+    prefix: str, clear_retained: list[str], store: Store, inner: str
+) -> None:
+    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    _, token = await store.users.issue_token(user.id, "crm")
+    bus = Bus("paris")
+    base = f"{prefix}/paris"
+    seen: list[BridgeHealth] = []
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            _bridge(
+                bus,
+                PORT,
+                prefix,
+                authenticate=store.users.authenticate,
+                handler=Echo(),
+                on_health=seen.append,
+            ) as bridge,
+            _observer(PORT, f"{base}/replies/#", f"{base}/events/#") as client,
+        ):
+            await bridge.wait_connected(timeout=TIMEOUT)
+            assert bridge.health is BridgeHealth.CONNECTED
+            _task(inner).cancel()
+            await bridge._wait_until(lambda: bridge.restarts == 1, TIMEOUT)
+            await bridge.wait_connected(timeout=TIMEOUT)
+            assert bridge.health is BridgeHealth.CONNECTED
+
+            await _command(client, prefix, {"id": "after", "token": token, "name": "ping"})
+            [answer] = await _take(client, 1)
+            assert json.loads(_payload(answer))["id"] == "after"
+            sent = bus.publish(_ringing(3))
+            [event] = await _take(client, 1)
+            assert decode(_payload(event)) == sent
+    assert seen == [
+        BridgeHealth.CONNECTED,
+        BridgeHealth.DISCONNECTED,
+        BridgeHealth.RESTARTING,
+        BridgeHealth.CONNECTED,
+        BridgeHealth.DISCONNECTED,  # closed
+    ]
+    crashed = [e for e in logs if e["event"] == "mqtt.crashed"]
+    assert [(e["task"], e["error"]) for e in crashed] == [(inner, "cancelled")]

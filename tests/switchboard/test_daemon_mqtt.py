@@ -14,6 +14,9 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from switchboard.daemon import STATUS_MQTT_DISCONNECTED, STATUS_SERVING
+
+from ..bus.mosquitto import PrivateBroker, requires_mosquitto
 from .conftest import DaemonProcess, run_cli, write_config
 
 StartDaemon = Callable[..., DaemonProcess]
@@ -87,3 +90,42 @@ async def test_daemon_publishes_events_and_runs_token_checked_commands_over_mqtt
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit() == 0
     assert token not in daemon.log()
+
+
+def _status_becomes(daemon: DaemonProcess, status: str, timeout: float = 20.0) -> None:
+    """Block until the daemon's latest ``STATUS=`` line is ``status``."""
+    latest = [line for line in daemon.seen if line.startswith("STATUS=")][-1:]
+    if latest != [status]:
+        daemon.wait_for(status, timeout)
+
+
+@requires_mosquitto
+async def test_broker_loss_shows_as_degraded_status_and_the_watchdog_keeps_being_pinged(
+    tmp_path: Path, start_daemon: StartDaemon
+) -> None:
+    broker = PrivateBroker(tmp_path)
+    await broker.start()
+    try:
+        cfg = write_config(
+            tmp_path / "switchboard.toml",
+            extra=f'\n[bus]\nmqtt_url = "mqtt://127.0.0.1:{broker.port}"\n',
+        )
+        assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
+        daemon = start_daemon(cfg)
+        await asyncio.to_thread(daemon.wait_for, "READY=1")
+        await asyncio.to_thread(_status_becomes, daemon, STATUS_SERVING)
+
+        await broker.stop()
+        await asyncio.to_thread(_status_becomes, daemon, STATUS_MQTT_DISCONNECTED)
+        # Degraded, not unhealthy: calls go on, so systemd must not restart us.
+        await asyncio.to_thread(daemon.wait_for, "WATCHDOG=1")
+        await asyncio.to_thread(daemon.wait_for, "WATCHDOG=1")
+
+        await broker.start()
+        await asyncio.to_thread(_status_becomes, daemon, STATUS_SERVING, 40.0)
+        daemon.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(daemon.wait_exit) == 0
+    finally:
+        await broker.stop()
+    assert '"daemon.degraded"' in daemon.log()
+    assert "daemon.unhealthy" not in daemon.log()

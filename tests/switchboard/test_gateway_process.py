@@ -46,7 +46,7 @@ from bus import (
     encode,
 )
 from crm_store import Role, Store, User, upgrade
-from switchboard.gateway import STATUS_RELAYING
+from switchboard.gateway import STATUS_RELAYING, MqttFeed
 
 from .conftest import LINE_SECRET, SWITCHBOARD, DaemonProcess, run_cli
 
@@ -577,3 +577,33 @@ async def test_an_event_whose_origin_is_not_its_topics_site_is_ignored(
     assert reply["type"] == "error"
     assert paris.telephony.handled == []
     assert '"feed.forged_origin"' in await _stop(process)
+
+
+async def test_a_killed_feed_connection_is_restarted_and_relays_again(
+    scaleout: Scaleout,
+) -> None:
+    paris = await scaleout.site("paris")
+    bus = Bus("gw")
+    relayed = bus.subscribe("test", maxsize=100)
+    connections: asyncio.Queue[bool] = asyncio.Queue()
+    async with MqttFeed(
+        bus,
+        url=f"mqtt://{HOST}:{PORT}",
+        topic_prefix=scaleout.prefix,
+        reconnect_min=0.05,
+        reconnect_max=0.5,
+        on_connection=connections.put_nowait,
+    ) as feed:
+        async with asyncio.timeout(TIMEOUT):
+            assert await connections.get() is True
+            [inner] = [t for t in asyncio.all_tasks() if t.get_name() == "mqtt-feed-connection"]
+            inner.cancel()
+            assert await connections.get() is False
+            assert await connections.get() is True
+        assert feed.restarts == 1
+        assert feed.alive
+        _, created = _call("alice")
+        [sent] = await paris.publish(created)
+        async with asyncio.timeout(TIMEOUT):
+            got = await relayed.get()
+    assert got == sent
