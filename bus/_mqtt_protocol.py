@@ -131,18 +131,19 @@ class Topics:
     def reply_allowed(self, topic: str) -> bool:
         """Whether the bridge may publish a reply on ``topic``.
 
-        The bridge publishes with the daemon's broker rights, which cover its own
-        event and state topics. A client naming one of them (or another site's) as
-        ``reply_to`` would make the bridge forge events for it, so inside the
-        ``prefix`` only this site's ``replies/`` subtree is allowed.
+        Only this site's ``replies/`` subtree is allowed. The bridge publishes with
+        the daemon's broker rights, which cover its own event and state topics: a
+        client naming one of them (or another site's) as ``reply_to`` would make the
+        bridge forge events for it, and a topic outside the prefix would make it
+        publish wherever the daemon's account may, for whoever asks. Broker ACLs
+        can then give each client read access to the replies it is owed alone.
         """
-        if not topic or "+" in topic or "#" in topic or "\0" in topic or topic.startswith("$"):
+        if not topic or "+" in topic or "#" in topic or "\0" in topic:
             return False
         if len(topic.encode()) > _MAX_TOPIC_BYTES:
             return False
-        if topic == self.prefix or topic.startswith(self.prefix + "/"):
-            return topic.startswith(self.base + "/replies/")
-        return True
+        own = self.base + "/replies/"
+        return topic.startswith(own) and len(topic) > len(own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,8 +233,7 @@ def parse_command(payload: bytes, topics: Topics) -> Command:
     if raw_reply_to is not None and reply_to is None:
         raise BadCommand(
             "bad_request",
-            "'reply_to' must be a topic without wildcards, outside this prefix "
-            "or under this site's replies/",
+            f"'reply_to' must be a topic under {topics.base}/replies/ without wildcards",
             id=command_id,
             reply_to=fallback,
         )

@@ -42,6 +42,7 @@ from .logs import configure_logging, set_level
 from .sdnotify import Notifier
 
 __all__ = [
+    "NOT_OVER_MQTT",
     "RELOADABLE",
     "STATUS_MQTT_DISCONNECTED",
     "STATUS_MQTT_RESTARTING",
@@ -60,6 +61,11 @@ log = structlog.get_logger(__name__)
 RELOADABLE = ("logging", "agents")
 
 ReloadHook = Callable[[Config, Config], Awaitable[None]]
+
+#: Commands refused over MQTT: their result is a secret (a new API token in
+#: clear), and a reply is a message on the broker, readable by whoever may
+#: subscribe to the reply topic and kept in its logs and bridges.
+NOT_OVER_MQTT = frozenset({"admin.users.token"})
 
 #: ``STATUS=`` lines sent to the service manager. A bridge that lost its broker or
 #: is being restarted is *degraded*: the daemon serves calls, events are buffered,
@@ -274,6 +280,13 @@ class Daemon:
         async def run(
             principal: Principal, name: str, args: Mapping[str, Any]
         ) -> Mapping[str, Any]:
+            if name in NOT_OVER_MQTT:
+                raise MqttCommandError(
+                    "forbidden",
+                    f"{name} is not available over MQTT: its result is a secret, and "
+                    "replies are published on the broker; use the websocket or "
+                    "`switchboard users token`",
+                )
             # The same validation and rights as a websocket command.
             try:
                 checked = command_args(name, args)

@@ -34,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
 import structlog
@@ -147,8 +147,8 @@ class Arrivals:
 
     memory: int = 10000
     _seen: OrderedDict[tuple[str, int, datetime], None] = field(default_factory=OrderedDict)
-    _last: dict[str, tuple[int, datetime]] = field(default_factory=dict)
-    _states: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    _last: OrderedDict[str, tuple[int, datetime]] = field(default_factory=OrderedDict)
+    _states: OrderedDict[tuple[str, str], datetime] = field(default_factory=OrderedDict)
 
     def admit(self, envelope: Envelope, *, retained: bool) -> tuple[bool, int]:
         """``(relay it, events missed just before it)``."""
@@ -161,10 +161,8 @@ class Arrivals:
             known = self._states.get((origin, event.agent))
             if known is not None and at < known:
                 return False, 0
-            self._states[(origin, event.agent)] = at
-        self._seen[key] = None
-        while len(self._seen) > self.memory:
-            self._seen.popitem(last=False)
+            _remember(self._states, (origin, event.agent), at, self.memory)
+        _remember(self._seen, key, None, self.memory)
         if retained:
             return True, 0
         missed = 0
@@ -172,8 +170,25 @@ class Arrivals:
         if last is None or at >= last[1]:
             if last is not None and seq > last[0] + 1:
                 missed = seq - last[0] - 1
-            self._last[origin] = (seq, at)
+            _remember(self._last, origin, (seq, at), self.memory)
         return True, missed
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _remember(memory: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
+    """``memory[key] = value``, keeping at most ``limit`` of the most recent keys.
+
+    Every map the feed fills from the broker is bounded this way: agent names,
+    origins and call ids come from messages, and anyone who may publish under the
+    prefix could otherwise grow them without end.
+    """
+    memory[key] = value
+    memory.move_to_end(key)
+    while len(memory) > limit:
+        memory.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -187,19 +202,16 @@ class Routes:
 
     memory: int = 10000
     _calls: OrderedDict[uuid.UUID, str] = field(default_factory=OrderedDict)
-    _agents: dict[str, str] = field(default_factory=dict)
+    _agents: OrderedDict[str, str] = field(default_factory=OrderedDict)
 
     def observe(self, envelope: Envelope) -> None:
         event = envelope.event
         call_id = getattr(event, "call_id", None)
         if isinstance(call_id, uuid.UUID):
-            self._calls[call_id] = envelope.origin
-            self._calls.move_to_end(call_id)
-            while len(self._calls) > self.memory:
-                self._calls.popitem(last=False)
+            _remember(self._calls, call_id, envelope.origin, self.memory)
         agent = getattr(event, "agent", None)
         if isinstance(agent, str):
-            self._agents[agent] = envelope.origin
+            _remember(self._agents, agent, envelope.origin, self.memory)
 
     def site_of_call(self, call_id: uuid.UUID) -> str | None:
         return self._calls.get(call_id)

@@ -282,13 +282,13 @@ async def test_command_with_a_valid_token_is_dispatched_and_replied(
     _, token = await store.users.issue_token(user.id, "crm")
     handler = Recorder()
     bus = Bus("paris")
-    inbox = f"{prefix}-crm/inbox/ada"  # a reply topic of the client's own
+    inbox = f"{prefix}/paris/replies/crm/ada"  # a reply topic of the client's own
     with structlog.testing.capture_logs() as logs:
         async with (
             _bridge(
                 bus, PORT, prefix, authenticate=store.users.authenticate, handler=handler
             ) as bridge,
-            _observer(PORT, f"{prefix}/paris/replies/#", inbox) as client,
+            _observer(PORT, f"{prefix}/paris/replies/#") as client,
         ):
             await bridge.wait_connected(timeout=TIMEOUT)
             call_id = str(uuid.uuid4())
@@ -615,3 +615,31 @@ async def test_a_killed_inner_task_is_restarted_and_the_bridge_serves_again(
     ]
     crashed = [e for e in logs if e["event"] == "mqtt.crashed"]
     assert [(e["task"], e["error"]) for e in crashed] == [(inner, "cancelled")]
+
+
+@shared_broker
+async def test_a_reply_to_outside_the_sites_replies_is_refused_and_nothing_runs(
+    prefix: str, clear_retained: list[str], store: Store
+) -> None:
+    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    _, token = await store.users.issue_token(user.id, "crm")
+    handler = Recorder()
+    bus = Bus("paris")
+    elsewhere = f"{prefix}-crm/inbox"
+    async with (
+        _bridge(bus, PORT, prefix, authenticate=store.users.authenticate, handler=handler) as b,
+        _observer(PORT, f"{prefix}/+/replies/#", elsewhere) as client,
+    ):
+        await b.wait_connected(timeout=TIMEOUT)
+        for n, reply_to in enumerate([f"{prefix}/lyon/replies/x", elsewhere]):
+            await _command(
+                client,
+                prefix,
+                {"id": f"r{n}", "token": token, "name": "call.hangup", "reply_to": reply_to},
+            )
+            [reply] = await _take(client, 1)
+            assert reply.topic.value == f"{prefix}/paris/replies/r{n}"
+            refused = json.loads(_payload(reply))
+            assert refused["error"]["code"] == "bad_request"
+            assert f"{prefix}/paris/replies/" in refused["error"]["message"]
+    assert handler.calls == []

@@ -38,9 +38,11 @@ def test_names_with_topic_characters_stay_one_level_and_can_be_decoded() -> None
 @pytest.mark.parametrize(
     ("topic", "allowed"),
     [
-        ("crm/inbox/ada", True),
+        ("crm/inbox/ada", False),
         ("acme/sb/paris/replies/ada/1", True),
         ("acme/sb/paris/replies", False),
+        ("acme/sb/paris/replies/", False),
+        ("acme/sb/paris/replies/+", False),
         ("acme/sb/paris/events/call.ended", False),
         ("acme/sb/lyon/replies/x", False),
         ("acme/sb", False),
@@ -50,9 +52,7 @@ def test_names_with_topic_characters_stay_one_level_and_can_be_decoded() -> None
         ("", False),
     ],
 )
-def test_reply_topics_outside_the_prefix_or_under_own_replies_only(
-    topic: str, allowed: bool
-) -> None:
+def test_reply_topics_only_under_the_sites_own_replies(topic: str, allowed: bool) -> None:
     assert T.reply_allowed(topic) is allowed
 
 
@@ -72,8 +72,9 @@ def test_a_well_formed_command_defaults_its_reply_topic_and_args() -> None:
 def test_refusals_carry_a_stable_code_and_where_to_answer() -> None:
     assert (_refused(b"nope").code, _refused(b"nope").reply_to) == ("bad_request", T.replies)
     assert _refused(b"x" * (MAX_COMMAND_BYTES + 1)).reply_to is None
-    no_id = _refused({"token": "t", "name": "n", "reply_to": "crm/in"})
-    assert (no_id.code, no_id.reply_to, no_id.id) == ("bad_request", "crm/in", None)
+    inbox = T.reply("crm/in")
+    no_id = _refused({"token": "t", "name": "n", "reply_to": inbox})
+    assert (no_id.code, no_id.reply_to, no_id.id) == ("bad_request", inbox, None)
     assert _refused({"id": "a/b", "token": "t", "name": "n"}).reply_to == T.replies
     no_token = _refused({"id": "c", "name": "n"})
     assert (no_token.code, no_token.reply_to) == ("unauthorized", T.reply("c"))

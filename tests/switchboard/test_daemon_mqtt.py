@@ -81,6 +81,22 @@ async def test_daemon_publishes_events_and_runs_token_checked_commands_over_mqtt
         assert changed["origin"] == "test-site"
         assert changed["data"]["reason"] == "training"
 
+        # A new token in a reply would be published on the broker: refused.
+        admin = run_cli("--config", str(cfg), "users", "add", "root", "--role", "admin")
+        assert admin.returncode == 0, admin.stderr
+        admin_token = run_cli("--config", str(cfg), "users", "token", "root").stdout.strip()
+        issue = {
+            "id": "t1",
+            "token": admin_token,
+            "name": "admin.users.token",
+            "args": {"username": "sue", "label": "over mqtt"},
+        }
+        await client.publish(f"{base}/commands", json.dumps(issue), qos=1)
+        no_token = await _next(client.messages, f"{base}/replies/t1")
+        assert no_token["type"] == "error", no_token
+        assert no_token["error"]["code"] == "forbidden"
+        assert "sbt_" not in json.dumps(no_token)
+
         forged = {**command, "id": "c2", "token": "sbt_not-a-token"}
         await client.publish(f"{base}/commands", json.dumps(forged), qos=1)
         refused = await _next(client.messages, f"{base}/replies/c2")

@@ -46,7 +46,7 @@ from bus import (
     encode,
 )
 from crm_store import Role, Store, User, upgrade
-from switchboard.gateway import STATUS_RELAYING, MqttFeed
+from switchboard.gateway import STATUS_RELAYING, Arrivals, MqttFeed, Routes
 
 from .conftest import LINE_SECRET, SWITCHBOARD, DaemonProcess, run_cli
 
@@ -607,3 +607,22 @@ async def test_a_killed_feed_connection_is_restarted_and_relays_again(
         async with asyncio.timeout(TIMEOUT):
             got = await relayed.get()
     assert got == sent
+
+
+def test_the_feeds_maps_keep_only_the_most_recent_agents_origins_and_calls() -> None:
+    routes, arrivals = Routes(memory=3), Arrivals(memory=3)
+    at = datetime.now(UTC)
+    for n in range(1000):
+        envelope = Envelope(
+            origin=f"site{n}", seq=1, at=at, event=_state(f"agent{n}", f"agent{n}", "available")
+        )
+        arrivals.admit(envelope, retained=False)
+        routes.observe(envelope)
+    assert [routes.site_of_agent(f"agent{n}") for n in (996, 997, 998, 999)] == [
+        None,
+        "site997",
+        "site998",
+        "site999",
+    ]
+    assert len(routes._agents) == len(arrivals._states) == len(arrivals._last) == 3
+    assert len(arrivals._seen) == 3
