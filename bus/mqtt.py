@@ -26,6 +26,7 @@ import contextlib
 import enum
 import math
 import ssl
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,15 +39,20 @@ import structlog
 
 from ._bus import Bus, Subscription
 from ._mqtt_protocol import (
+    MAX_ASSERTION_SECONDS,
+    BadAssertion,
     BadCommand,
     BrokerAddress,
+    Command,
     CommandError,
     Topics,
     error_reply,
     parse_command,
     reconnect_delay,
     result_reply,
+    sign_assertion,
     status_payload,
+    verify_assertion,
 )
 from .codec import CodecError, encode
 from .events import AgentStateChanged, Envelope, EventsDropped
@@ -55,7 +61,9 @@ if TYPE_CHECKING:
     from config import BusConfig
 
 __all__ = [
+    "MAX_ASSERTION_SECONDS",
     "Authenticate",
+    "AuthenticateUser",
     "BridgeHealth",
     "BrokerAddress",
     "CommandError",
@@ -63,6 +71,8 @@ __all__ = [
     "MqttBridge",
     "Topics",
     "reconnect_delay",
+    "sign_assertion",
+    "tls_context",
 ]
 
 log = structlog.get_logger(__name__)
@@ -71,6 +81,10 @@ P = TypeVar("P")
 
 Authenticate = Callable[[str], Awaitable[P | None]]
 """``authenticate(token)``: the principal owning the token, or ``None``."""
+
+AuthenticateUser = Callable[[str], Awaitable[P | None]]
+"""``authenticate_user(user_id)``: the principal of an active user, or ``None``;
+for commands a gateway vouches for (see :func:`sign_assertion`)."""
 
 CommandHandler = Callable[[P, str, Mapping[str, Any]], Awaitable[Any]]
 """``handler(principal, name, args)``: checks rights, runs the command, returns
@@ -110,6 +124,27 @@ class _Outgoing:
     messages: tuple[tuple[str, bytes, bool], ...]
 
 
+def tls_context(config: BusConfig, *, url: str | None = None) -> ssl.SSLContext | None:
+    """The TLS settings for an ``mqtts://`` broker (``url``, else ``[bus]``'s
+    ``mqtt_url``), or ``None`` for ``mqtt://``.
+
+    The broker's certificate is checked against ``mqtt_ca_file`` (else the system's
+    authorities) and its host name; ``mqtt_cert_file`` and ``mqtt_key_file``, if
+    set, are the client certificate. Raises ``OSError`` or :class:`ssl.SSLError`
+    for files that cannot be read or used.
+    """
+    url = url or config.mqtt_url
+    if url is None or not url.startswith("mqtts://"):
+        return None
+    ca = config.mqtt_ca_file
+    context = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if config.mqtt_cert_file is not None:
+        key = config.mqtt_key_file
+        context.load_cert_chain(str(config.mqtt_cert_file), str(key) if key is not None else None)
+    return context
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -145,6 +180,8 @@ class MqttBridge(Generic[P]):
         max_commands: int = 16,
         close_timeout: float = 5.0,
         on_health: Callable[[BridgeHealth], None] | None = None,
+        gateway_secret: _Secret | None = None,
+        authenticate_user: AuthenticateUser[P] | None = None,
     ) -> None:
         broker = BrokerAddress.parse(url, tls_context=tls_context)
         if buffer_size < 1 or subscriber_queue < 1 or max_commands < 1:
@@ -159,6 +196,11 @@ class MqttBridge(Generic[P]):
         self._site = site
         self._authenticate = authenticate
         self._handler = handler
+        self._gateway_secret = gateway_secret
+        self._authenticate_user = authenticate_user
+        # Command ids of the assertions accepted, oldest expiry first (a dict keeps
+        # insertion order, and expiries are at most MAX_ASSERTION_SECONDS apart).
+        self._assertions_seen: dict[str, int] = {}
         self._buffer_size = buffer_size
         self._subscriber_queue = subscriber_queue
         self._keepalive = keepalive
@@ -203,8 +245,10 @@ class MqttBridge(Generic[P]):
         handler: CommandHandler[P],
         buffer_size: int = 10_000,
         on_health: Callable[[BridgeHealth], None] | None = None,
+        authenticate_user: AuthenticateUser[P] | None = None,
     ) -> MqttBridge[P]:
-        """A bridge for ``[bus]``; ``ValueError`` if ``mqtt_url`` is unset."""
+        """A bridge for ``[bus]``; ``ValueError`` if ``mqtt_url`` is unset, and
+        ``OSError`` or :class:`ssl.SSLError` if its TLS files cannot be loaded."""
         if config.mqtt_url is None:
             raise ValueError("bus.mqtt_url is not set")
         return cls(
@@ -219,6 +263,9 @@ class MqttBridge(Generic[P]):
             subscriber_queue=config.subscriber_queue,
             buffer_size=buffer_size,
             on_health=on_health,
+            tls_context=tls_context(config),
+            gateway_secret=config.gateway_secret,
+            authenticate_user=authenticate_user,
         )
 
     # --- state -----------------------------------------------------------------
@@ -595,6 +642,45 @@ class MqttBridge(Generic[P]):
         finally:
             slots.release()
 
+    async def _principal(self, command: Command, bound: Any) -> P | None:
+        """Who sends ``command``: the owner of its token, or the user a gateway
+        vouches for in its assertion; ``None`` (logged) if neither holds."""
+        if command.token is not None:
+            principal = await self._authenticate(command.token)
+            if principal is None:
+                bound.warning("mqtt.command_refused", code="unauthorized", credential="token")
+            return principal
+        assert command.assertion is not None
+        if self._gateway_secret is None or self._authenticate_user is None:
+            bound.warning("mqtt.command_refused", code="unauthorized", reason="no gateway_secret")
+            return None
+        now = time.time()
+        try:
+            user_id, expires = verify_assertion(
+                self._gateway_secret.reveal().encode(),
+                command.assertion,
+                site=self._site,
+                command_id=command.id,
+                now=now,
+            )
+        except BadAssertion as exc:
+            bound.warning("mqtt.command_refused", code="unauthorized", reason=str(exc))
+            return None
+        # One assertion, one run: the same message published again (by anyone who
+        # could read it on the broker) is refused while the assertion is valid.
+        for seen, until in list(self._assertions_seen.items()):
+            if until >= now:
+                break
+            del self._assertions_seen[seen]
+        if command.id in self._assertions_seen:
+            bound.warning("mqtt.command_refused", code="unauthorized", reason="replayed")
+            return None
+        self._assertions_seen[command.id] = expires
+        principal = await self._authenticate_user(user_id)
+        if principal is None:
+            bound.warning("mqtt.command_refused", code="unauthorized", reason="unknown user")
+        return principal
+
     async def _run_command(self, payload: bytes) -> tuple[str | None, bytes]:
         """The reply topic (None: nowhere to answer) and the reply."""
         try:
@@ -606,11 +692,14 @@ class MqttBridge(Generic[P]):
         deadline = asyncio.timeout(self._command_timeout)
         try:
             async with deadline:
-                principal = await self._authenticate(command.token)
+                principal = await self._principal(command, bound)
                 if principal is None:
-                    bound.warning("mqtt.command_refused", code="unauthorized")
                     return command.reply_to, error_reply(
-                        command.id, "unauthorized", "invalid or revoked token"
+                        command.id,
+                        "unauthorized",
+                        "invalid or revoked token"
+                        if command.token is not None
+                        else "invalid assertion, or unknown or disabled user",
                     )
                 result = await self._handler(principal, command.name, command.args)
             reply = result_reply(command.id, result)

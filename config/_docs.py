@@ -56,14 +56,17 @@ Each SIP line's password is given in exactly one of three ways:
 
 Giving none, or more than one, is an error, as is a file that cannot be read or a variable
 that is not set. The PostgreSQL password (`[store]`: `password`, `password_file`,
-`password_env`) and the MQTT password (`[bus]`: `mqtt_password`, `mqtt_password_file`,
-`mqtt_password_env`) work the same way but are optional; a password written inside the
-URL is moved out of it and counts as one of the ways. Secrets are never printed: they
-appear as `**********` in error messages, logs and `switchboard check-config --show`.
+`password_env`), the MQTT password (`[bus]`: `mqtt_password`, `mqtt_password_file`,
+`mqtt_password_env`) and the scale-out gateway's key (`[bus]`: `gateway_secret`,
+`gateway_secret_file`, `gateway_secret_env`) work the same way but are optional; a
+password written inside the URL is moved out of it and counts as one of the ways. Secrets
+are never printed: they appear as `**********` in error messages, logs and
+`switchboard check-config --show`.
 
 ## Relative paths
 
 Relative paths (`secret_file`, `password_file`, `mqtt_password_file`,
+`gateway_secret_file`, `bus.mqtt_ca_file`, `bus.mqtt_cert_file`, `bus.mqtt_key_file`,
 `recording.directory`, `websocket.tls_cert`, `websocket.tls_key` and the path of an SQLite
 `store.url`) are relative to the directory of the configuration file, not to the directory
 the daemon was started from. `~` is expanded.

@@ -131,6 +131,9 @@ _MQTT_SECRET = _SecretKeys(
     applies=lambda url: url is not None,
     pointless="only used with mqtt_url",
 )
+_GATEWAY_SECRET = _SecretKeys(
+    "gateway_secret", "gateway_secret_file", "gateway_secret_env", required=False
+)
 _ENTRY_MODELS: dict[str, type[BaseModel]] = {"lines": LineConfig, "agents": AgentConfig}
 
 
@@ -201,6 +204,7 @@ class _Builder:
             raw = self._resolve_secret(raw, _STORE_SECRET, (name,))
         elif name == "bus":
             raw = self._resolve_secret(raw, _MQTT_SECRET, (name,))
+            raw = self._resolve_secret(raw, _GATEWAY_SECRET, (name,))
         return self._validate(model, raw, (name,))
 
     def _entries(self, name: str, raw: object) -> list[tuple[int, Any]]:

@@ -529,6 +529,63 @@ class BusConfig(_Section):
         description="Events buffered per in-process subscriber before it is considered "
         "too slow and dropped.",
     )
+    mqtt_ca_file: RelativePath | None = Field(
+        default=None,
+        description="PEM file of the certificate authorities that sign the broker's "
+        "certificate, for mqtts://. Unset: the system's trusted authorities.",
+    )
+    mqtt_cert_file: RelativePath | None = Field(
+        default=None,
+        description="PEM client certificate (chain) presented to the broker over "
+        "mqtts://; set together with mqtt_key_file.",
+    )
+    mqtt_key_file: RelativePath | None = Field(
+        default=None,
+        validate_default=True,
+        description="PEM private key of mqtt_cert_file.",
+    )
+    gateway_secret: Secret | None = Field(
+        default=None,
+        description="Key shared by the daemons and the scale-out gateways (`switchboard "
+        "gateway`): a gateway signs with it, per command, which user sends it, instead of "
+        "forwarding the user's token. At least 32 characters (`openssl rand -hex 32`). "
+        "Unset: the daemon accepts no gateway's commands, and `switchboard gateway` does "
+        "not start. Give at most one of gateway_secret, gateway_secret_file and "
+        "gateway_secret_env.",
+    )
+    gateway_secret_file: RelativePath | None = Field(
+        default=None, description="File holding the gateway secret."
+    )
+    gateway_secret_env: EnvName | None = Field(
+        default=None, description="Environment variable holding the gateway secret."
+    )
+
+    @field_validator("mqtt_ca_file", "mqtt_cert_file")
+    @classmethod
+    def _tls_needs_mqtts(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        url = info.data.get("mqtt_url")
+        if value is not None and not (isinstance(url, str) and url.startswith("mqtts://")):
+            raise ValueError("only used with an mqtts:// mqtt_url")
+        return value
+
+    @field_validator("gateway_secret")
+    @classmethod
+    def _check_gateway_secret(cls, value: Secret | None) -> Secret | None:
+        if value is not None and len(value.reveal()) < 32:
+            raise ValueError("must be at least 32 characters (`openssl rand -hex 32`)")
+        return value
+
+    @field_validator("mqtt_key_file")
+    @classmethod
+    def _mqtt_cert_and_key(cls, key: Path | None, info: ValidationInfo) -> Path | None:
+        if "mqtt_cert_file" not in info.data:
+            return key  # mqtt_cert_file itself is invalid, and reported as such
+        cert = info.data["mqtt_cert_file"]
+        if cert is not None and key is None:
+            raise ValueError("required when mqtt_cert_file is set")
+        if key is not None and cert is None:
+            raise ValueError("needs mqtt_cert_file as well")
+        return key
 
     @field_validator("mqtt_url")
     @classmethod

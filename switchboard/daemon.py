@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from bus import Bus, CallCreated, CallEnded, MqttBridge
 from bus.mqtt import BridgeHealth
 from bus.mqtt import CommandError as MqttCommandError
 from config import Config, ConfigError
-from crm_store import SchemaOutOfDate, Store, StoreError, upgrade
+from crm_store import NotFound, SchemaOutOfDate, Store, StoreError, upgrade
 from dialer import Dialer
 from sip.calls import CallService
 from sip.control import CallControl, InboundLegs
@@ -31,7 +33,13 @@ from sip.exceptions import PoolConfigError, WorkerStartError
 from sip.inbound import InboundService
 from sip.pool import SipPool
 from sip.recordings import RecordingRetention
-from ws_gateway import Gateway, GatewaySettings, Principal, store_authenticator
+from ws_gateway import (
+    Gateway,
+    GatewaySettings,
+    Principal,
+    principal_from_user,
+    store_authenticator,
+)
 from ws_gateway import exceptions as gw
 from ws_gateway.exceptions import CommandError as GatewayCommandError
 from ws_gateway.protocol import command_args
@@ -295,14 +303,30 @@ class Daemon:
             except GatewayCommandError as exc:
                 raise MqttCommandError(exc.code, exc.message, details=exc.details) from exc
 
-        bridge = MqttBridge.from_config(
-            bus,
-            cfg,
-            site=self.config.site.id,
-            authenticate=self._authenticate,
-            handler=run,
-            on_health=self._bridge_health,
-        )
+        store = self.store
+        assert store is not None
+
+        async def user_principal(user_id: str) -> Principal | None:
+            # A gateway vouches for the user; whether they are still allowed in,
+            # and with which role, is read here, now, as for a token.
+            try:
+                user = await store.users.get(uuid.UUID(user_id))
+            except (ValueError, NotFound):
+                return None
+            return principal_from_user(user, self.config.agents) if user.active else None
+
+        try:
+            bridge = MqttBridge.from_config(
+                bus,
+                cfg,
+                site=self.config.site.id,
+                authenticate=self._authenticate,
+                handler=run,
+                on_health=self._bridge_health,
+                authenticate_user=user_principal,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(f"bus: cannot load the MQTT TLS files: {exc}") from exc
         await stack.enter_async_context(bridge)
         self.bridge = bridge
 

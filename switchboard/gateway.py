@@ -29,9 +29,10 @@ import json
 import math
 import signal
 import ssl
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -41,13 +42,19 @@ import structlog
 
 from bus import AgentStateChanged, Bus, CodecError, Envelope, EventsDropped, decode
 from bus.codec import json_default
-from bus.mqtt import BrokerAddress, Topics, reconnect_delay
+from bus.mqtt import (
+    MAX_ASSERTION_SECONDS,
+    BrokerAddress,
+    Topics,
+    reconnect_delay,
+    sign_assertion,
+    tls_context,
+)
 from bus.safejson import BadJson, loads
 from config import Config
 from crm_store import SchemaOutOfDate, Store, StoreError
 from ws_gateway import (
     COMMANDS,
-    Authenticator,
     BadRequest,
     CommandError,
     Conflict,
@@ -62,7 +69,6 @@ from ws_gateway import (
     Unavailable,
     store_authenticator,
 )
-from ws_gateway.auth import AgentBinding, TokenChecker
 
 from .daemon import StartupError
 from .sdnotify import Notifier
@@ -73,11 +79,9 @@ __all__ = [
     "Arrivals",
     "FeedUnavailable",
     "ForwardingHandler",
-    "ForwardingPrincipal",
     "GatewayProcess",
     "MqttFeed",
     "Routes",
-    "forwarding_authenticator",
 ]
 
 log = structlog.get_logger(__name__)
@@ -91,42 +95,6 @@ SUBSCRIBER = "mqtt-gateway"
 
 #: Larger replies from a daemon are refused unread (a search result is far smaller).
 _MAX_REPLY_BYTES = 1024 * 1024
-
-
-# --- principals that keep their token -------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardingPrincipal(Principal):
-    """A principal that keeps the token it authenticated with, to forward it.
-
-    The token is left out of ``repr`` (and comparisons), so that a principal
-    printed in a log line never shows it.
-    """
-
-    token: str = field(repr=False, compare=False)
-
-
-def forwarding_authenticator(
-    users: TokenChecker, agents: Callable[[], Iterable[AgentBinding]]
-) -> Authenticator:
-    """:func:`ws_gateway.store_authenticator`, returning :class:`ForwardingPrincipal`."""
-    check = store_authenticator(users, agents)
-
-    async def authenticate(token: str) -> Principal | None:
-        p = await check(token)
-        if p is None:
-            return None
-        return ForwardingPrincipal(
-            user_id=p.user_id,
-            username=p.username,
-            display_name=p.display_name,
-            role=p.role,
-            agents=p.agents,
-            token=token,
-        )
-
-    return authenticate
 
 
 # --- what is new, who owns what ------------------------------------------------------
@@ -270,8 +238,14 @@ class MqttFeed:
         reconnect_min: float = 0.5,
         reconnect_max: float = 30.0,
         on_connection: Callable[[bool], None] | None = None,
+        gateway_secret: str | None = None,
+        assertion_seconds: int = 30,
     ) -> None:
         broker = BrokerAddress.parse(url, tls_context=tls_context)
+        if not 0 < assertion_seconds <= MAX_ASSERTION_SECONDS:
+            raise ValueError(f"assertion_seconds must be 1 to {MAX_ASSERTION_SECONDS}")
+        self._gateway_secret = gateway_secret.encode() if gateway_secret is not None else None
+        self._assertion_seconds = assertion_seconds
         if not 0 < reconnect_min <= reconnect_max:
             raise ValueError("need 0 < reconnect_min <= reconnect_max")
         self._bus = bus
@@ -495,16 +469,22 @@ class MqttFeed:
     # --- commands --------------------------------------------------------------------
 
     async def request(
-        self, site: str, *, token: str, name: str, args: Mapping[str, Any], timeout: float
+        self, site: str, *, user_id: str, name: str, args: Mapping[str, Any], timeout: float
     ) -> dict[str, Any]:
-        """Send a command to ``site``'s daemon and return its reply message.
+        """Send a command of user ``user_id`` to ``site``'s daemon and return its
+        reply message.
 
-        Subscribes to the reply topic before publishing the command. Raises
-        :class:`FeedUnavailable` when not connected (or the connection is lost
-        meanwhile), ``TimeoutError`` when no reply came within ``timeout``.
+        The command carries no user token: the gateway vouches for the user with
+        an assertion signed with ``gateway_secret``, valid for this one command
+        of this one site for ``assertion_seconds``. Subscribes to the reply topic
+        before publishing the command. Raises :class:`FeedUnavailable` when not
+        connected (or the connection is lost meanwhile) or without a gateway
+        secret, ``TimeoutError`` when no reply came within ``timeout``.
         Cancelling it stops waiting; the daemon may still run the command.
         """
         client = self._client
+        if self._gateway_secret is None:
+            raise FeedUnavailable("no gateway secret to sign commands with")
         if client is None:
             raise FeedUnavailable("not connected to the broker")
         command_id = uuid.uuid4().hex
@@ -512,11 +492,17 @@ class MqttFeed:
         reply_to = topics.reply(command_id)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = future
-        # The token is in the payload only, which is never logged.
+        assertion = sign_assertion(
+            self._gateway_secret,
+            user_id=user_id,
+            site=site,
+            command_id=command_id,
+            expires=int(time.time()) + self._assertion_seconds,
+        )
         payload = json.dumps(
             {
                 "id": command_id,
-                "token": token,
+                "assertion": assertion,
                 "name": name,
                 "args": dict(args),
                 "reply_to": reply_to,
@@ -531,7 +517,9 @@ class MqttFeed:
                 await client.publish(topics.commands, payload, qos=1, timeout=math.inf)
                 return await future
         except aiomqtt.MqttError as exc:
-            raise FeedUnavailable(f"the broker refused the command: {exc}") from exc
+            # The broker's words are for the log; the client learns it is unavailable.
+            log.warning("feed.command_not_sent", site=site, id=command_id, error=str(exc))
+            raise FeedUnavailable("the broker refused the command") from exc
         finally:
             del self._pending[command_id]
             if not future.done():
@@ -569,14 +557,16 @@ class ForwardingHandler:
     async def handle(
         self, principal: Principal, name: str, args: dict[str, Any]
     ) -> Mapping[str, Any]:
-        if not isinstance(principal, ForwardingPrincipal):
-            raise InternalError("this gateway forwards only principals that keep their token")
         site = self._feed.routes.site_for(name, args) or self._default_site
         if site is None:
             raise Unavailable("no daemon is known to handle this command")
         try:
             reply = await self._feed.request(
-                site, token=principal.token, name=name, args=args, timeout=self._timeout
+                site,
+                user_id=str(principal.user_id),
+                name=name,
+                args=args,
+                timeout=self._timeout,
             )
         except TimeoutError:
             raise Unavailable(
@@ -649,7 +639,16 @@ class GatewayProcess:
         self._stop = asyncio.Event()
         self.notifier = Notifier(environ)
         self.bus = Bus(f"{config.site.id}-gateway")
+        if bus_cfg.gateway_secret is None:
+            raise ValueError(
+                "no gateway secret: set bus.gateway_secret, gateway_secret_file or "
+                "gateway_secret_env, the same as the daemons'"
+            )
         password = bus_cfg.mqtt_password.reveal() if bus_cfg.mqtt_password is not None else None
+        try:
+            tls = tls_context(bus_cfg, url=url)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"bus: cannot load the MQTT TLS files: {exc}") from exc
         # Raises ValueError for a URL that is not mqtt:// or mqtts://.
         self.feed = MqttFeed(
             self.bus,
@@ -657,7 +656,9 @@ class GatewayProcess:
             topic_prefix=bus_cfg.topic_prefix,
             password=password,
             redacted_url=url if mqtt_url else bus_cfg.redacted_mqtt_url(),
+            tls_context=tls,
             on_connection=self._broker_changed,
+            gateway_secret=bus_cfg.gateway_secret.reveal(),
         )
         self.gateway: Gateway | None = None
 
@@ -690,7 +691,7 @@ class GatewayProcess:
             stack.push_async_callback(self.feed.aclose)
             self.gateway = Gateway(
                 self.bus,
-                authenticate=forwarding_authenticator(store.users, lambda: self.config.agents),
+                authenticate=store_authenticator(store.users, lambda: self.config.agents),
                 handler=ForwardingHandler(
                     self.feed, default_site=self._default_site, timeout=self._command_timeout
                 ),

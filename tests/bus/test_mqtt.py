@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -25,7 +26,8 @@ import structlog
 
 from bus import AgentStateChanged, Bus, CallEnded, CallRinging, Envelope, EventsDropped
 from bus.codec import decode
-from bus.mqtt import BridgeHealth, CommandError, MqttBridge
+from bus.mqtt import BridgeHealth, CommandError, MqttBridge, sign_assertion
+from config import Secret
 from crm_store import Role, Store, User, upgrade
 
 from .mosquitto import PrivateBroker, requires_mosquitto
@@ -643,3 +645,78 @@ async def test_a_reply_to_outside_the_sites_replies_is_refused_and_nothing_runs(
             assert refused["error"]["code"] == "bad_request"
             assert f"{prefix}/paris/replies/" in refused["error"]["message"]
     assert handler.calls == []
+
+
+# --- gateway assertions --------------------------------------------------------------
+
+GATEWAY_SECRET = "g" * 40
+
+
+@shared_broker
+async def test_a_gateway_assertion_runs_one_command_for_an_active_user_only(
+    prefix: str, clear_retained: list[str], store: Store
+) -> None:
+    ada = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    bob = await store.users.add("bob", "Bob", Role.AGENT, extension="1002")
+    await store.users.set_active(bob.id, False)
+
+    async def user(user_id: str) -> User | None:
+        found = await store.users.get(uuid.UUID(user_id))
+        return found if found.active else None
+
+    def command(cid: str, user_id: uuid.UUID, *, secret: str = GATEWAY_SECRET) -> dict[str, Any]:
+        assertion = sign_assertion(
+            secret.encode(),
+            user_id=str(user_id),
+            site="paris",
+            command_id=cid,
+            expires=int(time.time()) + 30,
+        )
+        return {"id": cid, "assertion": assertion, "name": "ping"}
+
+    bus = Bus("paris")
+    async with (
+        _bridge(
+            bus,
+            PORT,
+            prefix,
+            handler=Echo(),
+            gateway_secret=Secret(GATEWAY_SECRET),
+            authenticate_user=user,
+        ) as bridge,
+        _observer(PORT, f"{prefix}/paris/replies/#") as client,
+    ):
+        await bridge.wait_connected(timeout=TIMEOUT)
+        good = command("g1", ada.id)
+        await _command(client, prefix, good)
+        await _command(client, prefix, good)  # the same message again: a replay
+        await _command(client, prefix, command("g2", ada.id, secret="f" * 40))
+        await _command(client, prefix, command("g3", bob.id))
+        replies = [json.loads(_payload(m)) for m in await _take(client, 4)]
+    # Commands run concurrently: their replies may come in any order.
+    [ran] = [r for r in replies if r["type"] == "result"]
+    assert ran == {"id": "g1", "type": "result", "result": {"name": "ping", "args": {}}}
+    assert sorted((r["id"], r["error"]["code"]) for r in replies if r is not ran) == [
+        ("g1", "unauthorized"),
+        ("g2", "unauthorized"),
+        ("g3", "unauthorized"),
+    ]
+
+
+@shared_broker
+async def test_a_daemon_without_gateway_secret_refuses_every_assertion(
+    prefix: str, clear_retained: list[str], store: Store
+) -> None:
+    ada = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    assertion = sign_assertion(
+        b"", user_id=str(ada.id), site="paris", command_id="e1", expires=int(time.time()) + 30
+    )
+    bus = Bus("paris")
+    async with (
+        _bridge(bus, PORT, prefix, handler=Echo()) as bridge,
+        _observer(PORT, f"{prefix}/paris/replies/#") as client,
+    ):
+        await bridge.wait_connected(timeout=TIMEOUT)
+        await _command(client, prefix, {"id": "e1", "assertion": assertion, "name": "ping"})
+        [reply] = await _take(client, 1)
+    assert json.loads(_payload(reply))["error"]["code"] == "unauthorized"

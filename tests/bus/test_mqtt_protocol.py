@@ -10,11 +10,14 @@ import pytest
 from bus import Bus
 from bus._mqtt_protocol import (
     MAX_COMMAND_BYTES,
+    BadAssertion,
     BadCommand,
     Topics,
     error_reply,
     parse_command,
+    sign_assertion,
     topic_level,
+    verify_assertion,
 )
 from bus.mqtt import MqttBridge
 
@@ -121,3 +124,55 @@ def test_a_password_in_the_url_is_refused() -> None:
             authenticate=_none,
             handler=_handler,
         )
+
+
+SECRET = b"k" * 32
+
+
+def _signed(**changes: Any) -> str:
+    claims: dict[str, Any] = {"user_id": "u1", "site": "paris", "command_id": "c1"}
+    claims["expires"] = 1_000_030
+    claims.update(changes)
+    return sign_assertion(SECRET, **claims)
+
+
+def test_a_gateway_assertion_names_one_user_for_one_command_of_one_site() -> None:
+    assert verify_assertion(SECRET, _signed(), site="paris", command_id="c1", now=1_000_000) == (
+        "u1",
+        1_000_030,
+    )
+
+
+@pytest.mark.parametrize(
+    ("assertion", "site", "command_id", "now", "reason"),
+    [
+        (
+            sign_assertion(
+                b"x" * 32, user_id="u1", site="paris", command_id="c1", expires=1_000_030
+            ),
+            "paris",
+            "c1",
+            1_000_000,
+            "bad signature",
+        ),
+        (_signed(), "lyon", "c1", 1_000_000, "another site"),
+        (_signed(), "paris", "c2", 1_000_000, "another command"),
+        (_signed(), "paris", "c1", 1_000_031, "expired"),
+        (_signed(expires=1_000_000 + 3600), "paris", "c1", 1_000_000, "too long"),
+        (_signed().replace(".", "x.", 1), "paris", "c1", 1_000_000, "bad signature"),
+        ("not.an.assertion", "paris", "c1", 1_000_000, "malformed"),
+    ],
+)
+def test_assertions_that_do_not_hold_are_refused(
+    assertion: str, site: str, command_id: str, now: int, reason: str
+) -> None:
+    with pytest.raises(BadAssertion, match=reason):
+        verify_assertion(SECRET, assertion, site=site, command_id=command_id, now=now)
+
+
+def test_a_command_carries_a_token_or_an_assertion_never_both() -> None:
+    command = parse_command(json.dumps({"id": "c1", "assertion": "a.b", "name": "n"}).encode(), T)
+    assert (command.token, command.assertion) == (None, "a.b")
+    assert "a.b" not in repr(command)
+    both = _refused({"id": "c", "token": "t", "assertion": "a.b", "name": "n"})
+    assert both.code == "bad_request"

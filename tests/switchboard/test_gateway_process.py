@@ -45,6 +45,7 @@ from bus import (
     MqttBridge,
     encode,
 )
+from config import Secret
 from crm_store import Role, Store, User, upgrade
 from switchboard.gateway import STATUS_RELAYING, Arrivals, MqttFeed, Routes
 
@@ -53,6 +54,7 @@ from .conftest import LINE_SECRET, SWITCHBOARD, DaemonProcess, run_cli
 HOST, PORT = "127.0.0.1", 1883
 TIMEOUT = 10.0
 ORIGIN = "http://crm.test:8080"
+GATEWAY_SECRET = "gateway-secret-5b0e7d2c41a9f8e3-never-print"
 
 
 def _answers(host: str, port: int) -> bool:
@@ -107,6 +109,7 @@ auto_migrate = false
 [bus]
 mqtt_url = "mqtt://{host}:{port}"
 topic_prefix = "{prefix}"
+gateway_secret = "{gateway_secret}"
 
 [websocket]
 host = "127.0.0.1"
@@ -199,6 +202,8 @@ class Scaleout:
             topic_prefix=self.prefix,
             authenticate=self.store.users.authenticate,
             handler=telephony,
+            gateway_secret=Secret(GATEWAY_SECRET),
+            authenticate_user=self.user,
             timeout=5.0,
             reconnect_min=0.05,
             reconnect_max=0.5,
@@ -207,6 +212,11 @@ class Scaleout:
         await bridge.wait_connected(timeout=TIMEOUT)
         self.retained.append(bridge.topics.status)
         return Site(bus, bridge, telephony)
+
+    async def user(self, user_id: str) -> User | None:
+        """The daemons' check of a user a gateway vouches for."""
+        user = await self.store.users.get(uuid.UUID(user_id))
+        return user if user.active else None
 
     async def gateway(self, *args: str) -> tuple[DaemonProcess, int]:
         """Start ``switchboard gateway ARGS``; return once it relays from the broker."""
@@ -222,6 +232,7 @@ class Scaleout:
                 prefix=self.prefix,
                 ws_port=ws_port,
                 origin=ORIGIN,
+                gateway_secret=GATEWAY_SECRET,
             )
         )
         sock_path = self.tmp_path / f"notify-{n}.sock"
@@ -440,6 +451,8 @@ async def test_commands_reach_the_daemon_that_owns_them_and_replies_come_back(
 ) -> None:
     paris = await scaleout.site("paris")
     lyon = await scaleout.site("lyon")
+    wire = await scaleout.stack.enter_async_context(aiomqtt.Client(HOST, PORT, timeout=TIMEOUT))
+    await wire.subscribe(f"{scaleout.prefix}/+/commands", qos=1)
     await paris.publish(_state("alice", "alice", "available"))
     scaleout.retained.append(paris.bridge.topics.agent_state("alice"))
     # Commands no event routes (Bob has published nothing) go to --site.
@@ -487,6 +500,15 @@ async def test_commands_reach_the_daemon_that_owns_them_and_replies_come_back(
     ]
     assert lyon.telephony.handled == [("sue", "call.hangup", {"call_id": str(l_id)})]
 
+    # What crossed the broker: signed assertions, never a user's token.
+    commands = []
+    async with asyncio.timeout(TIMEOUT):
+        async for message in wire.messages:
+            commands.append(json.loads(_payload(message)))
+            if len(commands) == 5:
+                break
+    assert all("assertion" in c and "token" not in c for c in commands)
+    _assert_no_token(json.dumps(commands), scaleout.tokens.values())
     _assert_no_token(await _stop(process), scaleout.tokens.values())
 
 
@@ -510,6 +532,7 @@ def test_a_gateway_without_a_broker_is_a_usage_error(tmp_path: Path) -> None:
         prefix="unused",
         ws_port=_free_port(),
         origin=ORIGIN,
+        gateway_secret=GATEWAY_SECRET,
     )
     config.write_text(text.replace(f'mqtt_url = "mqtt://{HOST}:{PORT}"\n', ""))
     done = run_cli("--config", str(config), "gateway")
@@ -626,3 +649,8 @@ def test_the_feeds_maps_keep_only_the_most_recent_agents_origins_and_calls() -> 
     ]
     assert len(routes._agents) == len(arrivals._states) == len(arrivals._last) == 3
     assert len(arrivals._seen) == 3
+
+
+def _payload(message: aiomqtt.Message) -> bytes:
+    assert isinstance(message.payload, bytes)
+    return message.payload
