@@ -499,6 +499,7 @@ class MqttBridge(Generic[P]):
             except* (aiomqtt.MqttError, TimeoutError, OSError) as group:
                 error = group.exceptions[0]
             self._failures += 1
+            self._changed()
             delay = self._backoff()
             log.warning(
                 "mqtt.disconnected",
