@@ -597,9 +597,10 @@ def _result(site: str, name: str, reply: Mapping[str, Any]) -> Mapping[str, Any]
     if cls is not None:
         raise cls(message, details=details)
     if code == "unauthorized":
-        # The gateway accepted the token a moment ago: it was revoked since, or
-        # the daemon reads another store. Either way, nothing was done.
-        raise Forbidden("the daemon refused the token", details={"site": site})
+        # The gateway accepted the user a moment ago: they were disabled since, the
+        # daemon reads another store or has another gateway_secret. Either way,
+        # nothing was done.
+        raise Forbidden("the daemon refused the user", details={"site": site})
     if code == "timeout":
         raise Unavailable(message or "the command timed out", details={"site": site})
     log.error("gateway.unknown_error_code", site=site, command=name, code=code)
