@@ -720,3 +720,16 @@ async def test_a_daemon_without_gateway_secret_refuses_every_assertion(
         await _command(client, prefix, {"id": "e1", "assertion": assertion, "name": "ping"})
         [reply] = await _take(client, 1)
     assert json.loads(_payload(reply))["error"]["code"] == "unauthorized"
+
+
+@shared_broker
+async def test_a_bridge_whose_supervisor_is_gone_reports_itself_stopped(
+    prefix: str, clear_retained: list[str]
+) -> None:
+    seen: list[BridgeHealth] = []
+    bus = Bus("paris")
+    async with _bridge(bus, PORT, prefix, on_health=seen.append) as bridge:
+        await bridge.wait_connected(timeout=TIMEOUT)
+        _task("mqtt-bridge").cancel()
+        await bridge._wait_until(lambda: bridge.health is BridgeHealth.STOPPED, TIMEOUT)
+    assert seen[-1] is BridgeHealth.STOPPED

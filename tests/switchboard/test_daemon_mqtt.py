@@ -7,6 +7,7 @@ import json
 import secrets
 import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from bus.mqtt import sign_assertion
+from crm_store import Store
 from switchboard.daemon import STATUS_MQTT_DISCONNECTED, STATUS_SERVING
 
 from ..bus.mosquitto import PrivateBroker, requires_mosquitto
@@ -145,3 +148,57 @@ async def test_broker_loss_shows_as_degraded_status_and_the_watchdog_keeps_being
         await broker.stop()
     assert '"daemon.degraded"' in daemon.log()
     assert "daemon.unhealthy" not in daemon.log()
+
+
+async def test_daemon_runs_a_gateway_signed_command_with_the_users_current_rights(
+    tmp_path: Path, start_daemon: StartDaemon
+) -> None:
+    prefix = f"sbtest{secrets.token_hex(4)}"
+    base = f"{prefix}/test-site"
+    key = secrets.token_hex(32)
+    cfg = write_config(
+        tmp_path / "switchboard.toml",
+        extra=f'\n[bus]\nmqtt_url = "mqtt://127.0.0.1:1883"\ntopic_prefix = "{prefix}"\n'
+        f'gateway_secret = "{key}"\n',
+    )
+    assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
+    for name, role in (("sue", "supervisor"), ("ann", "agent")):
+        added = run_cli("--config", str(cfg), "users", "add", name, "--role", role)
+        assert added.returncode == 0, added.stderr
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'switchboard.sqlite3'}")
+    try:
+        sue, ann = [await store.users.by_username(n) for n in ("sue", "ann")]
+    finally:
+        await store.aclose()
+    assert sue is not None
+    assert ann is not None
+
+    def signed(cid: str, user_id: object, args: dict[str, Any]) -> str:
+        assertion = sign_assertion(
+            key.encode(),
+            user_id=str(user_id),
+            site="test-site",
+            command_id=cid,
+            expires=int(time.time()) + 30,
+        )
+        command = {"id": cid, "assertion": assertion, "name": "agent.state.set", "args": args}
+        return json.dumps(command)
+
+    pause = {"agent": "Alice Martin", "state": "paused", "reason": "training"}
+    async with aiomqtt.Client("127.0.0.1", 1883) as client:
+        await client.subscribe(f"{base}/#", qos=1)
+        daemon = start_daemon(cfg)
+        await asyncio.to_thread(daemon.wait_for, "READY=1")
+        await _next(client.messages, f"{base}/events/agent.state", agent="Alice Martin")
+
+        await client.publish(f"{base}/commands", signed("g1", sue.id, pause), qos=1)
+        reply = await _next(client.messages, f"{base}/replies/g1")
+        assert reply["type"] == "result", reply
+        # An agent vouched for by the gateway has an agent's rights, not more.
+        await client.publish(f"{base}/commands", signed("g2", ann.id, pause), qos=1)
+        reply = await _next(client.messages, f"{base}/replies/g2")
+        assert reply["error"]["code"] == "forbidden", reply
+
+    daemon.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(daemon.wait_exit) == 0
+    assert key not in daemon.log()
