@@ -15,9 +15,16 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from bus.mqtt import sign_assertion
+from bus import Bus
+from bus.mqtt import BridgeHealth, MqttBridge, sign_assertion
+from config import load_config
 from crm_store import Store
-from switchboard.daemon import STATUS_MQTT_DISCONNECTED, STATUS_SERVING
+from switchboard.daemon import (
+    STATUS_MQTT_DISCONNECTED,
+    STATUS_MQTT_STOPPED,
+    STATUS_SERVING,
+    Daemon,
+)
 
 from ..bus.mosquitto import PrivateBroker, requires_mosquitto
 from .conftest import DaemonProcess, run_cli, write_config
@@ -202,3 +209,36 @@ async def test_daemon_runs_a_gateway_signed_command_with_the_users_current_right
     daemon.signal(signal.SIGTERM)
     assert await asyncio.to_thread(daemon.wait_exit) == 0
     assert key not in daemon.log()
+
+
+async def test_a_bridge_nothing_supervises_makes_the_daemon_unhealthy(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "switchboard.toml")
+    daemon = Daemon(path, load_config(path, environ={}))
+    bridge: MqttBridge[object] = MqttBridge(
+        Bus("test-site"),
+        url="mqtt://127.0.0.1:1883",
+        site="test-site",
+        topic_prefix=f"sbtest{secrets.token_hex(4)}",
+        authenticate=_nobody,
+        handler=_nothing,
+        on_health=daemon._bridge_health,
+    )
+    daemon.bridge = bridge
+    async with bridge:
+        await bridge.wait_connected(timeout=15)
+        await daemon._health()  # connected: healthy
+        assert daemon._status() == STATUS_SERVING
+        [supervisor] = [t for t in asyncio.all_tasks() if t.get_name() == "mqtt-bridge"]
+        supervisor.cancel()
+        await bridge._wait_until(lambda: bridge.health is BridgeHealth.STOPPED, 15)
+        assert daemon._status() == STATUS_MQTT_STOPPED
+        with pytest.raises(Exception, match="the MQTT bridge has stopped"):
+            await daemon._health()
+
+
+async def _nobody(token: str) -> None:
+    return None
+
+
+async def _nothing(principal: object, name: str, args: object) -> None:
+    return None
