@@ -1,7 +1,7 @@
 """The MQTT bridge against real Mosquitto brokers.
 
-Most tests use the shared broker at 127.0.0.1:1883, each under its own topic prefix
-and site; they are skipped, with the reason shown, if nothing answers there. The
+Most tests use the session's broker (the one ``SWITCHBOARD_TEST_MQTT_URL`` names, or
+a private one: see tests/_services.py), each under its own topic prefix and site. The
 restart and overflow tests run a private ``mosquitto`` on a free port, with
 persistence on, so that the observer's persistent session (and the events queued
 for it) survives the restart whichever of the observer and the bridge reconnects
@@ -30,8 +30,11 @@ from bus import AgentStateChanged, Bus, CallEnded, CallRinging, Envelope, Events
 from bus.codec import decode
 from bus.mqtt import CommandError, MqttBridge
 from crm_store import Role, Store, User, upgrade
+from tests._services import mqtt_address
 
-HOST, PORT = "127.0.0.1", 1883
+pytestmark = pytest.mark.mqtt
+
+HOST, PORT = mqtt_address()
 TIMEOUT = 10.0
 
 

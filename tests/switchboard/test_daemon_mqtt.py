@@ -1,4 +1,4 @@
-"""The daemon's MQTT bridge, wired in its lifespan, against the Mosquitto at 1883."""
+"""The daemon's MQTT bridge, wired in its lifespan, against the session's broker."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import json
 import secrets
 import signal
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,20 +13,14 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from tests._services import mqtt_address
+
 from .conftest import DaemonProcess, run_cli, write_config
 
 StartDaemon = Callable[..., DaemonProcess]
 
 
-def _broker_answers() -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", 1883)) == 0
-
-
-pytestmark = pytest.mark.skipif(
-    not _broker_answers(), reason="no MQTT broker answers at 127.0.0.1:1883"
-)
+pytestmark = pytest.mark.mqtt
 
 
 async def _next(messages: Any, topic: str, **data: Any) -> dict[str, Any]:
@@ -46,18 +39,19 @@ async def _next(messages: Any, topic: str, **data: Any) -> dict[str, Any]:
 async def test_daemon_publishes_events_and_runs_token_checked_commands_over_mqtt(
     tmp_path: Path, start_daemon: StartDaemon
 ) -> None:
+    host, port = mqtt_address()
     prefix = f"sbtest{secrets.token_hex(4)}"
     base = f"{prefix}/test-site"
     cfg = write_config(
         tmp_path / "switchboard.toml",
-        extra=f'\n[bus]\nmqtt_url = "mqtt://127.0.0.1:1883"\ntopic_prefix = "{prefix}"\n',
+        extra=f'\n[bus]\nmqtt_url = "mqtt://{host}:{port}"\ntopic_prefix = "{prefix}"\n',
     )
     assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
     added = run_cli("--config", str(cfg), "users", "add", "sue", "--role", "supervisor")
     assert added.returncode == 0, added.stderr
     token = run_cli("--config", str(cfg), "users", "token", "sue").stdout.strip()
 
-    async with aiomqtt.Client("127.0.0.1", 1883) as client:
+    async with aiomqtt.Client(host, port) as client:
         await client.subscribe(f"{base}/#", qos=1)
         daemon = start_daemon(cfg)
         daemon.wait_for("READY=1")
