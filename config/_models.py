@@ -660,6 +660,24 @@ class DialerConfig(_Section):
         description="persistent: the agent's phone stays connected between calls; "
         "per_call: it is rung for each answered call.",
     )
+    claim_lease_seconds: Float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a number claimed but not yet dialed stays reserved to the "
+        "daemon that claimed it. A daemon killed between claim and dial leaves its claims "
+        "behind; after this lease another daemon sharing the store takes them over. Must "
+        "exceed gap_seconds (a live claim lasts about one gap).",
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlasts_gap(self) -> DialerConfig:
+        if self.claim_lease_seconds <= self.gap_seconds + 1:
+            raise ValueError(
+                "claim_lease_seconds must exceed gap_seconds by more than 1 s "
+                f"(a live claim lasts about one gap): {self.claim_lease_seconds} <= "
+                f"{self.gap_seconds} + 1"
+            )
+        return self
 
 
 class InboundConfig(_Section):

@@ -7,7 +7,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -281,7 +281,8 @@ class DialerRepository:
         One transaction on purpose: an item is ``dialing`` exactly when a call
         record for it exists, which is what recovery after a crash relies on; and
         it is the only write between the end of the gap and the INVITE.
-        Raises :class:`Conflict` unless the item is ``claimed``.
+        Raises :class:`Conflict` unless the item is ``claimed`` by
+        ``agent_user_id``.
         """
         now = utcnow()
         values: dict[str, Any] = {
@@ -300,13 +301,20 @@ class DialerRepository:
         }
 
         def attempt(conn: Connection) -> Call:
+            # Claimed by this agent: a claim taken over after its lease (see
+            # claim_next) is no longer the late claimer's to dial.
+            mine = (
+                _i.c.claimed_by.is_(None)
+                if agent_user_id is None
+                else _i.c.claimed_by == agent_user_id
+            )
             moved = conn.execute(
                 update(_i)
-                .where(_i.c.id == item_id, _i.c.state == CallListItemState.CLAIMED)
+                .where(_i.c.id == item_id, _i.c.state == CallListItemState.CLAIMED, mine)
                 .values(state=CallListItemState.DIALING)
             )
             if not moved.rowcount:
-                raise Conflict(f"call list item {item_id} is not claimed; cannot dial")
+                raise Conflict(f"call list item {item_id} is not claimed by this agent")
             row = conn.execute(_c.insert().values(values).returning(_c)).mappings().one()
             audit_sync(
                 conn,
@@ -438,16 +446,32 @@ class DialerRepository:
             )
         return int(count or 0)
 
-    async def next_due(self, list_id: uuid.UUID) -> datetime | None:
+    async def next_due(
+        self, list_id: uuid.UUID, *, lease: timedelta | None = None
+    ) -> datetime | None:
         """The earliest ``next_attempt_at`` among pending items, ``None`` if none
-        waits (or none is pending)."""
+        waits (or none is pending).
+
+        With a ``lease``, also the earliest moment a claimed item's lease runs out
+        (``claimed_at + lease``), when :meth:`CallListsRepo.claim_next` with the same
+        lease may take it over: a dialer does not finish while another holds claims
+        that may yet come back to the queue."""
         async with self._db.read() as conn:
             due: datetime | None = await conn.scalar(
                 select(func.min(_i.c.next_attempt_at)).where(
                     _i.c.list_id == list_id, _i.c.state == CallListItemState.PENDING
                 )
             )
-        return due
+            if lease is None:
+                return due
+            claimed: datetime | None = await conn.scalar(
+                select(func.min(_i.c.claimed_at)).where(
+                    _i.c.list_id == list_id, _i.c.state == CallListItemState.CLAIMED
+                )
+            )
+        if claimed is None:
+            return due
+        return claimed + lease if due is None else min(due, claimed + lease)
 
     # ------------------------------------------------------------------ list building
 
