@@ -669,15 +669,16 @@ class DialerConfig(_Section):
         "exceed gap_seconds (a live claim lasts about one gap).",
     )
 
-    @model_validator(mode="after")
-    def _lease_outlasts_gap(self) -> DialerConfig:
-        if self.claim_lease_seconds <= self.gap_seconds + 1:
+    @field_validator("claim_lease_seconds")
+    @classmethod
+    def _lease_outlasts_gap(cls, value: float, info: ValidationInfo) -> float:
+        gap = info.data.get("gap_seconds")
+        if isinstance(gap, float | int) and value <= gap + 1:
             raise ValueError(
-                "claim_lease_seconds must exceed gap_seconds by more than 1 s "
-                f"(a live claim lasts about one gap): {self.claim_lease_seconds} <= "
-                f"{self.gap_seconds} + 1"
+                f"must exceed gap_seconds ({gap}) by more than 1 s: a live claim lasts "
+                "about one gap"
             )
-        return self
+        return value
 
 
 class InboundConfig(_Section):
