@@ -353,12 +353,20 @@ class DialingSession:
             self._skip_prepared = False
         item = self._prepared
         if item is None:
-            due = await self._store.dialer.next_due(self.list_id, lease=self._lease)
-            if due is None and self.state.phase in (Phase.READY, Phase.GAP):
+            due = await self._store.dialer.next_due(self.list_id)
+            claimed = await self._store.dialer.oldest_claim(self.list_id)
+            if due is None and claimed is None and self.state.phase in (Phase.READY, Phase.GAP):
                 self.state.exhausted()
             elif self.state.phase in (Phase.READY, Phase.GAP):
                 self.state.waiting()
-                wait = max(0.0, (due - self._clock()).total_seconds()) if due else _WAIT_RECHECK
+                now = self._clock()
+                look = [due] if due is not None else []
+                if claimed is not None:
+                    # Another dialer's claim: dialed within about one gap if that
+                    # dialer lives, else back to the queue when its lease ends.
+                    dialed_by = claimed + timedelta(seconds=self._gap + 1.0)
+                    look.append(dialed_by if dialed_by > now else claimed + self._lease)
+                wait = max(0.0, (min(look) - now).total_seconds()) if look else _WAIT_RECHECK
                 self._wait_until = loop.time() + min(wait, _WAIT_RECHECK)
             return
         if self._dial_at is None:

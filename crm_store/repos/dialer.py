@@ -7,7 +7,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -446,32 +446,29 @@ class DialerRepository:
             )
         return int(count or 0)
 
-    async def next_due(
-        self, list_id: uuid.UUID, *, lease: timedelta | None = None
-    ) -> datetime | None:
+    async def next_due(self, list_id: uuid.UUID) -> datetime | None:
         """The earliest ``next_attempt_at`` among pending items, ``None`` if none
-        waits (or none is pending).
-
-        With a ``lease``, also the earliest moment a claimed item's lease runs out
-        (``claimed_at + lease``), when :meth:`CallListsRepo.claim_next` with the same
-        lease may take it over: a dialer does not finish while another holds claims
-        that may yet come back to the queue."""
+        waits (or none is pending)."""
         async with self._db.read() as conn:
             due: datetime | None = await conn.scalar(
                 select(func.min(_i.c.next_attempt_at)).where(
                     _i.c.list_id == list_id, _i.c.state == CallListItemState.PENDING
                 )
             )
-            if lease is None:
-                return due
+        return due
+
+    async def oldest_claim(self, list_id: uuid.UUID) -> datetime | None:
+        """When the oldest item of ``list_id`` still claimed (never dialed) was
+        claimed, ``None`` if none is. A claimer dials within about one gap; a claim
+        much older was left by a dialer that died, and is taken over after its lease
+        (see :meth:`CallListsRepo.claim_next`)."""
+        async with self._db.read() as conn:
             claimed: datetime | None = await conn.scalar(
                 select(func.min(_i.c.claimed_at)).where(
                     _i.c.list_id == list_id, _i.c.state == CallListItemState.CLAIMED
                 )
             )
-        if claimed is None:
-            return due
-        return claimed + lease if due is None else min(due, claimed + lease)
+        return claimed
 
     # ------------------------------------------------------------------ list building
 

@@ -25,7 +25,7 @@ async def test_a_claim_older_than_its_lease_is_taken_over_and_the_first_claimer_
     # Within the lease the claim holds, and the other dialer knows when it may end.
     early = NOW + LEASE - timedelta(seconds=1)
     assert await store.call_lists.claim_next(call_list.id, west, now=early, lease=LEASE) is None
-    assert await store.dialer.next_due(call_list.id, lease=LEASE) == NOW + LEASE
+    assert await store.dialer.oldest_claim(call_list.id) == NOW
     assert await store.dialer.next_due(call_list.id) is None
 
     late = NOW + LEASE + timedelta(seconds=1)
@@ -50,7 +50,7 @@ async def test_a_claim_older_than_its_lease_is_taken_over_and_the_first_claimer_
         await store.dialer.start_attempt(left.id, agent_user_id=east, **attempt)
     call = await store.dialer.start_attempt(left.id, agent_user_id=west, **attempt)
     assert call.dialer_item_id == left.id
-    assert await store.dialer.next_due(call_list.id, lease=LEASE) is None
+    assert await store.dialer.oldest_claim(call_list.id) is None
 
 
 async def test_without_a_lease_a_claim_is_never_taken_over(store: Store) -> None:
