@@ -717,6 +717,25 @@ class DialerConfig(_Section):
         description="persistent: the agent's phone stays connected between calls; "
         "per_call: it is rung for each answered call.",
     )
+    claim_lease_seconds: Float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a number claimed but not yet dialed stays reserved to the "
+        "daemon that claimed it. A daemon killed between claim and dial leaves its claims "
+        "behind; after this lease another daemon sharing the store takes them over. Must "
+        "exceed gap_seconds (a live claim lasts about one gap).",
+    )
+
+    @field_validator("claim_lease_seconds")
+    @classmethod
+    def _lease_outlasts_gap(cls, value: float, info: ValidationInfo) -> float:
+        gap = info.data.get("gap_seconds")
+        if isinstance(gap, float | int) and value <= gap + 1:
+            raise ValueError(
+                f"must exceed gap_seconds ({gap}) by more than 1 s: a live claim lasts "
+                "about one gap"
+            )
+        return value
 
 
 class InboundConfig(_Section):

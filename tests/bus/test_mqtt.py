@@ -1,7 +1,7 @@
 """The MQTT bridge against real Mosquitto brokers.
 
-Most tests use the shared broker at 127.0.0.1:1883, each under its own topic prefix
-and site; they are skipped, with the reason shown, if nothing answers there. The
+Most tests use the session's broker (the one ``SWITCHBOARD_TEST_MQTT_URL`` names, or
+a private one: see tests/_services.py), each under its own topic prefix and site. The
 restart and overflow tests run a private ``mosquitto`` on a free port, with
 persistence on, so that the observer's persistent session (and the events queued
 for it) survives the restart whichever of the observer and the bridge reconnects
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -29,24 +28,16 @@ from bus.codec import decode
 from bus.mqtt import BridgeHealth, CommandError, MqttBridge, sign_assertion
 from config import Secret
 from crm_store import Role, Store, User, upgrade
+from tests._services import mqtt_address
 
 from .mosquitto import PrivateBroker, requires_mosquitto
 
-HOST, PORT = "127.0.0.1", 1883
+pytestmark = pytest.mark.mqtt
+
+HOST, PORT = mqtt_address()
 TIMEOUT = 10.0
 
 
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-shared_broker = pytest.mark.skipif(
-    not _answers(HOST, PORT), reason=f"no MQTT broker answers at {HOST}:{PORT}"
-)
 private_broker = requires_mosquitto
 
 
@@ -159,7 +150,6 @@ async def private(tmp_path: Path) -> AsyncIterator[PrivateBroker]:
 # --- events --------------------------------------------------------------------------
 
 
-@shared_broker
 async def test_events_arrive_in_order_on_their_type_topics_as_envelope_json(
     prefix: str, clear_retained: list[str]
 ) -> None:
@@ -194,7 +184,6 @@ async def test_events_arrive_in_order_on_their_type_topics_as_envelope_json(
     assert all(m.qos == 1 and not m.retain for m in got)
 
 
-@shared_broker
 async def test_agent_states_are_retained_for_a_late_subscriber(
     prefix: str, clear_retained: list[str]
 ) -> None:
@@ -224,7 +213,6 @@ async def test_agent_states_are_retained_for_a_late_subscriber(
     assert status["origin"] == "paris"
 
 
-@shared_broker
 async def test_close_announces_offline_and_is_idempotent(
     prefix: str, clear_retained: list[str]
 ) -> None:
@@ -276,7 +264,6 @@ async def _command(client: aiomqtt.Client, prefix: str, message: object) -> None
     await client.publish(f"{prefix}/paris/commands", payload, qos=1)
 
 
-@shared_broker
 async def test_command_with_a_valid_token_is_dispatched_and_replied(
     prefix: str, clear_retained: list[str], store: Store
 ) -> None:
@@ -334,7 +321,6 @@ async def test_command_with_a_valid_token_is_dispatched_and_replied(
     assert any(e["event"] == "mqtt.command_crashed" for e in logs)
 
 
-@shared_broker
 async def test_bad_or_missing_token_is_unauthorized_and_never_reaches_the_handler(
     prefix: str, clear_retained: list[str], store: Store
 ) -> None:
@@ -355,7 +341,6 @@ async def test_bad_or_missing_token_is_unauthorized_and_never_reaches_the_handle
     assert bad not in repr(logs)
 
 
-@shared_broker
 async def test_malformed_commands_get_bad_request_and_the_bridge_keeps_serving(
     prefix: str, clear_retained: list[str]
 ) -> None:
@@ -475,7 +460,6 @@ class Echo:
         return {"name": name, "args": dict(args)}
 
 
-@shared_broker
 async def test_deep_json_command_gets_bad_request_and_bridge_goes_on(
     prefix: str, clear_retained: list[str], store: Store
 ) -> None:
@@ -509,7 +493,6 @@ async def test_deep_json_command_gets_bad_request_and_bridge_goes_on(
     assert not any(e["event"] == "mqtt.crashed" for e in logs)
 
 
-@shared_broker
 async def test_surrogate_reason_over_mqtt_is_refused_and_nothing_is_published(
     prefix: str, clear_retained: list[str], store: Store
 ) -> None:
@@ -546,7 +529,6 @@ async def test_surrogate_reason_over_mqtt_is_refused_and_nothing_is_published(
     assert any(e["event"] == "mqtt.unencodable" for e in logs)
 
 
-@shared_broker
 async def test_internal_error_text_never_reaches_an_mqtt_reply(
     prefix: str, clear_retained: list[str], store: Store
 ) -> None:
@@ -573,7 +555,6 @@ def _task(name: str) -> asyncio.Task[Any]:
     return task
 
 
-@shared_broker
 @pytest.mark.parametrize("inner", ["mqtt-connection", "mqtt-collect"])
 async def test_a_killed_inner_task_is_restarted_and_the_bridge_serves_again(
     prefix: str, clear_retained: list[str], store: Store, inner: str
@@ -619,7 +600,6 @@ async def test_a_killed_inner_task_is_restarted_and_the_bridge_serves_again(
     assert [(e["task"], e["error"]) for e in crashed] == [(inner, "cancelled")]
 
 
-@shared_broker
 async def test_a_reply_to_outside_the_sites_replies_is_refused_and_nothing_runs(
     prefix: str, clear_retained: list[str], store: Store
 ) -> None:
@@ -652,7 +632,6 @@ async def test_a_reply_to_outside_the_sites_replies_is_refused_and_nothing_runs(
 GATEWAY_SECRET = "g" * 40
 
 
-@shared_broker
 async def test_a_gateway_assertion_runs_one_command_for_an_active_user_only(
     prefix: str, clear_retained: list[str], store: Store
 ) -> None:
@@ -703,7 +682,6 @@ async def test_a_gateway_assertion_runs_one_command_for_an_active_user_only(
     ]
 
 
-@shared_broker
 async def test_a_daemon_without_gateway_secret_refuses_every_assertion(
     prefix: str, clear_retained: list[str], store: Store
 ) -> None:
@@ -722,7 +700,6 @@ async def test_a_daemon_without_gateway_secret_refuses_every_assertion(
     assert json.loads(_payload(reply))["error"]["code"] == "unauthorized"
 
 
-@shared_broker
 async def test_a_bridge_whose_supervisor_is_gone_reports_itself_stopped(
     prefix: str, clear_retained: list[str]
 ) -> None:

@@ -1,4 +1,4 @@
-"""The daemon's MQTT bridge, wired in its lifespan, against the Mosquitto at 1883."""
+"""The daemon's MQTT bridge, wired in its lifespan, against the session's broker."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import json
 import secrets
 import signal
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from switchboard.daemon import (
     STATUS_SERVING,
     Daemon,
 )
+from tests._services import mqtt_address
 
 from ..bus.mosquitto import PrivateBroker, requires_mosquitto
 from .conftest import DaemonProcess, run_cli, write_config
@@ -32,15 +32,9 @@ from .conftest import DaemonProcess, run_cli, write_config
 StartDaemon = Callable[..., DaemonProcess]
 
 
-def _broker_answers() -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", 1883)) == 0
+pytestmark = pytest.mark.mqtt
 
-
-pytestmark = pytest.mark.skipif(
-    not _broker_answers(), reason="no MQTT broker answers at 127.0.0.1:1883"
-)
+HOST, PORT = mqtt_address()
 
 
 async def _next(messages: Any, topic: str, **data: Any) -> dict[str, Any]:
@@ -59,18 +53,19 @@ async def _next(messages: Any, topic: str, **data: Any) -> dict[str, Any]:
 async def test_daemon_publishes_events_and_runs_token_checked_commands_over_mqtt(
     tmp_path: Path, start_daemon: StartDaemon
 ) -> None:
+    host, port = mqtt_address()
     prefix = f"sbtest{secrets.token_hex(4)}"
     base = f"{prefix}/test-site"
     cfg = write_config(
         tmp_path / "switchboard.toml",
-        extra=f'\n[bus]\nmqtt_url = "mqtt://127.0.0.1:1883"\ntopic_prefix = "{prefix}"\n',
+        extra=f'\n[bus]\nmqtt_url = "mqtt://{host}:{port}"\ntopic_prefix = "{prefix}"\n',
     )
     assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
     added = run_cli("--config", str(cfg), "users", "add", "sue", "--role", "supervisor")
     assert added.returncode == 0, added.stderr
     token = run_cli("--config", str(cfg), "users", "token", "sue").stdout.strip()
 
-    async with aiomqtt.Client("127.0.0.1", 1883) as client:
+    async with aiomqtt.Client(host, port) as client:
         await client.subscribe(f"{base}/#", qos=1)
         daemon = start_daemon(cfg)
         daemon.wait_for("READY=1")
@@ -165,7 +160,7 @@ async def test_daemon_runs_a_gateway_signed_command_with_the_users_current_right
     key = secrets.token_hex(32)
     cfg = write_config(
         tmp_path / "switchboard.toml",
-        extra=f'\n[bus]\nmqtt_url = "mqtt://127.0.0.1:1883"\ntopic_prefix = "{prefix}"\n'
+        extra=f'\n[bus]\nmqtt_url = "mqtt://{HOST}:{PORT}"\ntopic_prefix = "{prefix}"\n'
         f'gateway_secret = "{key}"\n',
     )
     assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
@@ -192,7 +187,7 @@ async def test_daemon_runs_a_gateway_signed_command_with_the_users_current_right
         return json.dumps(command)
 
     pause = {"agent": "Alice Martin", "state": "paused", "reason": "training"}
-    async with aiomqtt.Client("127.0.0.1", 1883) as client:
+    async with aiomqtt.Client(HOST, PORT) as client:
         await client.subscribe(f"{base}/#", qos=1)
         daemon = start_daemon(cfg)
         await asyncio.to_thread(daemon.wait_for, "READY=1")
@@ -216,7 +211,7 @@ async def test_a_bridge_nothing_supervises_makes_the_daemon_unhealthy(tmp_path: 
     daemon = Daemon(path, load_config(path, environ={}))
     bridge: MqttBridge[object] = MqttBridge(
         Bus("test-site"),
-        url="mqtt://127.0.0.1:1883",
+        url=f"mqtt://{HOST}:{PORT}",
         site="test-site",
         topic_prefix=f"sbtest{secrets.token_hex(4)}",
         authenticate=_nobody,

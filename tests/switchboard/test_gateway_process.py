@@ -6,8 +6,8 @@ the commands it runs and answers like a real one. The gateway under test is
 the real command in a subprocess, observed through its notification socket
 and reached by real websocket clients. Tokens live in a real SQLite store
 shared by both sides, as a PostgreSQL is in scale-out. Each test has its own
-topic prefix on the shared Mosquitto at 127.0.0.1:1883 and is skipped, with
-the reason shown, if nothing answers there.
+topic prefix on the session's broker (the one ``SWITCHBOARD_TEST_MQTT_URL``
+names, or a private one: see tests/_services.py).
 """
 
 from __future__ import annotations
@@ -48,26 +48,17 @@ from bus import (
 from config import Secret
 from crm_store import Role, Store, User, upgrade
 from switchboard.gateway import STATUS_RELAYING, Arrivals, MqttFeed, Routes
+from tests._services import mqtt_address
 
 from .conftest import LINE_SECRET, SWITCHBOARD, DaemonProcess, run_cli
 
-HOST, PORT = "127.0.0.1", 1883
+HOST, PORT = mqtt_address()
 TIMEOUT = 10.0
 ORIGIN = "http://crm.test:8080"
 GATEWAY_SECRET = "gateway-secret-5b0e7d2c41a9f8e3-never-print"
 
 
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(
-    not _answers(HOST, PORT), reason=f"no MQTT broker answers at {HOST}:{PORT}"
-)
+pytestmark = pytest.mark.mqtt
 
 CONFIG = """\
 [site]
