@@ -42,6 +42,7 @@ from dialer import (
 from sip.calls import CallService
 from sip.control import CallControl, SupervisionMode
 from sip.exceptions import (
+    CallForbidden,
     CallNotReady,
     InvalidNumber,
     NoCapacity,
@@ -214,6 +215,9 @@ class CommandRouter:
             raise gw.NotFound(str(exc)) from exc
         except (InvalidNumber, InvalidPhone) as exc:
             raise gw.BadRequest(str(exc)) from exc
+        except CallForbidden as exc:
+            # The message names the [outbound] rule; the number is the caller's own.
+            raise gw.Forbidden(str(exc)) from exc
         except (NoCapacity, CallNotReady, Conflict, SessionExists, InvalidState) as exc:
             raise gw.Conflict(str(exc)) from exc
         except (WorkerUnavailable, PoolClosed, PoolError, DialerClosed, TimeoutError) as exc:

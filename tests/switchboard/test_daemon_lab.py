@@ -79,6 +79,11 @@ max_attempts = 1
 
 [logging]
 format = "json"
+
+[outbound]
+# The lab's customers have Berlin numbers; 1002 is a colleague's phone (no agent here).
+allowed_countries = ["DE"]
+extensions = ["1002"]
 """
 
 
