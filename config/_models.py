@@ -315,6 +315,14 @@ class SipConfig(_Section):
         "first restart is immediate, then the wait doubles from one second up to this; a "
         "worker that stays up for a minute starts again from an immediate restart.",
     )
+    reconcile_interval: Float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between two comparisons of the calls the live views show "
+        "(supervisor feed, agents busy on a call, open call records) with the calls the "
+        "SIP services hold; a call missing from the services at two comparisons in a row "
+        "is ended with reason lost, so a missed call.ended never leaves an agent busy.",
+    )
 
     codecs: tuple[NonEmpty, ...] = Field(
         default=("PCMA", "PCMU", "G722"),

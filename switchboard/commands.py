@@ -97,6 +97,10 @@ class AgentStates:
                 if agent is not None:
                     self.presence.call_ended(agent)
 
+    def outbound_calls(self) -> dict[uuid.UUID, str]:
+        """The outbound calls :attr:`presence` counts the agents busy with, by id."""
+        return dict(self._outbound)
+
     def state(self, agent: str) -> tuple[str, str | None]:
         """``(state, reason)`` of ``agent``; ``KeyError`` if not configured."""
         return self._states[agent]

@@ -170,6 +170,11 @@ class Projection:
 
     # --- reading ------------------------------------------------------------
 
+    def active_calls_of(self, origin: str) -> dict[uuid.UUID, str | None]:
+        """The active calls published by ``origin`` (a site), with their agent: what
+        that site's reconciliation compares with the calls it really holds."""
+        return {c.call_id: c.agent for c in self.calls.values() if c.origin == origin}
+
     def visible_calls(self, agents: frozenset[str] | None) -> list[dict[str, Any]]:
         """Active calls, oldest first; ``agents=None`` means all of them."""
         return [
