@@ -6,6 +6,7 @@ national numbers and ``[outbound]`` is left at its defaults.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from lab.customers import Behaviour, customer_number
 from lab.runner import Lab
 from sip.control import CallControl
 from sip.exceptions import CallForbidden
-from tests.sip.conftest import PoolEnv, lab_config
+from tests.sip.conftest import InboundEnv, PoolEnv, lab_config, with_inbound
 
 MakeEnv = Callable[..., Awaitable[PoolEnv]]
 
@@ -97,3 +98,33 @@ async def test_a_transfer_to_an_unknown_extension_or_a_premium_number_is_forbidd
         await env.calls.hangup(call_id)
         ended = await env.log.wait_for(bus.CallEnded, _of(call_id), within=15)
         assert ended.reason == CallEndReason.COMPLETED.value
+
+
+async def test_a_forbidden_overflow_number_is_never_called_and_the_caller_is_rejected(
+    lab: Lab, tmp_path: Path, inbound_env: Callable[..., Awaitable[InboundEnv]]
+) -> None:
+    # The configuration check refuses this file; a Config built in code is guarded
+    # at the moment of the forward.
+    config = lab_config(lab, tmp_path, agents=AGENTS, reception=("2100",), region="DE", outbound="")
+    config = with_inbound(
+        config, no_agent_timeout=1, no_agent_action="forward", overflow_number=DE_PREMIUM
+    )
+    ie = await inbound_env(config)
+    env = ie.env
+    workers = set(env.pool.workers_for_line("2100"))
+    async with asyncio.timeout(15):
+        while len(await lab.pbx.contacts("2100")) < len(workers):
+            await env.log.wait_for(
+                bus.RegistrationChanged, lambda e: e.line == "2100", start=env.log.mark()
+            )
+
+    number = "+4930123456"
+    customer = await lab.customers.call("2100", number, expect_code=480)
+    created = await env.log.wait_for(
+        bus.CallCreated, lambda e: e.direction == "inbound" and e.from_number == number
+    )
+    ended = await env.log.wait_for(bus.CallEnded, _of(created.call_id), within=10)
+    assert (ended.reason, ended.sip_code) == ("no_answer", 480)
+    assert await customer.wait(timeout=5), "the caller was not rejected with 480"
+    assert env.log.events(bus.CallDialing, _of(created.call_id)) == []
+    assert lab.customers.invites() == []
