@@ -76,12 +76,18 @@ class CallReconciler:
         """Compare every ``interval`` seconds until cancelled.
 
         Store errors are logged and leave the records for a later comparison; the
-        other views are put right regardless. Cancellation propagates (a comparison
-        cut short has published what it had decided).
+        other views are put right regardless. Any other failure of one comparison is
+        logged and the next runs on time. Cancellation propagates (a comparison cut
+        short has published what it had decided).
         """
         while True:
             await asyncio.sleep(self.interval)
-            await self.sweep()
+            try:
+                await self.sweep()
+            except Exception:
+                # A bug in one comparison must not stop the next ones (nor, through
+                # the daemon's task group, the daemon): each starts afresh.
+                log.exception("reconcile.failed")
 
     async def sweep(self) -> list[uuid.UUID]:
         """Compare once; return the calls ended as lost by this comparison."""

@@ -244,3 +244,35 @@ async def test_an_open_record_no_service_holds_is_closed_interrupted_and_publish
     # Another daemon's open record is left to it.
     assert (await env.store.calls.get(other_site.id)).ended_at is None
     assert reconciler.lost == 1
+
+
+async def test_a_failing_comparison_does_not_stop_the_next_ones() -> None:
+    events = bus.Bus("t")
+    ended = events.subscribe("test", types={bus.CallEnded.TYPE})
+    call_id = uuid.uuid4()
+    asked = 0
+    failed = asyncio.Event()
+
+    def view() -> dict[uuid.UUID, str | None]:
+        nonlocal asked
+        asked += 1
+        if asked == 1:
+            failed.set()
+            raise RuntimeError("a view that fails once")
+        return {call_id: "alice"}
+
+    reconciler = CallReconciler(
+        bus=events, store=None, site="t", live=[set], shown=[view], interval=0.05
+    )
+    task = asyncio.create_task(reconciler.run())
+    try:
+        async with asyncio.timeout(5):
+            await failed.wait()
+            envelope = await ended.get()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert asked >= 3  # the failure, then two comparisons missing the call
+    assert isinstance(envelope.event, bus.CallEnded)
+    assert (envelope.event.call_id, envelope.event.reason) == (call_id, "lost")
