@@ -5,7 +5,9 @@ events) and the agents' states (from ``agent.state``). It is plain data with no
 I/O, applied by the gateway's fan-out on the loop, one envelope at a time, in
 bus order. Ended calls are forgotten from the snapshot but remembered (bounded)
 with their agent, so that a late ``recording.ready`` reaches the right agent and
-notes or dispositions after the hang-up pass the rights check.
+notes or dispositions after the hang-up pass the rights check. A call whose
+``call.ended`` the projection missed is ended, with reason ``lost``, by the daemon's
+reconciliation (``switchboard.reconcile``), which reads :meth:`Projection.active_calls_of`.
 """
 
 from __future__ import annotations
