@@ -38,7 +38,7 @@ __all__ = ["lab", "lab_extensions", "pool_env"]
 
 INTERVAL = 0.3
 # A call no service holds is ended at the second comparison that misses it.
-BOUND = 2 * INTERVAL + 2.0
+BOUND = 2 * INTERVAL + 3.0
 
 
 @pytest.fixture
