@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ValidationError
@@ -27,7 +27,10 @@ from config._models import (
     AgentConfig,
     Config,
     HttpConfig,
+    InboundConfig,
     LineConfig,
+    OutboundConfig,
+    SiteConfig,
     WebsocketConfig,
 )
 from config._types import resolve_path
@@ -182,6 +185,9 @@ class _Builder:
             websocket=websocket if isinstance(websocket, WebsocketConfig) else None,
             http=http if isinstance(http, HttpConfig) else None,
             unchecked_lines={ext for ext in unchecked if isinstance(ext, str)},
+            site=_of(values.get("site"), SiteConfig),
+            outbound=_of(values.get("outbound"), OutboundConfig),
+            inbound=_of(values.get("inbound"), InboundConfig),
         ):
             self._report(path, message)
         if self._issues:
@@ -403,3 +409,11 @@ def _message(error: ErrorDetails) -> str:
     # pydantic's "Input should" phrasing.
     message = error["msg"].replace("Input should be", "must be")
     return _lower_first(message)
+
+
+_T = TypeVar("_T")
+
+
+def _of(value: object, kind: type[_T]) -> _T | None:
+    """``value`` if it validated as ``kind``, else None (its errors are reported)."""
+    return value if isinstance(value, kind) else None

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import phonenumbers
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -61,6 +62,9 @@ __all__ = [
     "LineRole",
     "LogFormat",
     "LoggingConfig",
+    "NumberType",
+    "OutboundConfig",
+    "OutboundOverride",
     "PbxConfig",
     "RecordingConfig",
     "SipConfig",
@@ -117,6 +121,26 @@ class LineRole(StrEnum):
     AGENT = "agent"
     RECEPTION = "reception"
     DIALER = "dialer"
+
+
+class NumberType(StrEnum):
+    """What kind of number a phone number is, as ``phonenumbers.number_type`` tells it,
+    plus ``satellite`` (the satellite networks' codes +870 and +881, which
+    ``phonenumbers`` files as mobile)."""
+
+    FIXED_LINE = "fixed_line"
+    MOBILE = "mobile"
+    FIXED_LINE_OR_MOBILE = "fixed_line_or_mobile"
+    TOLL_FREE = "toll_free"
+    PREMIUM_RATE = "premium_rate"
+    SHARED_COST = "shared_cost"
+    VOIP = "voip"
+    PERSONAL_NUMBER = "personal_number"
+    PAGER = "pager"
+    UAN = "uan"
+    VOICEMAIL = "voicemail"
+    SATELLITE = "satellite"
+    UNKNOWN = "unknown"
 
 
 class LogFormat(StrEnum):
@@ -290,6 +314,14 @@ class SipConfig(_Section):
         description="Longest wait, in seconds, before restarting a crashed worker. The "
         "first restart is immediate, then the wait doubles from one second up to this; a "
         "worker that stays up for a minute starts again from an immediate restart.",
+    )
+    reconcile_interval: Float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between two comparisons of the calls the live views show "
+        "(supervisor feed, agents busy on a call, open call records) with the calls the "
+        "SIP services hold; a call missing from the services at two comparisons in a row "
+        "is ended with reason lost, so a missed call.ended never leaves an agent busy.",
     )
 
     codecs: tuple[NonEmpty, ...] = Field(
@@ -781,6 +813,92 @@ class InboundConfig(_Section):
         return self
 
 
+def _country(value: object) -> object:
+    if value == "*":
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    upper = value.upper()
+    if upper == "001" or upper not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(
+            f"{value!r} is not a two-letter region code known to phonenumbers, like DE, or *"
+        )
+    return upper
+
+
+Country = Annotated[str, Strict(), AfterValidator(_country), Constraint("region code, or *")]
+_REFUSED_BY_DEFAULT = (
+    NumberType.PREMIUM_RATE,
+    NumberType.SHARED_COST,
+    NumberType.SATELLITE,
+    NumberType.UNKNOWN,
+)
+
+
+def _distinct(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    if len(set(values)) != len(values):
+        raise ValueError("must not list a value twice")
+    return values
+
+
+class OutboundOverride(_Section):
+    """``[[outbound.overrides]]``: other outbound rules for some agents."""
+
+    agents: tuple[NonEmpty, ...] = Field(
+        min_length=1,
+        description="Agents the override applies to, by their key (their user, else their "
+        "name). An agent may appear in one override only.",
+    )
+    allowed_countries: tuple[Country, ...] | None = Field(
+        default=None,
+        json_schema_extra={"default_text": "outbound.allowed_countries"},
+        description="Replaces outbound.allowed_countries for these agents (the default "
+        "region stays allowed).",
+    )
+    refused_types: tuple[NumberType, ...] | None = Field(
+        default=None,
+        json_schema_extra={"default_text": "outbound.refused_types"},
+        description="Replaces outbound.refused_types for these agents; [] refuses no type.",
+    )
+
+    @field_validator("agents", "allowed_countries", "refused_types")
+    @classmethod
+    def _distinct_values(cls, values: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        return None if values is None else _distinct(values)
+
+
+class OutboundConfig(_Section):
+    """``[outbound]``: which numbers agents, transfers, the dialer and the overflow may
+    call, against toll fraud; a refused call gets the error forbidden, naming the rule."""
+
+    allowed_countries: tuple[Country, ...] = Field(
+        default=(),
+        description="Regions (ISO 3166 codes known to phonenumbers) that may be called "
+        "besides site.default_region, which is always allowed; * allows every country, "
+        "including the non-geographic codes (+800, +882...).",
+    )
+    refused_types: tuple[NumberType, ...] = Field(
+        default=_REFUSED_BY_DEFAULT,
+        description="Kinds of numbers never called, whatever the country: fixed_line, "
+        "mobile, fixed_line_or_mobile, toll_free, premium_rate, shared_cost, voip, "
+        "personal_number, pager, uan, voicemail, satellite (+870, +881), unknown.",
+    )
+    extensions: tuple[Digits, ...] = Field(
+        default=(),
+        description="Extensions calls may be transferred to besides the agents' own "
+        "phones ([[agents]] extension), such as a reception or a voicemail; a target of "
+        "up to six digits is an extension, and any other is refused.",
+    )
+    overrides: tuple[OutboundOverride, ...] = Field(
+        default=(), description="See [[outbound.overrides]]."
+    )
+
+    @field_validator("allowed_countries", "refused_types", "extensions")
+    @classmethod
+    def _distinct_values(cls, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        return _distinct(values)
+
+
 class LeadsConfig(_Section):
     """``[leads]``: leads created from calls with unknown numbers."""
 
@@ -819,6 +937,7 @@ class Config(BaseModel):
     dialer: DialerConfig = Field(default_factory=DialerConfig, description="See [dialer].")
     inbound: InboundConfig = Field(default_factory=InboundConfig, description="See [inbound].")
     leads: LeadsConfig = Field(default_factory=LeadsConfig, description="See [leads].")
+    outbound: OutboundConfig = Field(default_factory=OutboundConfig, description="See [outbound].")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -827,6 +946,9 @@ class Config(BaseModel):
             agents=list(enumerate(self.agents)),
             websocket=self.websocket,
             http=self.http,
+            site=self.site,
+            outbound=self.outbound,
+            inbound=self.inbound,
         )
         if problems:
             raise ValueError("; ".join(f"{format_path(p)}: {m}" for p, m in problems))

@@ -57,6 +57,7 @@ from bus import (
     RecordingReady,
 )
 from config import AgentConfig, Config
+from config.outbound import OutboundPolicy
 from crm_store import (
     CallDirection,
     CallEndReason,
@@ -226,6 +227,7 @@ class DialingSession:
         self._spawn = spawn
         self._agent_timeout = agent_timeout
         self._hours = CallingHours(config.site)
+        self._policy = OutboundPolicy.from_config(config)
         self._worker_id = pool.worker_for_line(agent.line)
         line = config.line(agent.line)
         self._caller_id = line.caller_id or config.pbx.outbound_caller_id
@@ -255,6 +257,10 @@ class DialingSession:
         self._write_seconds = 0.01
 
     # ------------------------------------------------------------------ API (loop side)
+
+    def live_call(self) -> uuid.UUID | None:
+        """The id of the call being placed or in progress, if any."""
+        return self._att.call_id if self._att is not None else None
 
     def info(self) -> SessionInfo:
         return SessionInfo(
@@ -423,6 +429,12 @@ class DialingSession:
                 kind = "prefix" if dnc.prefix else "number"
                 detail = f"{kind} {dnc.number}" + (f": {dnc.reason}" if dnc.reason else "")
                 await self._skip_item(item, "do_not_call", detail)
+                continue
+            # Again at dial time: the list may predate the policy, or have been
+            # screened for another agent's rules.
+            refusal = self._policy.check_number(number, agent=self.agent_name)
+            if refusal is not None:
+                await self._skip_item(item, "forbidden", f"{refusal.message} ({refusal.rule})")
                 continue
             explicit = (
                 await self._store.dialer.client_timezone(item.client_id)

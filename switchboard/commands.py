@@ -42,6 +42,7 @@ from dialer import (
 from sip.calls import CallService
 from sip.control import CallControl, SupervisionMode
 from sip.exceptions import (
+    CallForbidden,
     CallNotReady,
     InvalidNumber,
     NoCapacity,
@@ -95,6 +96,10 @@ class AgentStates:
                 agent = self._outbound.pop(event.call_id, None)
                 if agent is not None:
                     self.presence.call_ended(agent)
+
+    def outbound_calls(self) -> dict[uuid.UUID, str]:
+        """The outbound calls :attr:`presence` counts the agents busy with, by id."""
+        return dict(self._outbound)
 
     def state(self, agent: str) -> tuple[str, str | None]:
         """``(state, reason)`` of ``agent``; ``KeyError`` if not configured."""
@@ -214,6 +219,9 @@ class CommandRouter:
             raise gw.NotFound(str(exc)) from exc
         except (InvalidNumber, InvalidPhone) as exc:
             raise gw.BadRequest(str(exc)) from exc
+        except CallForbidden as exc:
+            # The message names the [outbound] rule; the number is the caller's own.
+            raise gw.Forbidden(str(exc)) from exc
         except (NoCapacity, CallNotReady, Conflict, SessionExists, InvalidState) as exc:
             raise gw.Conflict(str(exc)) from exc
         except (WorkerUnavailable, PoolClosed, PoolError, DialerClosed, TimeoutError) as exc:

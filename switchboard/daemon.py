@@ -47,6 +47,7 @@ from ws_gateway.rights import authorize
 
 from .commands import AgentStates, CommandRouter
 from .logs import configure_logging, set_level
+from .reconcile import CallReconciler
 from .sdnotify import Notifier
 
 __all__ = [
@@ -122,6 +123,7 @@ class Daemon:
         self.gateway: Gateway | None = None
         self.dialer: Dialer | None = None
         self.bridge: MqttBridge[Principal] | None = None
+        self.reconciler: CallReconciler | None = None
         self.notifier = Notifier(environ)
         self._ready = False
 
@@ -203,6 +205,19 @@ class Daemon:
                 inbound=inbound,
             )
 
+            # A missed call.ended must not leave a call on the wall or an agent busy.
+            self.reconciler = CallReconciler(
+                bus=self.bus,
+                store=self.store,
+                site=self.config.site.id,
+                live=[self.calls.live_calls, inbound.live_calls, self.dialer.live_calls],
+                shown=[
+                    CallReconciler.for_projection(gateway.projection, self.config.site.id),
+                    self.agents.outbound_calls,
+                ],
+                interval=self.config.sip.reconcile_interval,
+            )
+
             self._ready = True
             self.notifier.notify("READY=1", self._status())
             log.info("daemon.ready")
@@ -218,10 +233,12 @@ class Daemon:
                     )
                     reloader = tg.create_task(self._reloader(reloads), name="reloader")
                     presence = tg.create_task(self.agents.follow_calls(calls_feed), name="presence")
+                    reconciler = tg.create_task(self.reconciler.run(), name="reconcile")
                     await self._stop.wait()
                     watchdog.cancel()
                     reloader.cancel()
                     presence.cancel()
+                    reconciler.cancel()
             finally:
                 self.notifier.notify("STOPPING=1", "STATUS=stopping")
                 log.info("daemon.stopping")
