@@ -69,6 +69,10 @@ extension = "{phone}"
 line = "{line}"
 user = "{user}"
 
+[outbound]
+# The lab's customers have Berlin numbers.
+allowed_countries = ["DE"]
+
 [recording]
 directory = "recordings"
 
