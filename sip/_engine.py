@@ -116,7 +116,11 @@ class _LogWriter(pj.LogWriter):  # type: ignore[misc]
 
     @_guard
     def write(self, entry: Any) -> None:
-        sys.stderr.write(f"pj{entry.level} {redact(entry.msg.rstrip())}\n")
+        # Every line gets the prefix, continuation lines of a message dump too:
+        # a peer's text must never start a line the daemon reads as the
+        # worker's own "error"/"warning".
+        lines = redact(entry.msg.rstrip()).splitlines() or [""]
+        sys.stderr.write("".join(f"pj{entry.level} {line}\n" for line in lines))
         sys.stderr.flush()
 
 
@@ -286,8 +290,10 @@ class Engine:
         cfg.medConfig.hasIoqueue = True
         self._writer = _LogWriter()
         cfg.logConfig.writer = self._writer
-        cfg.logConfig.consoleLevel = 0
+        # pjsua hands a line to the writer only up to consoleLevel (with a writer
+        # set nothing goes to the console itself): both are the configured level.
         cfg.logConfig.level = _PJ_LEVELS[settings.log_level]
+        cfg.logConfig.consoleLevel = cfg.logConfig.level
         cfg.logConfig.decor = 0  # pjsip's time/thread prefixes: stderr reader adds its own
         ep.libInit(cfg)
         ep.audDevManager().setNullDev()  # no sound card on a server

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
-__all__ = ["UdpPeer", "request"]
+__all__ = ["UdpPeer", "reply_to", "request"]
 
 _counter = itertools.count(1)
 
@@ -48,14 +50,39 @@ def request(
     return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
 
 
+def reply_to(data: bytes, status: str, *, headers: tuple[str, ...] = ()) -> bytes:
+    """A response ``status`` (``"401 Unauthorized"``) to request ``data``."""
+    copied = []
+    for line in data.split(b"\r\n\r\n", 1)[0].decode(errors="replace").split("\r\n")[1:]:
+        name = line.split(":", 1)[0].strip().lower()
+        if name in ("via", "v", "from", "f", "call-id", "i", "cseq"):
+            copied.append(line)
+        elif name in ("to", "t"):
+            copied.append(line if ";tag=" in line else line + ";tag=peer")
+    lines = [f"SIP/2.0 {status}", *copied, *headers, "Content-Length: 0"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+Responder = Callable[[bytes], bytes | None]
+
+
 @dataclass
 class _Inbox(asyncio.DatagramProtocol):
+    respond: Responder | None = None
     received: list[bytes] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.received.append(data)
         self.arrived.set()
+        if self.respond is not None and self.transport is not None:
+            answer = self.respond(data)
+            if answer is not None:
+                self.transport.sendto(answer, addr)
 
 
 class UdpPeer:
@@ -67,9 +94,13 @@ class UdpPeer:
         self.address: tuple[str, int] = transport.get_extra_info("sockname")[:2]
 
     @classmethod
-    async def open(cls, host: str = "127.0.0.1") -> UdpPeer:
+    async def open(cls, host: str = "127.0.0.1", *, respond: Responder | None = None) -> UdpPeer:
+        """A peer on a free port of ``host``; ``respond`` answers each datagram
+        received (its result is sent back unless None)."""
         loop = asyncio.get_running_loop()
-        transport, inbox = await loop.create_datagram_endpoint(_Inbox, local_addr=(host, 0))
+        transport, inbox = await loop.create_datagram_endpoint(
+            lambda: _Inbox(respond), local_addr=(host, 0)
+        )
         return cls(transport, inbox)
 
     @property
