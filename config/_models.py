@@ -201,10 +201,10 @@ class PbxConfig(_Section):
 
     host: NonEmpty = Field(description="Host name or IP address of the PBX (SIP registrar).")
     port: Port = Field(default=5060, description="SIP port of the PBX.")
-    transport: Literal["udp", "tcp", "tls"] = Field(
+    transport: Literal["udp", "tcp"] = Field(
         default="udp",
         description="SIP transport used to reach the PBX; the workers listen on this one "
-        "only. `tls` is refused: the SIP stack of the workers is built without it.",
+        "only. `tls` is refused: the workers do not support it yet.",
     )
     domain: NonEmpty = Field(
         description="SIP domain of the accounts: lines register as `sip:<extension>@<domain>`."
@@ -232,12 +232,12 @@ class PbxConfig(_Section):
         description="Caller id presented on outgoing calls, unless the line sets its own.",
     )
 
-    @field_validator("transport")
+    @field_validator("transport", mode="before")
     @classmethod
-    def _runnable_transport(cls, transport: str) -> str:
+    def _runnable_transport(cls, transport: Any) -> Any:
         if transport == "tls":
             raise ValueError(
-                "tls is not supported: the SIP workers' pjsua2 build has no TLS; "
+                "tls is not supported by the SIP workers yet (no certificate settings); "
                 "use udp or tcp (over a VPN or a private network to the PBX)"
             )
         return transport

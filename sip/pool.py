@@ -150,8 +150,6 @@ def plan_workers(config: Config, *, log_level: p.LogLevel = "warning") -> tuple[
     Raises :class:`PoolConfigError` when the lines do not fit.
     """
     sip, pbx = config.sip, config.pbx
-    if pbx.transport == "tls":  # refused by the configuration already
-        raise PoolConfigError("pbx.transport: tls is not supported by the SIP workers")
     per_worker = sip.accounts_per_worker - 1
     if per_worker < 1 and config.lines:
         raise PoolConfigError(

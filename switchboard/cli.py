@@ -22,6 +22,8 @@ import structlog
 import config as cfgmod
 from config import Config, ConfigError
 from crm_store import Role, Store, StoreError, User, downgrade, head_revision, upgrade
+from sip.exceptions import PoolConfigError
+from sip.pool import plan_workers
 
 from . import cli_dialer
 from .daemon import Daemon, StartupError
@@ -167,6 +169,14 @@ def _check_config(path: Path, *, show: bool, out: TextIO) -> int:
         return EXIT_USAGE
     except OSError as exc:
         print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    # What the model accepts must also fit on the SIP workers, or the daemon would
+    # exit at start: lay the lines out as it will.
+    try:
+        plan_workers(cfg)
+    except PoolConfigError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        print("1 error", file=sys.stderr)
         return EXIT_USAGE
     if show:
         json.dump(cfgmod.dump_redacted(cfg), out, indent=2, default=str)
