@@ -124,6 +124,17 @@ class _LogWriter(pj.LogWriter):  # type: ignore[misc]
         sys.stderr.flush()
 
 
+class _Endpoint(pj.Endpoint):  # type: ignore[misc]
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self._engine = engine
+
+    @_guard
+    def onTransportState(self, prm: Any) -> None:
+        if prm.state == pj.PJSIP_TP_STATE_DISCONNECTED:
+            self._engine._on_connection_lost()
+
+
 class _Account(pj.Account):  # type: ignore[misc]
     def __init__(self, engine: Engine, line: str | None) -> None:
         super().__init__()
@@ -275,7 +286,7 @@ class Engine:
             raise EngineError("already_configured", "configure may be sent only once")
         self.settings = settings
         self._networks = [ipaddress.ip_network(s, strict=False) for s in settings.allowed_sources]
-        ep = pj.Endpoint()
+        ep = _Endpoint(self)
         ep.libCreate()  # makes this thread the pj "main" thread
         self._ep = ep
         cfg = pj.EpConfig()
@@ -827,6 +838,17 @@ class Engine:
             )
         )
 
+    def _on_connection_lost(self) -> None:
+        """A TCP connection closed: register every line again after the retry interval.
+
+        Over TCP a PBX that goes away closes the connection its registrations used;
+        pjsua would re-register only with its own retry on, which the engine replaces.
+        """
+        s = self._settings()
+        for line, account in self._lines.items():
+            if line not in self._retry_tokens and line not in self._unregistering:
+                self._schedule_register(line, account, float(s.register_retry_seconds))
+
     def _after_registration(self, account: _Account, code: int, expires: int, msg: str) -> None:
         """Schedule the next attempt after a failed registration.
 
@@ -856,9 +878,13 @@ class Engine:
             match = _RETRY_AFTER_RE.search(msg)
             if match is not None:
                 delay = min(max(delay, float(match.group(1))), float(s.register_retry_max_seconds))
+        log("info", "registration retry scheduled", line=line, code=code, delay=delay)
+        self._schedule_register(line, account, delay)
+
+    def _schedule_register(self, line: str, account: _Account, delay: float) -> None:
+        """Send a REGISTER for ``line`` in ``delay`` seconds, replacing any pending one."""
         token = object()
         self._retry_tokens[line] = token
-        log("info", "registration retry scheduled", line=line, code=code, delay=delay)
 
         def retry() -> None:
             if self._retry_tokens.get(line) is not token or self._lines.get(line) is not account:
