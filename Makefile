@@ -6,8 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 # Debian packages the lab and the tests run: Kamailio (the PBX), SIPp (simulated
-# customers) and sox (test audio).
-DEB_PACKAGES := kamailio sip-tester sox
+# customers), sox (test audio) and nftables (checks `switchboard firewall` rulesets).
+DEB_PACKAGES := kamailio sip-tester sox nftables
 
 .PHONY: setup system-deps demo test lint typecheck unit bench clean
 
