@@ -274,6 +274,9 @@ class Engine:
         # the one retry each line may have pending.
         self._refusals: dict[str, int] = {}
         self._retry_tokens: dict[str, object] = {}
+        # Lines being unregistered: a failed un-REGISTER must not be retried as a
+        # REGISTER.
+        self._leaving: set[str] = set()
         self._udp_fd: int | None = None
         self._drops = 0
         self._drops_checked = 0.0
@@ -400,6 +403,8 @@ class Engine:
         self._run_deferred()
         # Unregister the lines and wait (bounded) for the PBX's answers here,
         # so libDestroy need not: by default it waits a fixed second.
+        self._leaving.update(self._lines)
+        self._retry_tokens.clear()
         for line, account in self._lines.items():
             with contextlib.suppress(pj.Error):
                 if account.getInfo().regIsActive:
@@ -468,6 +473,7 @@ class Engine:
         )
         self._refusals.pop(cmd.line, None)
         self._retry_tokens.pop(cmd.line, None)
+        self._leaving.discard(cmd.line)
         account = _Account(self, cmd.line)
         self._lines[cmd.line] = account
         try:
@@ -482,6 +488,7 @@ class Engine:
             raise EngineError("unknown_line", f"no line {cmd.line}")
         account = self._lines[cmd.line]
         self._retry_tokens.pop(cmd.line, None)  # no retry after this
+        self._leaving.add(cmd.line)
         with contextlib.suppress(pj.Error):
             account.setRegistration(False)  # onRegState reports "unregistered"
         # The account object lives on until the un-REGISTER is answered.
@@ -846,7 +853,7 @@ class Engine:
         """
         s = self._settings()
         for line, account in self._lines.items():
-            if line not in self._retry_tokens and line not in self._unregistering:
+            if line not in self._retry_tokens and line not in self._leaving:
                 self._schedule_register(line, account, float(s.register_retry_seconds))
 
     def _after_registration(self, account: _Account, code: int, expires: int, msg: str) -> None:
@@ -864,7 +871,7 @@ class Engine:
             self._refusals.pop(line, None)
             self._retry_tokens.pop(line, None)
             return
-        if line not in self._lines or self._lines[line] is not account:
+        if line in self._leaving or self._lines.get(line) is not account:
             return
         s = self._settings()
         answered = bool(msg)
@@ -888,6 +895,8 @@ class Engine:
 
         def retry() -> None:
             if self._retry_tokens.get(line) is not token or self._lines.get(line) is not account:
+                return
+            if line in self._leaving:
                 return
             del self._retry_tokens[line]
             try:
@@ -1106,6 +1115,9 @@ class Engine:
         self._deferred.append(holder.clear)
 
     def _drop_line(self, line: str) -> None:
+        self._leaving.discard(line)
+        self._retry_tokens.pop(line, None)
+        self._refusals.pop(line, None)
         account = self._lines.pop(line, None)
         if account is not None:
             account.shutdown()
