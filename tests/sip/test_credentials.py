@@ -7,6 +7,7 @@ server a worker might meet: it must get no digest answer at all.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -120,6 +121,16 @@ async def test_debug_logs_carry_no_digest_answer(start_worker: StartWorker, lab:
         await worker.wait_for(p.Registration, lambda e: e.line == "l1" and e.state == "registered")
         # pjsip's dump of the authenticated REGISTER is in the log, redacted.
         await logs.wait_for(lambda e: any("Authorization: <redacted>" in str(x) for x in e))
+        # An INVITE through Kamailio is challenged 407: its Proxy-Authorization too.
+        call = str(uuid.uuid4())
+        await worker.send(
+            p.Originate,
+            call_id=call,
+            line="l1",
+            to_uri=f"sip:2999@{lab.pbx_host}:{lab.pbx_port}",
+        )
+        await worker.wait_for(p.CallState, lambda e: e.call_id == call and e.state == "ended")
+        await logs.wait_for(lambda e: any("Proxy-Authorization: <redacted>" in str(x) for x in e))
     text = "\n".join(str(entry) for entry in logs.entries)
     assert "WWW-Authenticate: Digest" in text  # the dumps are there
     assert "response=" not in text
