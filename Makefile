@@ -6,10 +6,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 # Debian packages the lab and the tests run: Kamailio (the PBX), SIPp (simulated
-# customers), sox (test audio), PostgreSQL and Mosquitto (the tests start private
+# customers), sox (test audio), nftables (checks `switchboard firewall` rulesets),
+# PostgreSQL and Mosquitto (the tests start private
 # servers from their programs; see tests/_services.py) and systemd (systemd-analyze
 # verifies the unit file).
-DEB_PACKAGES := kamailio sip-tester sox postgresql mosquitto systemd
+DEB_PACKAGES := kamailio sip-tester sox nftables postgresql mosquitto systemd
 
 # Which PostgreSQL and MQTT broker the tests use. "private" (the default, and what CI
 # runs): servers the test session starts on free loopback ports and stops at its end,

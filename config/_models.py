@@ -225,20 +225,28 @@ class PbxConfig(_Section):
 
     host: NonEmpty = Field(description="Host name or IP address of the PBX (SIP registrar).")
     port: Port = Field(default=5060, description="SIP port of the PBX.")
-    transport: Literal["udp", "tcp", "tls"] = Field(
-        default="udp", description="SIP transport used to reach the PBX."
+    transport: Literal["udp", "tcp"] = Field(
+        default="udp",
+        description="SIP transport used to reach the PBX; the workers listen on this one "
+        "only. `tls` is refused: the workers do not support it yet.",
     )
     domain: NonEmpty = Field(
-        description="SIP domain (realm) of the accounts: lines register as "
-        "`sip:<extension>@<domain>`."
+        description="SIP domain of the accounts: lines register as `sip:<extension>@<domain>`."
+    )
+    realm: NonEmpty | None = Field(
+        default=None,
+        json_schema_extra={"default_text": "the domain"},
+        description="Digest realm of the PBX's challenges. The lines answer only a "
+        "challenge for this realm, so that no other server can obtain their digest.",
     )
     allowed_sources: tuple[Network, ...] = Field(
         default=(),
         validate_default=True,
         json_schema_extra={"default_text": "the host, when it is an IP address"},
-        description="IP addresses or CIDR networks SIP traffic is accepted from; everything "
-        "else is dropped, because the SIP stack has known parser bugs. Required when host "
-        "is a name.",
+        description="IP addresses or CIDR networks SIP traffic is accepted from. Each "
+        "worker's SIP socket carries a kernel filter that drops packets from anywhere else "
+        "before the SIP stack (which has known parser bugs) reads them; RTP is not filtered "
+        "by the workers: see `switchboard firewall`. Required when host is a name.",
     )
     register_expires: Int = Field(
         default=300, ge=60, description="Registration lifetime requested from the PBX, seconds."
@@ -247,6 +255,16 @@ class PbxConfig(_Section):
         default=None,
         description="Caller id presented on outgoing calls, unless the line sets its own.",
     )
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _runnable_transport(cls, transport: Any) -> Any:
+        if transport == "tls":
+            raise ValueError(
+                "tls is not supported by the SIP workers yet (no certificate settings); "
+                "use udp or tcp (over a VPN or a private network to the PBX)"
+            )
+        return transport
 
     @field_validator("allowed_sources")
     @classmethod
