@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import json
 import logging
 import secrets
 import ssl
@@ -451,7 +450,7 @@ class Gateway:
         except ConnectionClosed:
             return None
         try:
-            auth = proto.parse_auth(raw)
+            auth = proto.parse_auth(raw, max_bytes=s.max_message_bytes)
         except BadRequest:
             await self._refuse(ws, "authentication required")
             return None
@@ -593,55 +592,73 @@ class Gateway:
                     await ws.send(messages.popleft())
 
     async def _read_loop(self, client: _Client) -> None:
-        loop = asyncio.get_running_loop()
         try:
             async for raw in client.ws:
-                now = loop.time()
-                if not client.limiter.allow(now):
-                    if client.limiter.abusive(now):
-                        client.request_close(CloseCode.RATE_LIMITED, "rate limit ignored")
-                        return
-                    self._reply_error(client, _peek_id(raw), RateLimited("too many commands"))
-                    continue
                 try:
-                    command = proto.parse_command(raw)
-                except BadRequest as exc:
-                    self._reply_error(client, exc.details.pop("id", None), exc)
-                    continue
-                await self._execute(client, command)
+                    if not await self._take(client, raw):
+                        return
+                except Exception:
+                    # A bug met by one message must not end the reader: the
+                    # next message is read as if this one had not come.
+                    log.exception("ws.message_failed")
+                    self._reply_error(
+                        client,
+                        proto.peek_id(raw, max_bytes=self.settings.max_message_bytes),
+                        InternalError("internal error"),
+                    )
         except ConnectionClosed:
             pass
         client.request_close(None)
 
-    async def _execute(self, client: _Client, command: proto.Command) -> None:
-        clog = log.bind(command=command.name, command_id=command.id)
+    async def _take(self, client: _Client, raw: str | bytes) -> bool:
+        """Handle one client message; False when the client is to be closed."""
+        now = asyncio.get_running_loop().time()
+        max_bytes = self.settings.max_message_bytes
+        if not client.limiter.allow(now):
+            if client.limiter.abusive(now):
+                client.request_close(CloseCode.RATE_LIMITED, "rate limit ignored")
+                return False
+            self._reply_error(
+                client, proto.peek_id(raw, max_bytes=max_bytes), RateLimited("too many commands")
+            )
+            return True
         try:
-            args = authorize(client.principal, command.name, command.args, self.projection)
-            async with asyncio.timeout(self.settings.command_timeout):
-                data = await self._handler.handle(client.principal, command.name, args)
-        except CommandError as exc:
-            clog.info("ws.command_refused", code=exc.code)
-            self._reply_error(client, command.id, exc)
-        except TimeoutError:
-            clog.warning("ws.command_timeout")
-            self._reply_error(client, command.id, Unavailable("the command timed out"))
-        except Exception:
-            clog.exception("ws.command_failed")
-            self._reply_error(client, command.id, InternalError("internal error"))
-        else:
-            # Results are not logged: some carry secrets (a new API token).
-            clog.info("ws.command_done")
-            client.offer(proto.encode(proto.result(seq=self._seq, id=command.id, data=data)))
+            command = proto.parse_command(raw, max_bytes=max_bytes)
+        except BadRequest as exc:
+            self._reply_error(client, exc.details.pop("id", None), exc)
+            return True
+        await self._execute(client, command)
+        return True
+
+    async def _execute(self, client: _Client, command: proto.Command) -> None:
+        # Bound in the context, so that what the handler logs carries the
+        # command id too: the client's error reply names the id, the log the why.
+        with structlog.contextvars.bound_contextvars(command=command.name, command_id=command.id):
+            try:
+                args = authorize(client.principal, command.name, command.args, self.projection)
+                async with asyncio.timeout(self.settings.command_timeout):
+                    data = await self._handler.handle(client.principal, command.name, args)
+            except CommandError as exc:
+                cause = exc.__cause__
+                log.info(
+                    "ws.command_refused",
+                    code=exc.code,
+                    message=exc.message,
+                    cause=None if cause is None else f"{type(cause).__name__}: {cause}",
+                )
+                self._reply_error(client, command.id, exc)
+            except TimeoutError:
+                log.warning("ws.command_timeout")
+                self._reply_error(client, command.id, Unavailable("the command timed out"))
+            except Exception:
+                # The exception's text (a driver's message, a library's
+                # internals) goes to the log only; the client gets the code.
+                log.exception("ws.command_failed")
+                self._reply_error(client, command.id, InternalError("internal error"))
+            else:
+                # Results are not logged: some carry secrets (a new API token).
+                log.info("ws.command_done")
+                client.offer(proto.encode(proto.result(seq=self._seq, id=command.id, data=data)))
 
     def _reply_error(self, client: _Client, cid: str | None, exc: CommandError) -> None:
         client.offer(proto.encode(proto.error(seq=self._seq, id=cid, exc=exc)))
-
-
-def _peek_id(raw: str | bytes) -> str | None:
-    """The ``id`` of a refused message, without validating it (it is not run)."""
-    try:
-        message = json.loads(raw)
-    except ValueError:
-        return None
-    cid = message.get("id") if isinstance(message, dict) else None
-    return cid if isinstance(cid, str) and 0 < len(cid) <= 64 else None
