@@ -30,7 +30,13 @@ from sip.exceptions import PoolConfigError, WorkerStartError
 from sip.inbound import InboundService
 from sip.pool import SipPool
 from sip.recordings import RecordingRetention
-from ws_gateway import Gateway, GatewaySettings, Principal, store_authenticator
+from ws_gateway import (
+    Gateway,
+    GatewaySettings,
+    Principal,
+    store_authenticator,
+    store_session_check,
+)
 from ws_gateway import exceptions as gw
 from ws_gateway.exceptions import CommandError as GatewayCommandError
 from ws_gateway.protocol import command_args
@@ -209,11 +215,14 @@ class Daemon:
         self, stack: contextlib.AsyncExitStack, bus: Bus, handler: _LateHandler
     ) -> Gateway:
         cfg = self.config.websocket
+        assert self.store is not None
         gateway = Gateway(
             bus,
             authenticate=self._authenticate,
             handler=handler,
             settings=GatewaySettings.from_config(cfg),
+            # Revocations made anywhere (the CLI, another daemon) close sessions.
+            session_check=store_session_check(self.store.users, lambda: self.config.agents),
         )
         try:
             await stack.enter_async_context(gateway)

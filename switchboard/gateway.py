@@ -60,6 +60,7 @@ from ws_gateway import (
     Scope,
     Unavailable,
     store_authenticator,
+    store_session_check,
 )
 from ws_gateway.auth import AgentBinding, TokenChecker
 
@@ -631,6 +632,7 @@ class GatewayProcess:
             self.gateway = Gateway(
                 self.bus,
                 authenticate=forwarding_authenticator(store.users, lambda: self.config.agents),
+                session_check=store_session_check(store.users, lambda: self.config.agents),
                 handler=ForwardingHandler(
                     self.feed, default_site=self._default_site, timeout=self._command_timeout
                 ),

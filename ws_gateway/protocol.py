@@ -35,6 +35,7 @@ __all__ = [
     "Auth",
     "CloseCode",
     "Command",
+    "FailureThrottle",
     "RateLimiter",
     "SessionState",
     "auth_ok",
@@ -66,9 +67,12 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
     TOO_SLOW = 4008
     RATE_LIMITED = 4029
     UNAUTHORIZED = 4401
+    TOO_MANY_SESSIONS = 4409
+    AUTH_THROTTLED = 4429
 
 
 CLOSE_CODE_MEANINGS: Mapping[CloseCode, str] = {
@@ -77,12 +81,22 @@ CLOSE_CODE_MEANINGS: Mapping[CloseCode, str] = {
     CloseCode.MESSAGE_TOO_BIG: "A message was larger than max_message_bytes.",
     CloseCode.INTERNAL_ERROR: "The gateway could not check the token (store down) or hit a bug; "
     "retry later.",
+    CloseCode.TRY_AGAIN_LATER: "Too many connections are authenticating (max_unauthenticated "
+    "in all, max_unauthenticated_per_address from the client's address); retry later.",
     CloseCode.TOO_SLOW: "The client did not read its events fast enough: its queue of "
     "client_queue messages overflowed. Reconnect and resume.",
     CloseCode.RATE_LIMITED: "The client kept sending commands over commands_per_second after "
     "rate_limited errors.",
     CloseCode.UNAUTHORIZED: "No valid auth message within the authentication timeout, or an "
-    "unknown, revoked or disabled token. Do not retry with the same token.",
+    "unknown, revoked or disabled token: do not retry with the same token. Also closes an open "
+    "session within a second when its token is revoked, its user disabled or its rights "
+    "changed (reason `access revoked` or `rights changed`); after `rights changed`, "
+    "reconnect to get a session with the current rights.",
+    CloseCode.TOO_MANY_SESSIONS: "The user already has max_sessions_per_user open sessions; "
+    "close one first.",
+    CloseCode.AUTH_THROTTLED: "Too many failed authentications from the client's address "
+    "(auth_failures_per_address within auth_failure_window seconds); the address is refused "
+    "until the window has passed.",
 }
 
 RESUME_REASONS: tuple[str, ...] = ("too_old", "unknown_seq")
@@ -365,3 +379,42 @@ class RateLimiter:
         while self._refusals and self._refusals[0] <= now - self.abuse_window:
             self._refusals.popleft()
         return len(self._refusals) > self.abuse_limit
+
+
+class FailureThrottle:
+    """Failed authentications by address: an address with ``limit`` failures
+    within the last ``window`` seconds is throttled until the oldest of them
+    leaves the window.
+
+    At most ``max_addresses`` addresses are remembered (the least recently
+    failed is forgotten first), so a spray from many addresses costs bounded
+    memory. ``now`` is a monotonic time in seconds, passed in by the caller.
+    """
+
+    def __init__(self, limit: int, window: float, *, max_addresses: int = 10000) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("limit must be >= 1 and window > 0")
+        self.limit = limit
+        self.window = window
+        self.max_addresses = max_addresses
+        self._failures: dict[str, deque[float]] = {}
+
+    def failed(self, address: str, now: float) -> None:
+        """Count one failed authentication from ``address``."""
+        times = self._failures.pop(address, None) or deque(maxlen=self.limit)
+        times.append(now)
+        self._failures[address] = times  # re-inserted: most recent last
+        while len(self._failures) > self.max_addresses:
+            del self._failures[next(iter(self._failures))]
+
+    def throttled(self, address: str, now: float) -> bool:
+        """Whether ``address`` has used up its failures for now."""
+        times = self._failures.get(address)
+        if times is None:
+            return False
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[address]
+            return False
+        return len(times) >= self.limit

@@ -36,7 +36,7 @@ import enum
 import logging
 import secrets
 import ssl
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,7 +51,7 @@ from bus import Bus, Envelope, EventsDropped, Subscription
 from config import WebsocketConfig
 
 from . import protocol as proto
-from .auth import Authenticator, Principal
+from .auth import Authenticator, Principal, SessionCheck, same_rights
 from .exceptions import (
     BadRequest,
     CommandError,
@@ -114,6 +114,15 @@ class GatewaySettings:
     ``client_buffer`` bytes, does not drain within ``send_timeout``.
     ``client_buffer`` is also the websocket write limit (flow control's high
     water mark); up to it, events are written to the client directly.
+
+    Admission: at most ``max_unauthenticated`` connections wait for their auth
+    message at once, ``max_unauthenticated_per_address`` of them from one
+    address (more are closed with 1013); a user has at most
+    ``max_sessions_per_user`` sessions (one more is closed with 4409); an
+    address with ``auth_failures_per_address`` failed authentications within
+    ``auth_failure_window`` seconds is closed with 4429 before its token is
+    read. Open sessions are re-checked every ``session_check_interval``
+    seconds when the gateway has a session check.
     """
 
     host: str = "127.0.0.1"
@@ -133,6 +142,12 @@ class GatewaySettings:
     close_timeout: float = 5.0
     bus_queue: int = 10000
     compression: bool = False
+    max_unauthenticated: int = 256
+    max_unauthenticated_per_address: int = 16
+    max_sessions_per_user: int = 16
+    auth_failures_per_address: int = 20
+    auth_failure_window: float = 60.0
+    session_check_interval: float = 0.5
 
     @classmethod
     def from_config(cls, cfg: WebsocketConfig, **overrides: Any) -> GatewaySettings:
@@ -150,6 +165,12 @@ class GatewaySettings:
             ping_interval=cfg.ping_interval,
             replay_buffer=cfg.replay_buffer,
             client_queue=cfg.client_queue,
+            max_unauthenticated=cfg.max_unauthenticated,
+            max_unauthenticated_per_address=cfg.max_unauthenticated_per_address,
+            max_sessions_per_user=cfg.max_sessions_per_user,
+            auth_failures_per_address=cfg.auth_failures_per_address,
+            auth_failure_window=cfg.auth_failure_window,
+            session_check_interval=cfg.session_check_interval,
         )
         return replace(settings, **overrides)
 
@@ -180,6 +201,9 @@ class GatewayStats:
     closed_unauthorized: int = 0
     closed_too_slow: int = 0
     closed_rate_limited: int = 0
+    closed_revoked: int = 0
+    closed_auth_throttled: int = 0
+    closed_over_capacity: int = 0
 
 
 class _State(enum.IntEnum):
@@ -201,6 +225,7 @@ class _Client:
     ws: ServerConnection
     session: str
     principal: Principal
+    token: str = field(repr=False)
     limiter: proto.RateLimiter
     queue_limit: int
     buffer_limit: int
@@ -250,9 +275,12 @@ class Gateway:
     """The websocket server: ``async with Gateway(...)`` or ``start()``/``aclose()``.
 
     ``authenticate`` checks first-message tokens; ``handler`` carries out
-    commands. ``start()`` and ``aclose()`` must run in the same task (the
-    gateway's tasks live in a task group entered by ``start()``); ``async with``
-    does that.
+    commands; ``session_check``, when given, re-checks the open sessions'
+    tokens every ``session_check_interval`` seconds and closes (4401) those
+    revoked, disabled or whose rights changed (without it, a session keeps the
+    rights it opened with until it closes). ``start()`` and ``aclose()`` must
+    run in the same task (the gateway's tasks live in a task group entered by
+    ``start()``); ``async with`` does that.
     """
 
     def __init__(
@@ -262,9 +290,15 @@ class Gateway:
         authenticate: Authenticator,
         handler: CommandHandler,
         settings: GatewaySettings,
+        session_check: SessionCheck | None = None,
     ) -> None:
         self._bus = bus
         self._authenticate = authenticate
+        self._session_check = session_check
+        self._unauthenticated: Counter[str] = Counter()
+        self._failures = proto.FailureThrottle(
+            settings.auth_failures_per_address, settings.auth_failure_window
+        )
         self._handler = handler
         self.settings = settings
         self.stream = secrets.token_hex(8)
@@ -307,6 +341,13 @@ class Gateway:
             self._subscription = self._bus.subscribe(SUBSCRIBER, maxsize=s.bus_queue)
             tg = await self._stack.enter_async_context(asyncio.TaskGroup())
             tg.create_task(self._fanout(self._subscription), name="ws-gateway.fanout")
+            if self._session_check is not None:
+                checker = tg.create_task(
+                    self._check_sessions(self._session_check), name="ws-gateway.sessions"
+                )
+                # It never ends on its own: cancelled as the stack unwinds,
+                # before the task group waits for its tasks.
+                self._stack.callback(checker.cancel)
             # Registered after the task group so that it unwinds first: the
             # server stops, then the subscription closes, then the fan-out ends.
             self._stack.callback(self._subscription.close)
@@ -431,15 +472,53 @@ class Gateway:
 
     async def _connection(self, ws: ServerConnection) -> None:
         session = secrets.token_hex(8)
+        address = _address(ws)
         with structlog.contextvars.bound_contextvars(session=session):
-            found = await self._authenticated(ws)
+            refusal = self._admission(address)
+            if refusal is not None:
+                code, reason = refusal
+                log.warning("ws.connection_refused", reason=reason, remote=address)
+                await self._close(ws, code, reason)
+                return
+            self._unauthenticated[address] += 1
+            try:
+                found = await self._authenticated(ws, address)
+            finally:
+                self._unauthenticated[address] -= 1
+                if self._unauthenticated[address] <= 0:
+                    del self._unauthenticated[address]
             if found is None:
                 return
             principal, auth = found
             with structlog.contextvars.bound_contextvars(user=principal.username):
+                mine = sum(1 for c in self._clients if c.principal.user_id == principal.user_id)
+                if mine >= self.settings.max_sessions_per_user:
+                    log.warning("ws.too_many_sessions", sessions=mine)
+                    self._stats.closed_over_capacity += 1
+                    await self._close(
+                        ws, CloseCode.TOO_MANY_SESSIONS, "too many sessions for this user"
+                    )
+                    return
                 await self._serve(ws, session, principal, auth)
 
-    async def _authenticated(self, ws: ServerConnection) -> tuple[Principal, proto.Auth] | None:
+    def _admission(self, address: str) -> tuple[CloseCode, str] | None:
+        """Why a new connection from ``address`` is refused before its auth message,
+        or ``None`` to let it authenticate."""
+        s = self.settings
+        if self._failures.throttled(address, asyncio.get_running_loop().time()):
+            self._stats.closed_auth_throttled += 1
+            return CloseCode.AUTH_THROTTLED, "too many failed authentications; retry later"
+        if self._unauthenticated.total() >= s.max_unauthenticated:
+            self._stats.closed_over_capacity += 1
+            return CloseCode.TRY_AGAIN_LATER, "too many connections authenticating; retry later"
+        if self._unauthenticated[address] >= s.max_unauthenticated_per_address:
+            self._stats.closed_over_capacity += 1
+            return CloseCode.TRY_AGAIN_LATER, "too many connections authenticating; retry later"
+        return None
+
+    async def _authenticated(
+        self, ws: ServerConnection, address: str
+    ) -> tuple[Principal, proto.Auth] | None:
         s = self.settings
         try:
             async with asyncio.timeout(s.auth_timeout):
@@ -452,6 +531,7 @@ class Gateway:
         try:
             auth = proto.parse_auth(raw, max_bytes=s.max_message_bytes)
         except BadRequest:
+            self._failures.failed(address, asyncio.get_running_loop().time())
             await self._refuse(ws, "authentication required")
             return None
         try:
@@ -462,6 +542,7 @@ class Gateway:
             await self._close(ws, CloseCode.INTERNAL_ERROR, "cannot check the token now")
             return None
         if principal is None:
+            self._failures.failed(address, asyncio.get_running_loop().time())
             await self._refuse(ws, "invalid token")
             return None
         return principal, auth
@@ -472,6 +553,37 @@ class Gateway:
         self._stats.closed_unauthorized += 1
         await self._close(ws, CloseCode.UNAUTHORIZED, reason)
 
+    async def _check_sessions(self, check: SessionCheck) -> None:
+        """Every ``session_check_interval``, close the sessions whose token no
+        longer authenticates or whose rights changed (4401).
+
+        A failed check (store down) closes nothing: the sessions are judged
+        again at the next one.
+        """
+        s = self.settings
+        while True:
+            # A period, not a wait for a state: the store has no change feed
+            # that the CLI and other daemons would all write to.
+            await asyncio.sleep(s.session_check_interval)
+            clients = [c for c in self._clients if c.state is SessionState.OPEN]
+            try:
+                async with asyncio.timeout(max(s.auth_timeout, s.session_check_interval)):
+                    current = await check({c.token for c in clients})
+            except Exception:
+                log.warning("ws.session_check_failed", exc_info=True)
+                continue
+            for client in clients:
+                now = current.get(client.token)
+                if now is None:
+                    reason = "access revoked"
+                elif not same_rights(client.principal, now):
+                    reason = "rights changed"
+                else:
+                    continue
+                if client.state is SessionState.OPEN:
+                    self._stats.closed_revoked += 1
+                    client.request_close(CloseCode.UNAUTHORIZED, reason)
+
     async def _serve(
         self, ws: ServerConnection, session: str, principal: Principal, auth: proto.Auth
     ) -> None:
@@ -481,6 +593,7 @@ class Gateway:
             ws=ws,
             session=session,
             principal=principal,
+            token=auth.token,
             limiter=proto.RateLimiter(s.commands_per_second, now=loop.time()),
             queue_limit=s.client_queue,
             buffer_limit=s.client_buffer,
@@ -662,3 +775,11 @@ class Gateway:
 
     def _reply_error(self, client: _Client, cid: str | None, exc: CommandError) -> None:
         client.offer(proto.encode(proto.error(seq=self._seq, id=cid, exc=exc)))
+
+
+def _address(ws: ServerConnection) -> str:
+    """The client's IP address (the port left out), for per-address limits."""
+    remote = ws.remote_address
+    if isinstance(remote, tuple) and remote:
+        return str(remote[0])
+    return str(remote)
