@@ -9,6 +9,8 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from config import AgentConfig
 from crm_store import Role, Store
 from ws_gateway import Gateway, Principal
@@ -90,8 +92,22 @@ async def test_supervisor_flag_removed_by_a_config_reload_closes_the_session_wit
     assert (code, reason) == (4401, "rights changed")
 
 
-async def test_token_revoked_by_the_cli_in_another_process_closes_the_session_within_a_second(
-    tmp_path: Path, open_client: Any, tokens: dict[str, str], store: Store
+@pytest.mark.parametrize(
+    ("action", "user", "reason"),
+    [
+        ("revoke", "alice", "access revoked"),
+        ("disable", "alice", "access revoked"),
+        ("role", "sue", "rights changed"),
+    ],
+)
+async def test_a_change_made_by_the_cli_in_another_process_closes_the_session_within_a_second(
+    tmp_path: Path,
+    open_client: Any,
+    tokens: dict[str, str],
+    store: Store,
+    action: str,
+    user: str,
+    reason: str,
 ) -> None:
     # The CLI writes the same SQLite file through its own process and connection.
     (tmp_path / "cli").mkdir()
@@ -100,15 +116,17 @@ async def test_token_revoked_by_the_cli_in_another_process_closes_the_session_wi
         str(tmp_path / "cli" / "switchboard.sqlite3"), str(tmp_path / "crm.sqlite3")
     )
     config.write_text(text)
-    alice: Client = await open_client(tokens["alice"])
-    await alice.expect("snapshot")
-    token_id = await token_id_of(store, "alice")
-    revoked = await asyncio.to_thread(
-        run_cli, "--config", str(config), "users", "revoke", str(token_id)
-    )
-    assert revoked.returncode == 0, revoked.stderr
-    code, reason, _ = await closed_within(alice, 1.0)
-    assert (code, reason) == (4401, "access revoked")
+    client: Client = await open_client(tokens[user])
+    await client.expect("snapshot")
+    args = {
+        "revoke": [str(await token_id_of(store, user))],
+        "disable": [user],
+        "role": [user, "agent"],
+    }[action]
+    done = await asyncio.to_thread(run_cli, "--config", str(config), "users", action, *args)
+    assert done.returncode == 0, done.stderr
+    code, got, _ = await closed_within(client, 1.0)
+    assert (code, got) == (4401, reason)
 
 
 async def test_a_failing_session_check_closes_no_one(
