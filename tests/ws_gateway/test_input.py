@@ -10,7 +10,7 @@ import pytest
 from bus import AgentStateChanged, Bus
 from ws_gateway import Gateway
 
-from .conftest import Client, Telephony
+from .conftest import DRIVER_TEXT, Client, Telephony
 
 LONE_SURROGATE_REASON = (
     '{"type":"command","id":"s1","name":"agent.state.set",'
@@ -101,3 +101,21 @@ async def test_deep_message_while_rate_limited_gets_rate_limited_and_the_connect
     assert (reply["id"], reply["code"]) == (None, "rate_limited")
     await alice.ws.send(json.dumps({"type": "command", "id": "b", "name": "call.hangup"}))
     assert (await alice.expect("error"))["code"] in ("rate_limited", "bad_request")
+
+
+async def test_a_handler_failure_gets_internal_without_its_text_and_the_connection_goes_on(
+    open_client: Any, tokens: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    alice: Client = await open_client(tokens["alice"])
+    await alice.expect("snapshot")
+    reply = await alice.command("dialer.skip")
+    assert (reply["code"], reply["message"], reply["details"]) == ("internal", "internal error", {})
+    assert "sqlite" not in json.dumps(reply).lower()
+    done = await alice.command("agent.state.set", {"state": "available"})
+    assert done["type"] == "result"
+    # The text is in the log, with the command's id.
+    out = capsys.readouterr().out
+    logged = [line for line in out.splitlines() if "ws.command_failed" in line]
+    assert len(logged) == 1
+    assert f"command_id={reply['id']}" in logged[0]
+    assert DRIVER_TEXT in out
