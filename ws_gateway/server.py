@@ -189,10 +189,13 @@ class GatewayStats:
 
     ``events_direct`` and ``events_queued`` count event deliveries (one event
     to one client) written directly by the fan-out and appended to a client's
-    backlog.
+    backlog. ``authenticating`` is the connections waiting for their auth
+    message now; ``closed_revoked`` counts sessions closed by the session
+    check, ``closed_over_capacity`` connections refused with 1013 or 4409.
     """
 
     connected: int = 0
+    authenticating: int = 0
     authenticated: int = 0
     events: int = 0
     events_direct: int = 0
@@ -324,7 +327,12 @@ class Gateway:
 
     @property
     def stats(self) -> GatewayStats:
-        return replace(self._stats, seq=self._seq, connected=len(self._clients))
+        return replace(
+            self._stats,
+            seq=self._seq,
+            connected=len(self._clients),
+            authenticating=self._unauthenticated.total(),
+        )
 
     async def start(self) -> None:
         """Subscribe to the bus and start listening.

@@ -106,7 +106,7 @@ async def test_unauthenticated_connections_are_capped_in_all_with_1013(
     gw: Gateway = await make_gateway(max_unauthenticated=3, auth_timeout=5.0)
     for n in range(3):
         await open_client(gw=gw, local_addr=(f"127.0.0.{n + 2}", 0))
-    await until(lambda: gw.stats.connected == 0 and len(gw._unauthenticated) == 3)
+    await until(lambda: gw.stats.authenticating == 3)
     extra: Client = await open_client(gw=gw, local_addr=("127.0.0.9", 0))
     assert await close_of(extra, 1.0) == (1013, "too many connections authenticating; retry later")
 
