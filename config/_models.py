@@ -603,7 +603,7 @@ class WebsocketConfig(_Section):
         "closed with 1013.",
     )
     max_unauthenticated_per_address: Int = Field(
-        default=16,
+        default=32,
         ge=1,
         description="Of those, how many may come from one IP address (behind a reverse proxy, "
         "every client has the proxy's address: raise it).",
@@ -614,7 +614,7 @@ class WebsocketConfig(_Section):
         description="Open sessions one user may have; one more is closed with 4409.",
     )
     auth_failures_per_address: Int = Field(
-        default=20,
+        default=30,
         ge=1,
         description="Failed authentications from one IP address within auth_failure_window "
         "after which its new connections are closed with 4429 until the window has passed.",

@@ -143,9 +143,9 @@ class GatewaySettings:
     bus_queue: int = 10000
     compression: bool = False
     max_unauthenticated: int = 256
-    max_unauthenticated_per_address: int = 16
+    max_unauthenticated_per_address: int = 32
     max_sessions_per_user: int = 16
-    auth_failures_per_address: int = 20
+    auth_failures_per_address: int = 30
     auth_failure_window: float = 60.0
     session_check_interval: float = 0.5
 
