@@ -703,6 +703,40 @@ class WebsocketConfig(_Section):
         ge=1,
         description="Events queued per client before a slow client is disconnected.",
     )
+    max_unauthenticated: Int = Field(
+        default=256,
+        ge=1,
+        description="Connections that may wait for their auth message at once; more are "
+        "closed with 1013.",
+    )
+    max_unauthenticated_per_address: Int = Field(
+        default=32,
+        ge=1,
+        description="Of those, how many may come from one IP address (behind a reverse proxy, "
+        "every client has the proxy's address: raise it).",
+    )
+    max_sessions_per_user: Int = Field(
+        default=16,
+        ge=1,
+        description="Open sessions one user may have; one more is closed with 4409.",
+    )
+    auth_failures_per_address: Int = Field(
+        default=30,
+        ge=1,
+        description="Failed authentications from one IP address within auth_failure_window "
+        "after which its new connections are closed with 4429 until the window has passed.",
+    )
+    auth_failure_window: Float = Field(
+        default=60.0, gt=0, description="Seconds over which auth failures are counted."
+    )
+    session_check_interval: Float = Field(
+        default=0.5,
+        gt=0,
+        le=5,
+        description="Seconds between re-checks of the open sessions' tokens: a revoked token, "
+        "a disabled user or changed rights close the session (4401) within this delay plus "
+        "one store read.",
+    )
 
     @field_validator("tls_key")
     @classmethod

@@ -133,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     tokens.add_argument("username")
     revoke = usub.add_parser("revoke", help="revoke an API token by its id")
     revoke.add_argument("token_id")
+    disable = usub.add_parser("disable", help="disable a user (open sessions are closed)")
+    disable.add_argument("username")
+    enable = usub.add_parser("enable", help="enable a disabled user again")
+    enable.add_argument("username")
+    role = usub.add_parser("role", help="change a user's role (open sessions are closed)")
+    role.add_argument("username")
+    role.add_argument("role", choices=[r.value for r in Role])
     cli_dialer.add_parsers(sub)
     return p
 
@@ -318,12 +325,29 @@ async def _users_revoke(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _users_active(store: Store, args: argparse.Namespace) -> int:
+    user = await _user(store, args.username)
+    await store.users.set_active(user.id, args.users_command == "enable")
+    print(f"{args.users_command}d {user.username}")
+    return EXIT_OK
+
+
+async def _users_role(store: Store, args: argparse.Namespace) -> int:
+    user = await _user(store, args.username)
+    await store.users.set_role(user.id, Role(args.role))
+    print(f"{user.username} is now {args.role}")
+    return EXIT_OK
+
+
 _USERS: dict[str, StoreCommand] = {
     "add": _users_add,
     "list": _users_list,
     "token": _users_token,
     "tokens": _users_tokens,
     "revoke": _users_revoke,
+    "disable": _users_active,
+    "enable": _users_active,
+    "role": _users_role,
 }
 
 

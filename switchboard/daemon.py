@@ -39,6 +39,7 @@ from ws_gateway import (
     Principal,
     principal_from_user,
     store_authenticator,
+    store_session_check,
 )
 from ws_gateway import exceptions as gw
 from ws_gateway.exceptions import CommandError as GatewayCommandError
@@ -275,11 +276,14 @@ class Daemon:
         self, stack: contextlib.AsyncExitStack, bus: Bus, handler: _LateHandler
     ) -> Gateway:
         cfg = self.config.websocket
+        assert self.store is not None
         gateway = Gateway(
             bus,
             authenticate=self._authenticate,
             handler=handler,
             settings=GatewaySettings.from_config(cfg),
+            # Revocations made anywhere (the CLI, another daemon) close sessions.
+            session_check=store_session_check(self.store.users, lambda: self.config.agents),
         )
         try:
             await stack.enter_async_context(gateway)

@@ -68,6 +68,7 @@ from ws_gateway import (
     Scope,
     Unavailable,
     store_authenticator,
+    store_session_check,
 )
 
 from .daemon import StartupError
@@ -693,6 +694,7 @@ class GatewayProcess:
             self.gateway = Gateway(
                 self.bus,
                 authenticate=store_authenticator(store.users, lambda: self.config.agents),
+                session_check=store_session_check(store.users, lambda: self.config.agents),
                 handler=ForwardingHandler(
                     self.feed, default_site=self._default_site, timeout=self._command_timeout
                 ),
