@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from config import Config
 from crm_store import CallListReport, Store
-from crm_store.importing import read_numbers
+from crm_store.importing import printable, read_numbers
 
 __all__ = ["CliProblem", "add_parsers", "run_call", "run_dialer", "run_lists"]
 
@@ -113,7 +113,8 @@ def _print_report(list_id: uuid.UUID, report: CallListReport) -> None:
         file=sys.stderr,
     )
     for raw, reason in report.invalid:
-        print(f"invalid: {raw}: {reason}", file=sys.stderr)
+        # Both come from the file: a cell could hold terminal escape sequences.
+        print(f"invalid: {printable(raw)}: {printable(reason)}", file=sys.stderr)
 
 
 async def run_dialer(cfg: Config, args: argparse.Namespace) -> int:

@@ -156,3 +156,17 @@ def test_dialer_command_without_a_daemon_says_so(tmp_path: Path) -> None:
     result = run_cli("--config", cfg, "dialer", "pause", "--token", "sbt_x")
     assert result.returncode == 1
     assert "cannot reach the daemon" in result.stderr
+
+
+def test_lists_import_report_prints_file_cells_without_terminal_controls(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path / "switchboard.toml"))
+    assert run_cli("--config", cfg, "db", "upgrade").returncode == 0
+    hostile = tmp_path / "hostile.csv"
+    # Not a dialable number: it is kept as invalid and shown in the report.
+    hostile.write_bytes(b"phone\n0612345678\n\x1b[2J\x1b]0;owned\x07123\n")
+    imported = run_cli("--config", cfg, "lists", "import", "may", str(hostile), "--column", "phone")
+    assert imported.returncode == 0, imported.stderr
+    assert "1 invalid" in imported.stderr
+    assert "invalid: [2J]0;owned123:" in imported.stderr
+    assert "\x1b" not in imported.stderr
+    assert "\x07" not in imported.stderr
