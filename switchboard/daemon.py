@@ -71,6 +71,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload_hooks: list[ReloadHook] = []
         self.store: Store | None = None
+        self._store_status = "STATUS=serving"
         self.bus: Bus | None = None
         self.pool: SipPool | None = None
         self.calls: CallService | None = None
@@ -294,7 +295,19 @@ class Daemon:
 
     async def _health(self) -> None:
         if self.store is not None:
-            await self.store.schema_revision()
+            # A store that is down or full does not stop the watchdog: restarting
+            # would not bring it back and would drop every call in progress, whose
+            # record steps wait in the store's journal meanwhile. It is reported.
+            health = await self.store.check_health()
+            status = (
+                f"STATUS=serving; store degraded: {health.pending} call record steps"
+                f" queued ({health.reason})"
+                if health.degraded
+                else "STATUS=serving"
+            )
+            if status != self._store_status:
+                self._store_status = status
+                self.notifier.notify(status)
 
     async def _reloader(self, requests: asyncio.Queue[None]) -> None:
         while True:
