@@ -963,8 +963,13 @@ class DialingSession:
                 )
                 att.recording = True
             except _GONE as exc:
-                # The conversation matters more than its recording.
+                # The conversation matters more than its recording; the record
+                # says it failed, and why.
                 log.error("dialer.recording_failed", error=str(exc))
+                if isinstance(exc, WorkerCommandError) and exc.code == "recording_failed":
+                    await self._store_step(
+                        self._store.calls.recording_failed(att.call_id, exc.message)
+                    )
         self._bus.publish(
             CallBridged(call_id=att.call_id, agent=self.agent_name, recording=att.recording)
         )
@@ -975,6 +980,16 @@ class DialingSession:
                 self._attach_recording(call_id, event.path, event.duration_seconds),
                 f"dialer-recording-{call_id}",
             )
+        elif isinstance(event, p.Error) and event.code == "recording_failed":
+            self._spawn(self._recording_lost(call_id, event.message), f"dialer-recording-{call_id}")
+
+    async def _recording_lost(self, call_id: uuid.UUID, reason: str) -> None:
+        # The worker could not write the recording (a full disk): the call went on.
+        async with asyncio.timeout(_RECORDING_WAIT):
+            await self._store_step(self._store.calls.recording_failed(call_id, reason))
+        self._bus.publish(
+            RecordingReady(call_id=call_id, path="", duration_seconds=0.0, recording_failed=reason)
+        )
 
     async def _attach_recording(self, call_id: uuid.UUID, path: str, duration: float) -> None:
         async with asyncio.timeout(_RECORDING_WAIT):
