@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,8 @@ from crm_store import (
     open_store,
     upgrade,
 )
+from crm_store._journal import JournalStep
+from crm_store.repos.calls import _replay_create, _replay_step
 
 from .faults import PrivatePostgres, SmallFilesystem
 
@@ -215,3 +218,41 @@ async def test_call_steps_survive_postgres_stopped_for_30_s_and_land_once_in_ord
         create=1, ringing=1, answered=1, end=1
     )
     assert await _audit_actions(pg_store, second.id) == Counter(create=1, answered=1, end=1)
+
+
+async def test_a_step_replayed_after_its_write_landed_writes_nothing_twice(
+    small_disk: SmallFilesystem,
+) -> None:
+    # The write of a step can commit while its answer is lost (a connection cut at
+    # the wrong moment): the step is then queued and replayed. Replaying is keyed by
+    # the call and the step, so the second write finds the row as it should be.
+    url = f"sqlite+aiosqlite:///{small_disk.path / 'crm.sqlite3'}"
+    await upgrade(url)
+    async with open_store(url, default_region="FR") as store:
+        call = await store.calls.create(CallDirection.OUTBOUND, "2001", "0612345678", at=_at(0))
+        await store.calls.mark_ringing(call.id, at=_at(1))
+        await store.calls.end(call.id, CallEndReason.COMPLETED, at=_at(2))
+        small_disk.fill()
+        # Queued behind a write that fails, then replayed once space is back.
+        later = await store.calls.create(CallDirection.OUTBOUND, "2001", "0612345679", at=_at(3))
+        for step in _replays_of_landed_writes(call.id):
+            store.journal.queue(step)
+        small_disk.free()
+        await _wait_until(lambda: store.journal.pending == 0, timeout=30, what="the queue")
+        assert store.journal.dropped == 0
+        stored = await store.calls.get(call.id)
+        assert (stored.ringing_at, stored.ended_at) == (_at(1), _at(2))
+        assert await _audit_actions(store, call.id) == Counter(create=1, ringing=1, end=1)
+        assert (await store.calls.get(later.id)).created_at == _at(3)
+
+
+def _replays_of_landed_writes(call_id: uuid.UUID) -> list[JournalStep]:
+    """The journal steps the repository queues for the three writes above."""
+    ended = {"ended_at": _at(2), "end_reason": CallEndReason.COMPLETED}
+    return [
+        JournalStep(call_id, "create", partial(_replay_create, {"id": call_id}, {}, None)),
+        JournalStep(
+            call_id, "ringing", partial(_replay_step, call_id, "ringing", {"ringing_at": _at(1)})
+        ),
+        JournalStep(call_id, "end", partial(_replay_step, call_id, "end", ended)),
+    ]
