@@ -66,6 +66,7 @@ from crm_store import (
     LeadSource,
     Store,
     StoreError,
+    StoreUnavailable,
 )
 from sip import protocol as p
 from sip.call_state import end_reason
@@ -300,6 +301,13 @@ class DialingSession:
                     self._publish(DialerSessionPaused, reason="restored")
                 await self._persist()
                 await self._loop()
+            except StoreUnavailable as exc:
+                # The store is away (down, full): no number can be claimed or its
+                # result kept, so the session stops between calls instead of ending
+                # the dialer. Its stored state stays active: it resumes at the next
+                # start, or when started again once the store is back.
+                log.error("dialer.store_unavailable", error=str(exc))
+                self._publish(DialerSessionStopped, reason="store_unavailable")
             finally:
                 await asyncio.shield(self._cleanup())
 
@@ -653,8 +661,17 @@ class DialingSession:
             if result == reason.value
             else None
         )
-        await self._store.call_lists.record_result(att.item.id, result, att.call_id, retry_at=retry)
-        self.remaining = await self._store.dialer.remaining(self.list_id)
+        lost: StoreUnavailable | None = None
+        try:
+            await self._store.call_lists.record_result(
+                att.item.id, result, att.call_id, retry_at=retry
+            )
+            self.remaining = await self._store.dialer.remaining(self.list_id)
+        except StoreUnavailable as exc:
+            # The call is over whatever the store says: it is announced, then the
+            # session stops (run). The item's result is repaired from the call
+            # record (queued meanwhile) when the list is dialed again.
+            lost = exc
         self._att = None
         log.info("dialer.result", number=att.number, result=result, sip_code=att.sip_code)
         self._bus.publish(
@@ -667,6 +684,8 @@ class DialingSession:
                 leg=att.ended_by.value if att.ended_by is not None else None,
             )
         )
+        if lost is not None:
+            raise lost
         self._publish(
             DialerResult,
             item_id=att.item.id,
