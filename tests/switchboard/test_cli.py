@@ -170,3 +170,17 @@ def test_lists_import_report_prints_file_cells_without_terminal_controls(tmp_pat
     assert "invalid: [2J]0;owned123:" in imported.stderr
     assert "\x1b" not in imported.stderr
     assert "\x07" not in imported.stderr
+
+
+def test_lists_import_refuses_a_file_over_the_size_limit(
+    tmp_path: Path,
+) -> None:
+    cfg = str(write_config(tmp_path / "switchboard.toml"))
+    assert run_cli("--config", cfg, "db", "upgrade").returncode == 0
+    huge = tmp_path / "huge.csv"
+    # Sparse: 64 MiB on paper, nothing on disk.
+    with huge.open("wb") as out:
+        out.truncate(64 * 1024**2)
+    refused = run_cli("--config", cfg, "lists", "import", "big", str(huge), "--column", "0")
+    assert refused.returncode == 1
+    assert "larger than 16777216 bytes" in refused.stderr
