@@ -138,7 +138,7 @@ def test_csv_with_more_rows_than_the_limit_is_rejected_at_that_line() -> None:
     assert _rejected(data, "csv") == [(MAX_ROWS + 1, f"more than {MAX_ROWS} rows")]
 
 
-def test_csv_long_cell_in_any_column_and_nul_are_rejected_by_line() -> None:
+def test_csv_long_cell_in_any_column_lone_surrogate_and_nul_are_rejected_by_line() -> None:
     data = (
         b"phone,note\n0612345678,ok\n0612345679," + b"x" * (MAX_CELL_CHARS + 1) + b"\n"
         b"0612345670,fine\n"
@@ -146,6 +146,9 @@ def test_csv_long_cell_in_any_column_and_nul_are_rejected_by_line() -> None:
     assert _rejected(data, "csv") == [
         (3, f"column 2: cell longer than {MAX_CELL_CHARS} characters")
     ]
+    # A UTF-16 surrogate encoded as if it were a character (CESU-8) is not UTF-8.
+    surrogate = b"phone,note\n0612345678,ok\n0612345679,a\xed\xa0\x80b\n"
+    assert _rejected(surrogate, "csv") == [(3, "not UTF-8 text")]
     nul = b"phone,note\n0612345678,a\x00b\n"
     [(line, message)] = _rejected(nul, "csv")
     assert line == 2
