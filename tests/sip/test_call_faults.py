@@ -25,11 +25,12 @@ from crm_store import CallEndReason, StoreUnavailable
 from lab.customers import Behaviour, customer_number
 from lab.runner import Lab
 from tests.crm_store.faults import PrivatePostgres, SmallFilesystem
-from tests.sip.conftest import PoolEnv, lab_config, lab_config_text
+from tests.sip.conftest import InboundEnv, PoolEnv, lab_config, lab_config_text
 
 MakeEnv = Callable[..., Awaitable[PoolEnv]]
 
 AGENTS = {"alice": ("1001", "2001")}
+RECEPTION = "2100"
 OUTAGE_SECONDS = 30.0
 
 
@@ -187,3 +188,61 @@ async def _wait_until(check: Callable[[], bool], *, timeout: float) -> None:
     while not check():
         assert time.monotonic() < deadline, f"not done within {timeout} s"
         await asyncio.sleep(0.05)
+
+
+@pytest.mark.postgres
+async def test_inbound_call_while_postgres_is_down_is_answered_and_recorded_once_it_returns(
+    lab: Lab,
+    tmp_path: Path,
+    private_postgres: PrivatePostgres,
+    inbound_env: Callable[..., Awaitable[InboundEnv]],
+) -> None:
+    text = lab_config_text(lab, tmp_path, agents=AGENTS, reception=(RECEPTION,)).replace(
+        f'url = "sqlite+aiosqlite:///{tmp_path / "store.sqlite3"}"',
+        f'url = "{private_postgres.url}"',
+    )
+    assert private_postgres.url in text
+    ie = await inbound_env(parse_config(text, base_dir=tmp_path))
+    env = ie.env
+    await _registered(env)
+    workers = set(env.pool.workers_for_line(RECEPTION))
+    async with asyncio.timeout(15):
+        while len(await lab.pbx.contacts(RECEPTION)) < len(workers):
+            await env.log.wait_for(
+                bus.RegistrationChanged, lambda e: e.line == RECEPTION, start=env.log.mark()
+            )
+    ie.presence.set_available("alice")
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, private_postgres.stop)
+
+    number = "+33612340077"
+    customer = await lab.customers.call(RECEPTION, number, talk_seconds=2)
+    created = await env.log.wait_for(
+        bus.CallCreated, lambda e: e.direction == "inbound" and e.from_number == number
+    )
+    ringing = await env.log.wait_for(
+        bus.CallRinging, lambda e: e.call_id == created.call_id and e.leg == "customer"
+    )
+    assert ringing.card is None  # the caller's card needs the store
+    bridged = await env.log.wait_for(bus.CallBridged, lambda e: e.call_id == created.call_id)
+    assert bridged.agent == "alice"
+    ended = await env.log.wait_for(bus.CallEnded, lambda e: e.call_id == created.call_id, within=15)
+    assert ended.reason == "completed"
+    await env.log.wait_for(bus.RecordingReady, lambda e: e.call_id == created.call_id)
+    assert await customer.wait(timeout=5), "the customer's call did not end cleanly"
+    assert env.store.journal.pending >= 3
+
+    await loop.run_in_executor(None, private_postgres.start)
+    await _wait_until(lambda: env.store.journal.pending == 0, timeout=60)
+    assert env.store.journal.dropped == 0
+    record = await env.store.calls.get(created.call_id)
+    assert (record.direction, record.from_number, record.to_number) == (
+        "inbound",
+        number,
+        RECEPTION,
+    )
+    assert record.answered_at is not None
+    assert record.end_reason is CallEndReason.COMPLETED
+    assert record.recording_status == "ok"
+    actions = Counter(e.action for e in await env.store.audit.for_entity("call", created.call_id))
+    assert actions == Counter(create=1, answered=1, end=1, recording=1)
