@@ -9,15 +9,18 @@ temporary directory (which needs root; the fixtures skip with the reason otherwi
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["PrivatePostgres", "SmallFilesystem", "free_port"]
+__all__ = ["PrivatePostgres", "SmallFilesystem", "free_port", "running_private_postgres"]
 
 
 def free_port() -> int:
@@ -111,6 +114,23 @@ class PrivatePostgres:
             capture_output=True,
             timeout=60,
         )
+
+
+@contextlib.contextmanager
+def running_private_postgres() -> Iterator[PrivatePostgres]:
+    """A started :class:`PrivatePostgres`, removed with its data on exit."""
+    # Not under pytest's tmp_path: its parents are closed to the postgres user.
+    base = Path(tempfile.mkdtemp(prefix="sb-pg-"))
+    base.chmod(0o755)
+    try:
+        server = PrivatePostgres(base / "cluster")
+        try:
+            server.start()
+            yield server
+        finally:
+            server.close()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 class SmallFilesystem:

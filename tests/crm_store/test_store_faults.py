@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -34,7 +32,7 @@ from crm_store import (
 from crm_store._journal import JournalStep
 from crm_store.repos.calls import _replay_create, _replay_step
 
-from .faults import PrivatePostgres, SmallFilesystem
+from .faults import PrivatePostgres, SmallFilesystem, running_private_postgres
 
 OUTAGE_SECONDS = 30.0
 
@@ -150,18 +148,8 @@ async def test_new_calls_are_refused_once_the_journal_is_full(
 
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
-    if shutil.which("runuser") is None and os.geteuid() == 0:
-        pytest.skip("PostgreSQL refuses root and runuser is missing")
-    # Not under pytest's tmp_path: its parents are closed to the postgres user.
-    base = Path(tempfile.mkdtemp(prefix="sb-pg-"))
-    base.chmod(0o755)
-    server = PrivatePostgres(base / "cluster")
-    try:
-        server.start()
+    with running_private_postgres() as server:
         yield server
-    finally:
-        server.close()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -171,7 +159,6 @@ async def pg_store(private_postgres: PrivatePostgres) -> AsyncIterator[Store]:
         yield store
 
 
-@pytest.mark.postgres
 async def test_call_steps_survive_postgres_stopped_for_30_s_and_land_once_in_order(
     private_postgres: PrivatePostgres, pg_store: Store
 ) -> None:

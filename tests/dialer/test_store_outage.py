@@ -8,8 +8,6 @@ customers and agent phones.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from config import parse_config
 from crm_store import CallEndReason
 from lab.customers import Behaviour, customer_number
 from lab.runner import Lab
-from tests.crm_store.faults import PrivatePostgres
+from tests.crm_store.faults import PrivatePostgres, running_private_postgres
 from tests.dialer.conftest import DialerEnv, dialer_config_text
 
 MakeEnv = Callable[..., Awaitable[DialerEnv]]
@@ -28,19 +26,10 @@ MakeEnv = Callable[..., Awaitable[DialerEnv]]
 
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
-    # Not under pytest's tmp_path: its parents are closed to the postgres user.
-    base = Path(tempfile.mkdtemp(prefix="sb-pg-"))
-    base.chmod(0o755)
-    server = PrivatePostgres(base / "cluster")
-    try:
-        server.start()
+    with running_private_postgres() as server:
         yield server
-    finally:
-        server.close()
-        shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.mark.postgres
 async def test_postgres_stopping_mid_call_stops_the_session_between_calls_not_the_call(
     lab: Lab, tmp_path: Path, private_postgres: PrivatePostgres, dialer_env: MakeEnv
 ) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -24,7 +22,7 @@ from config import parse_config
 from crm_store import CallEndReason, StoreUnavailable
 from lab.customers import Behaviour, customer_number
 from lab.runner import Lab
-from tests.crm_store.faults import PrivatePostgres, SmallFilesystem
+from tests.crm_store.faults import PrivatePostgres, SmallFilesystem, running_private_postgres
 from tests.sip.conftest import InboundEnv, PoolEnv, lab_config, lab_config_text
 
 MakeEnv = Callable[..., Awaitable[PoolEnv]]
@@ -115,19 +113,10 @@ async def test_recording_disk_filling_during_the_call_the_call_goes_on_and_its_r
 
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
-    # Not under pytest's tmp_path: its parents are closed to the postgres user.
-    base = Path(tempfile.mkdtemp(prefix="sb-pg-"))
-    base.chmod(0o755)
-    server = PrivatePostgres(base / "cluster")
-    try:
-        server.start()
+    with running_private_postgres() as server:
         yield server
-    finally:
-        server.close()
-        shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.mark.postgres
 async def test_postgres_stopped_30_s_mid_call_the_call_goes_on_and_its_record_lands_once(
     lab: Lab, tmp_path: Path, private_postgres: PrivatePostgres, pool_env: MakeEnv
 ) -> None:
@@ -190,7 +179,6 @@ async def _wait_until(check: Callable[[], bool], *, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.postgres
 async def test_inbound_call_while_postgres_is_down_is_answered_and_recorded_once_it_returns(
     lab: Lab,
     tmp_path: Path,

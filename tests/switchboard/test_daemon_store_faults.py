@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.crm_store.faults import PrivatePostgres
+from tests.crm_store.faults import PrivatePostgres, running_private_postgres
 
 from .conftest import DaemonProcess, write_config
 
@@ -19,19 +17,10 @@ StartDaemon = Callable[..., DaemonProcess]
 
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
-    # Not under pytest's tmp_path: its parents are closed to the postgres user.
-    base = Path(tempfile.mkdtemp(prefix="sb-pg-"))
-    base.chmod(0o755)
-    server = PrivatePostgres(base / "cluster")
-    try:
-        server.start()
+    with running_private_postgres() as server:
         yield server
-    finally:
-        server.close()
-        shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.mark.postgres
 def test_daemon_keeps_serving_and_reports_a_degraded_store_while_postgres_is_down(
     tmp_path: Path, start_daemon: StartDaemon, private_postgres: PrivatePostgres
 ) -> None:
