@@ -172,9 +172,13 @@ class SmallFilesystem:
         self._filler.unlink(missing_ok=True)
 
     def close(self) -> None:
+        """Unmount; a filesystem still busy after 10 s (a file left open) is an error,
+        not a mount left behind in silence."""
         deadline = time.monotonic() + 10
         while True:
             done = subprocess.run(["umount", str(self.path)], capture_output=True, timeout=30)
-            if done.returncode == 0 or time.monotonic() > deadline:
+            if done.returncode == 0:
                 return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cannot unmount {self.path}: {done.stderr.decode().strip()}")
             time.sleep(0.1)
