@@ -6,8 +6,20 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 # Debian packages the lab and the tests run: Kamailio (the PBX), SIPp (simulated
-# customers) and sox (test audio).
-DEB_PACKAGES := kamailio sip-tester sox
+# customers), sox (test audio), nftables (checks `switchboard firewall` rulesets),
+# PostgreSQL and Mosquitto (the tests start private
+# servers from their programs; see tests/_services.py) and systemd (systemd-analyze
+# verifies the unit file).
+DEB_PACKAGES := kamailio sip-tester sox nftables postgresql mosquitto systemd
+
+# Which PostgreSQL and MQTT broker the tests use. "private" (the default, and what CI
+# runs): servers the test session starts on free loopback ports and stops at its end,
+# whatever runs on this host, so every run takes the fresh-machine path. Anything else:
+# the servers named by SWITCHBOARD_TEST_PG_URL and SWITCHBOARD_TEST_MQTT_URL where set,
+# private ones where not.
+TEST_SERVICES ?= private
+# Extra pytest arguments, e.g. make unit PYTEST_ARGS="-m 'postgres or mqtt'".
+PYTEST_ARGS ?=
 
 .PHONY: setup system-deps demo test lint typecheck unit bench clean
 
@@ -41,8 +53,9 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# A skip fails the run unless its reason is on tests/skips-allowed.txt.
 unit: setup
-	$(BIN)/pytest
+	SWITCHBOARD_TEST_SERVICES=$(TEST_SERVICES) $(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
 

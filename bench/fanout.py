@@ -352,7 +352,15 @@ async def run_gateway(
     store: Store, tokens: list[str], args: argparse.Namespace, rate: float, workdir: Path
 ) -> tuple[Side, cProfile.Profile | None]:
     bus = Bus("bench")
-    settings = GatewaySettings(host="127.0.0.1", port=0)
+    # Every bench client comes from 127.0.0.1 and shares --tokens users: the
+    # admission limits, meant for real clients, would refuse most of them.
+    settings = GatewaySettings(
+        host="127.0.0.1",
+        port=0,
+        max_unauthenticated=args.clients,
+        max_unauthenticated_per_address=args.clients,
+        max_sessions_per_user=args.clients,
+    )
     profiler = cProfile.Profile() if args.profile else None
     async with Gateway(
         bus,

@@ -7,6 +7,9 @@ own.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import random
 import ssl
@@ -17,9 +20,12 @@ from urllib.parse import unquote, urlsplit
 
 from .codec import json_default
 from .exceptions import BusError
+from .safejson import BadJson, loads
 
 __all__ = [
+    "MAX_ASSERTION_SECONDS",
     "MAX_COMMAND_BYTES",
+    "BadAssertion",
     "BadCommand",
     "BrokerAddress",
     "Command",
@@ -29,8 +35,10 @@ __all__ = [
     "parse_command",
     "reconnect_delay",
     "result_reply",
+    "sign_assertion",
     "status_payload",
     "topic_level",
+    "verify_assertion",
 ]
 
 #: Larger command messages are refused unread: no command needs more, and parsing
@@ -130,33 +138,113 @@ class Topics:
     def reply_allowed(self, topic: str) -> bool:
         """Whether the bridge may publish a reply on ``topic``.
 
-        The bridge publishes with the daemon's broker rights, which cover its own
-        event and state topics. A client naming one of them (or another site's) as
-        ``reply_to`` would make the bridge forge events for it, so inside the
-        ``prefix`` only this site's ``replies/`` subtree is allowed.
+        Only this site's ``replies/`` subtree is allowed. The bridge publishes with
+        the daemon's broker rights, which cover its own event and state topics: a
+        client naming one of them (or another site's) as ``reply_to`` would make the
+        bridge forge events for it, and a topic outside the prefix would make it
+        publish wherever the daemon's account may, for whoever asks. Broker ACLs
+        can then give each client read access to the replies it is owed alone.
         """
-        if not topic or "+" in topic or "#" in topic or "\0" in topic or topic.startswith("$"):
+        if not topic or "+" in topic or "#" in topic or "\0" in topic:
             return False
         if len(topic.encode()) > _MAX_TOPIC_BYTES:
             return False
-        if topic == self.prefix or topic.startswith(self.prefix + "/"):
-            return topic.startswith(self.base + "/replies/")
-        return True
+        own = self.base + "/replies/"
+        return topic.startswith(own) and len(topic) > len(own)
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """A well-formed command message (the token is not checked yet)."""
+    """A well-formed command message (its credential is not checked yet).
+
+    Exactly one of ``token`` (a user's API token, from an integration) and
+    ``assertion`` (a gateway's signed word for a user, see :func:`sign_assertion`)
+    is set.
+    """
 
     id: str
-    token: str
+    token: str | None
     name: str
     args: dict[str, Any]
     reply_to: str
+    assertion: str | None = None
 
     def __repr__(self) -> str:
-        # The token must never reach a log line, whatever gets printed.
+        # The credential must never reach a log line, whatever gets printed.
         return f"Command(id={self.id!r}, name={self.name!r}, reply_to={self.reply_to!r})"
+
+
+# --- gateway assertions -------------------------------------------------------------
+
+#: The longest an assertion may be valid for: the gateway signs one per command,
+#: just before publishing it.
+MAX_ASSERTION_SECONDS = 120
+_ASSERTION_VERSION = 1
+# Domain separation: a MAC made for anything else with the same key never verifies.
+_ASSERTION_CONTEXT = b"switchboard mqtt gateway assertion\0"
+_MAX_ASSERTION_CHARS = 1024
+
+
+class BadAssertion(BusError, ValueError):
+    """A gateway assertion that does not hold; the message says why (for the log)."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(secret: bytes, body: str) -> str:
+    return _b64(hmac.new(secret, _ASSERTION_CONTEXT + body.encode(), hashlib.sha256).digest())
+
+
+def sign_assertion(secret: bytes, *, user_id: str, site: str, command_id: str, expires: int) -> str:
+    """A gateway's word that user ``user_id`` sends command ``command_id`` to
+    ``site``, valid until the Unix time ``expires``: ``BODY.MAC``, with an
+    HMAC-SHA256 over the body under the secret the gateway shares with the
+    daemons (``[bus] gateway_secret``). It names one command of one site, so it
+    cannot be replayed elsewhere, and carries no user secret."""
+    claims = {"v": _ASSERTION_VERSION, "user": user_id, "site": site, "id": command_id}
+    claims["exp"] = expires
+    body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
+    return f"{body}.{_mac(secret, body)}"
+
+
+def verify_assertion(
+    secret: bytes, assertion: str, *, site: str, command_id: str, now: float
+) -> tuple[str, int]:
+    """The user id an assertion vouches for, and when it expires.
+
+    Raises :class:`BadAssertion` unless the MAC is right (checked first, in
+    constant time), the assertion is for this ``site`` and this ``command_id``,
+    and it is valid at ``now`` for no more than :data:`MAX_ASSERTION_SECONDS`.
+    """
+    if len(assertion) > _MAX_ASSERTION_CHARS or assertion.count(".") != 1:
+        raise BadAssertion("malformed")
+    body, mac = assertion.split(".")
+    if not hmac.compare_digest(_mac(secret, body), mac):
+        raise BadAssertion("bad signature")
+    try:
+        claims = loads(_unb64(body), max_bytes=_MAX_ASSERTION_CHARS, max_depth=2)
+    except (BadJson, ValueError):
+        raise BadAssertion("malformed claims") from None
+    if not isinstance(claims, dict) or claims.get("v") != _ASSERTION_VERSION:
+        raise BadAssertion("unknown version")
+    user, expires = claims.get("user"), claims.get("exp")
+    if not isinstance(user, str) or not isinstance(expires, int) or isinstance(expires, bool):
+        raise BadAssertion("malformed claims")
+    if claims.get("site") != site:
+        raise BadAssertion("made for another site")
+    if claims.get("id") != command_id:
+        raise BadAssertion("made for another command")
+    if expires < now:
+        raise BadAssertion("expired")
+    if expires > now + MAX_ASSERTION_SECONDS:
+        raise BadAssertion("valid for too long")
+    return user, expires
 
 
 class CommandError(BusError):
@@ -194,10 +282,12 @@ def parse_command(payload: bytes, topics: Topics) -> Command:
     if len(payload) > MAX_COMMAND_BYTES:
         raise BadCommand("bad_request", "command too large", id=None, reply_to=None)
     try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        # Bounded depth, finite numbers, valid Unicode: what the bridge accepts it can
+        # also encode again (in a reply, an event, a log line) and store.
+        data = loads(payload, max_bytes=MAX_COMMAND_BYTES)
+    except BadJson as exc:
         raise BadCommand(
-            "bad_request", "not a JSON object", id=None, reply_to=topics.replies
+            "bad_request", f"not a JSON object: {exc}", id=None, reply_to=topics.replies
         ) from None
     if not isinstance(data, dict):
         raise BadCommand("bad_request", "not a JSON object", id=None, reply_to=topics.replies)
@@ -229,13 +319,22 @@ def parse_command(payload: bytes, topics: Topics) -> Command:
     if raw_reply_to is not None and reply_to is None:
         raise BadCommand(
             "bad_request",
-            "'reply_to' must be a topic without wildcards, outside this prefix "
-            "or under this site's replies/",
+            f"'reply_to' must be a topic under {topics.base}/replies/ without wildcards",
             id=command_id,
             reply_to=fallback,
         )
-    token = data.get("token")
-    if not isinstance(token, str) or not token:
+    token, assertion = data.get("token"), data.get("assertion")
+    if token is not None and assertion is not None:
+        raise BadCommand(
+            "bad_request",
+            "give either 'token' or 'assertion', not both",
+            id=command_id,
+            reply_to=fallback,
+        )
+    if assertion is not None:
+        if not isinstance(assertion, str) or not assertion:
+            raise BadCommand("unauthorized", "invalid assertion", id=command_id, reply_to=fallback)
+    elif not isinstance(token, str) or not token:
         raise BadCommand("unauthorized", "a token is required", id=command_id, reply_to=fallback)
     name = data.get("name")
     if not isinstance(name, str) or not name:
@@ -245,7 +344,14 @@ def parse_command(payload: bytes, topics: Topics) -> Command:
         raise BadCommand(
             "bad_request", "'args' must be an object", id=command_id, reply_to=fallback
         )
-    return Command(id=command_id, token=token, name=name, args=args, reply_to=fallback)
+    return Command(
+        id=command_id,
+        token=token if assertion is None else None,
+        name=name,
+        args=args,
+        reply_to=fallback,
+        assertion=assertion,
+    )
 
 
 def result_reply(command_id: str, result: Any) -> bytes:

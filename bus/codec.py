@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import types
 import typing
 import uuid
@@ -26,8 +27,21 @@ from typing import Any
 
 from .events import EVENT_TYPES, Envelope, Event
 from .exceptions import BusError
+from .safejson import BadJson, check_text, loads
 
-__all__ = ["CodecError", "UnknownEventType", "decode", "decode_data", "encode", "json_default"]
+__all__ = [
+    "MAX_ENVELOPE_BYTES",
+    "CodecError",
+    "UnknownEventType",
+    "decode",
+    "decode_data",
+    "encode",
+    "json_default",
+]
+
+#: Larger envelopes are refused unread. The largest event this build writes is a
+#: few kilobytes (a call's notes travel through the store, not the bus).
+MAX_ENVELOPE_BYTES = 256 * 1024
 
 
 class CodecError(BusError, ValueError):
@@ -59,7 +73,8 @@ def encode(envelope: Envelope) -> bytes:
     """The envelope as compact UTF-8 JSON.
 
     Raises :class:`CodecError` if a field cannot be written as JSON (NaN or infinity
-    included: JSON has no spelling for them and other readers would reject the message).
+    included: JSON has no spelling for them and other readers would reject the message)
+    or as UTF-8 (a string holding a lone surrogate).
     """
     try:
         text = json.dumps(
@@ -69,21 +84,26 @@ def encode(envelope: Envelope) -> bytes:
             allow_nan=False,
             default=json_default,
         )
+        # Inside the try: UnicodeEncodeError is a ValueError, and a lone surrogate
+        # in any string field would otherwise escape the caller's CodecError handler.
+        return text.encode()
     except (TypeError, ValueError) as exc:
         raise CodecError(f"{envelope.type} seq {envelope.seq}: {exc}") from exc
-    return text.encode()
 
 
 def decode(payload: bytes | bytearray | str) -> Envelope:
     """Rebuild the :class:`Envelope` and its typed event from :func:`encode`'s output.
 
     Raises :class:`UnknownEventType` for a type this build does not define and
-    :class:`CodecError` for anything else that does not fit.
+    :class:`CodecError` for anything else that does not fit, including what
+    :func:`bus.safejson.loads` refuses (more than :data:`MAX_ENVELOPE_BYTES`, too
+    deep, numbers out of range, invalid Unicode): never ``RecursionError`` or
+    ``OverflowError``.
     """
     try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CodecError(f"not JSON: {exc}") from exc
+        data = loads(payload, max_bytes=MAX_ENVELOPE_BYTES)
+    except BadJson as exc:
+        raise CodecError(f"not JSON: {exc}") from None
     return decode_data(data)
 
 
@@ -204,11 +224,22 @@ def _convert(value: object, hint: Any, where: str) -> Any:
         raise CodecError(f"{where}: must be an integer")
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            # decode_data may be given what another parser read: a huge int
+            # overflows float() and an infinite float cannot be written again.
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if math.isfinite(number):
+                return number
+            raise CodecError(f"{where}: number out of range")
         raise CodecError(f"{where}: must be a number")
     if hint is str:
         if isinstance(value, str):
-            return value
+            try:
+                return check_text(value, where=where)
+            except BadJson as exc:
+                raise CodecError(str(exc)) from None
         raise CodecError(f"{where}: must be a string")
     if hint is uuid.UUID:
         if isinstance(value, str):

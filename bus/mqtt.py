@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import math
 import ssl
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,15 +39,20 @@ import structlog
 
 from ._bus import Bus, Subscription
 from ._mqtt_protocol import (
+    MAX_ASSERTION_SECONDS,
+    BadAssertion,
     BadCommand,
     BrokerAddress,
+    Command,
     CommandError,
     Topics,
     error_reply,
     parse_command,
     reconnect_delay,
     result_reply,
+    sign_assertion,
     status_payload,
+    verify_assertion,
 )
 from .codec import CodecError, encode
 from .events import AgentStateChanged, Envelope, EventsDropped
@@ -54,13 +61,18 @@ if TYPE_CHECKING:
     from config import BusConfig
 
 __all__ = [
+    "MAX_ASSERTION_SECONDS",
     "Authenticate",
+    "AuthenticateUser",
+    "BridgeHealth",
     "BrokerAddress",
     "CommandError",
     "CommandHandler",
     "MqttBridge",
     "Topics",
     "reconnect_delay",
+    "sign_assertion",
+    "tls_context",
 ]
 
 log = structlog.get_logger(__name__)
@@ -69,6 +81,10 @@ P = TypeVar("P")
 
 Authenticate = Callable[[str], Awaitable[P | None]]
 """``authenticate(token)``: the principal owning the token, or ``None``."""
+
+AuthenticateUser = Callable[[str], Awaitable[P | None]]
+"""``authenticate_user(user_id)``: the principal of an active user, or ``None``;
+for commands a gateway vouches for (see :func:`sign_assertion`)."""
 
 CommandHandler = Callable[[P, str, Mapping[str, Any]], Awaitable[Any]]
 """``handler(principal, name, args)``: checks rights, runs the command, returns
@@ -83,6 +99,22 @@ class _Secret(Protocol):
     def reveal(self) -> str: ...
 
 
+class BridgeHealth(enum.Enum):
+    """What the bridge can say of itself (the daemon reports it to systemd).
+
+    ``CONNECTED`` serves; ``DISCONNECTED`` (broker unreachable, reconnecting) and
+    ``RESTARTING`` (a task of the bridge ended on its own and is being restarted
+    after a backoff) are degraded but supervised, and events are buffered
+    meanwhile; ``STOPPED`` means the supervisor itself is gone while the bridge
+    was not closed: nothing will bring it back short of a restart of the process.
+    """
+
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    RESTARTING = "restarting"
+    STOPPED = "stopped"
+
+
 @dataclass(frozen=True, slots=True)
 class _Outgoing:
     """One envelope, encoded once, with every ``(topic, payload, retain)`` it goes to."""
@@ -90,6 +122,27 @@ class _Outgoing:
     seq: int
     type: str
     messages: tuple[tuple[str, bytes, bool], ...]
+
+
+def tls_context(config: BusConfig, *, url: str | None = None) -> ssl.SSLContext | None:
+    """The TLS settings for an ``mqtts://`` broker (``url``, else ``[bus]``'s
+    ``mqtt_url``), or ``None`` for ``mqtt://``.
+
+    The broker's certificate is checked against ``mqtt_ca_file`` (else the system's
+    authorities) and its host name; ``mqtt_cert_file`` and ``mqtt_key_file``, if
+    set, are the client certificate. Raises ``OSError`` or :class:`ssl.SSLError`
+    for files that cannot be read or used.
+    """
+    url = url or config.mqtt_url
+    if url is None or not url.startswith("mqtts://"):
+        return None
+    ca = config.mqtt_ca_file
+    context = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if config.mqtt_cert_file is not None:
+        key = config.mqtt_key_file
+        context.load_cert_chain(str(config.mqtt_cert_file), str(key) if key is not None else None)
+    return context
 
 
 def _utcnow() -> datetime:
@@ -126,6 +179,9 @@ class MqttBridge(Generic[P]):
         command_timeout: float = 30.0,
         max_commands: int = 16,
         close_timeout: float = 5.0,
+        on_health: Callable[[BridgeHealth], None] | None = None,
+        gateway_secret: _Secret | None = None,
+        authenticate_user: AuthenticateUser[P] | None = None,
     ) -> None:
         broker = BrokerAddress.parse(url, tls_context=tls_context)
         if buffer_size < 1 or subscriber_queue < 1 or max_commands < 1:
@@ -140,6 +196,11 @@ class MqttBridge(Generic[P]):
         self._site = site
         self._authenticate = authenticate
         self._handler = handler
+        self._gateway_secret = gateway_secret
+        self._authenticate_user = authenticate_user
+        # Command ids of the assertions accepted, oldest expiry first (a dict keeps
+        # insertion order, and expiries are at most MAX_ASSERTION_SECONDS apart).
+        self._assertions_seen: dict[str, int] = {}
         self._buffer_size = buffer_size
         self._subscriber_queue = subscriber_queue
         self._keepalive = keepalive
@@ -162,10 +223,16 @@ class MqttBridge(Generic[P]):
         self._closed: asyncio.Future[None] | None = None
         self._pulse = asyncio.Event()
         self._failures = 0
+        # Crashes since the last successful connection: the restart backoff.
+        self._crashes = 0
+        self._on_health = on_health
+        self._health = BridgeHealth.DISCONNECTED
         #: Envelopes acknowledged by the broker, and envelopes dropped from the
         #: buffer (since start).
         self.published = 0
         self.dropped = 0
+        #: Times the supervisor restarted the bridge's tasks after one ended on its own.
+        self.restarts = 0
 
     @classmethod
     def from_config(
@@ -177,8 +244,11 @@ class MqttBridge(Generic[P]):
         authenticate: Authenticate[P],
         handler: CommandHandler[P],
         buffer_size: int = 10_000,
+        on_health: Callable[[BridgeHealth], None] | None = None,
+        authenticate_user: AuthenticateUser[P] | None = None,
     ) -> MqttBridge[P]:
-        """A bridge for ``[bus]``; ``ValueError`` if ``mqtt_url`` is unset."""
+        """A bridge for ``[bus]``; ``ValueError`` if ``mqtt_url`` is unset, and
+        ``OSError`` or :class:`ssl.SSLError` if its TLS files cannot be loaded."""
         if config.mqtt_url is None:
             raise ValueError("bus.mqtt_url is not set")
         return cls(
@@ -192,6 +262,10 @@ class MqttBridge(Generic[P]):
             redacted_url=config.redacted_mqtt_url(),
             subscriber_queue=config.subscriber_queue,
             buffer_size=buffer_size,
+            on_health=on_health,
+            tls_context=tls_context(config),
+            gateway_secret=config.gateway_secret,
+            authenticate_user=authenticate_user,
         )
 
     # --- state -----------------------------------------------------------------
@@ -200,6 +274,20 @@ class MqttBridge(Generic[P]):
     def connected(self) -> bool:
         """Connected, subscribed to commands and announced ``online``."""
         return self._client is not None
+
+    @property
+    def health(self) -> BridgeHealth:
+        """How the bridge is doing; see :class:`BridgeHealth`."""
+        return self._health
+
+    def _set_health(self, health: BridgeHealth) -> None:
+        if health is self._health:
+            return
+        self._health = health
+        log.info("mqtt.health", health=health.value)
+        self._changed()
+        if self._on_health is not None:
+            self._on_health(health)
 
     @property
     def buffered(self) -> int:
@@ -306,16 +394,59 @@ class MqttBridge(Generic[P]):
         await self.aclose()
 
     async def _run(self, sub: Subscription) -> None:
+        """Supervise the collector and the connection loop: restart both, with
+        backoff, whenever either ends on its own (an exception, or a cancellation
+        that did not come from :meth:`aclose`). The subscription and the buffer
+        outlive a restart, so nothing queued is lost by one."""
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._collect(sub), name="mqtt-collect")
-                tg.create_task(self._connection_loop(), name="mqtt-connection")
-        except BaseException as exc:
-            if not isinstance(exc, asyncio.CancelledError):
-                log.exception("mqtt.crashed")
-            raise
+            while True:
+                collect = asyncio.create_task(self._collect(sub), name="mqtt-collect")
+                connection = asyncio.create_task(self._connection_loop(), name="mqtt-connection")
+                ended: set[asyncio.Task[None]] = set()
+                try:
+                    ended, _ = await asyncio.wait(
+                        {collect, connection}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if (
+                        self._closing
+                        and collect.done()
+                        and not collect.cancelled()
+                        and collect.exception() is None
+                    ):
+                        # aclose closed the subscription: the connection goes on
+                        # publishing the buffer until aclose cancels the bridge.
+                        await asyncio.wait({connection})
+                        return
+                finally:
+                    collect.cancel()
+                    connection.cancel()
+                    # asyncio.wait never raises the tasks' own CancelledError.
+                    await asyncio.wait({collect, connection})
+                self._crashes += 1
+                self.restarts += 1
+                delay = reconnect_delay(self._crashes, self._reconnect_min, self._reconnect_max)
+                for task in ended:
+                    error = None if task.cancelled() else task.exception()
+                    log.error(
+                        "mqtt.crashed",
+                        task=task.get_name(),
+                        error="cancelled"
+                        if task.cancelled()
+                        else repr(error)
+                        if error
+                        else "returned",
+                        exc_info=error,
+                        restart_in=round(delay, 2),
+                        restarts=self.restarts,
+                    )
+                self._set_health(BridgeHealth.RESTARTING)
+                await asyncio.sleep(delay)
         finally:
             sub.close()
+            if not self._closing:
+                # Only a bug in this supervisor itself gets here: say so loudly, the
+                # daemon's watchdog stops vouching for a bridge that is gone.
+                self._set_health(BridgeHealth.STOPPED)
 
     # --- bus -> buffer -------------------------------------------------------------
 
@@ -368,6 +499,7 @@ class MqttBridge(Generic[P]):
             except* (aiomqtt.MqttError, TimeoutError, OSError) as group:
                 error = group.exceptions[0]
             self._failures += 1
+            self._changed()
             delay = self._backoff()
             log.warning(
                 "mqtt.disconnected",
@@ -424,7 +556,9 @@ class MqttBridge(Generic[P]):
                     timeout=math.inf,
                 )
             self._failures = 0
+            self._crashes = 0
             self._client = client
+            self._set_health(BridgeHealth.CONNECTED)
             self._changed()
             log.info("mqtt.connected", url=self._url_for_logs, buffered=len(self._buffer))
             async with asyncio.TaskGroup() as tg:
@@ -432,6 +566,8 @@ class MqttBridge(Generic[P]):
                 tg.create_task(self._read_commands(client, tg), name="mqtt-commands")
         finally:
             self._client = None
+            if self._health is BridgeHealth.CONNECTED:
+                self._set_health(BridgeHealth.DISCONNECTED)
             self._changed()
             # Bounded: a broker that vanished does not answer DISCONNECT.
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
@@ -497,8 +633,54 @@ class MqttBridge(Generic[P]):
                 return
             async with asyncio.timeout(self._timeout):
                 await client.publish(topic, reply, qos=1, timeout=math.inf)
+        except (aiomqtt.MqttError, TimeoutError):
+            # The connection is failing: let it end, the connection loop reconnects.
+            raise
+        except Exception:
+            # One message's failure (a reply paho refuses to send, say) must not end
+            # the connection's task group, and with it every other command.
+            log.exception("mqtt.command_reply_failed")
         finally:
             slots.release()
+
+    async def _principal(self, command: Command, bound: Any) -> P | None:
+        """Who sends ``command``: the owner of its token, or the user a gateway
+        vouches for in its assertion; ``None`` (logged) if neither holds."""
+        if command.token is not None:
+            principal = await self._authenticate(command.token)
+            if principal is None:
+                bound.warning("mqtt.command_refused", code="unauthorized", credential="token")
+            return principal
+        assert command.assertion is not None
+        if self._gateway_secret is None or self._authenticate_user is None:
+            bound.warning("mqtt.command_refused", code="unauthorized", reason="no gateway_secret")
+            return None
+        now = time.time()
+        try:
+            user_id, expires = verify_assertion(
+                self._gateway_secret.reveal().encode(),
+                command.assertion,
+                site=self._site,
+                command_id=command.id,
+                now=now,
+            )
+        except BadAssertion as exc:
+            bound.warning("mqtt.command_refused", code="unauthorized", reason=str(exc))
+            return None
+        # One assertion, one run: the same message published again (by anyone who
+        # could read it on the broker) is refused while the assertion is valid.
+        for seen, until in list(self._assertions_seen.items()):
+            if until >= now:
+                break
+            del self._assertions_seen[seen]
+        if command.id in self._assertions_seen:
+            bound.warning("mqtt.command_refused", code="unauthorized", reason="replayed")
+            return None
+        self._assertions_seen[command.id] = expires
+        principal = await self._authenticate_user(user_id)
+        if principal is None:
+            bound.warning("mqtt.command_refused", code="unauthorized", reason="unknown user")
+        return principal
 
     async def _run_command(self, payload: bytes) -> tuple[str | None, bytes]:
         """The reply topic (None: nowhere to answer) and the reply."""
@@ -511,15 +693,22 @@ class MqttBridge(Generic[P]):
         deadline = asyncio.timeout(self._command_timeout)
         try:
             async with deadline:
-                principal = await self._authenticate(command.token)
+                principal = await self._principal(command, bound)
                 if principal is None:
-                    bound.warning("mqtt.command_refused", code="unauthorized")
                     return command.reply_to, error_reply(
-                        command.id, "unauthorized", "invalid or revoked token"
+                        command.id,
+                        "unauthorized",
+                        "invalid or revoked token"
+                        if command.token is not None
+                        else "invalid assertion, or unknown or disabled user",
                     )
                 result = await self._handler(principal, command.name, command.args)
             reply = result_reply(command.id, result)
         except CommandError as exc:
+            if exc.code == "internal":
+                # Its text may be an exception's or a driver's: for the log only.
+                bound.error("mqtt.command_failed", code=exc.code, reason=exc.message)
+                return command.reply_to, error_reply(command.id, "internal", "internal error")
             bound.info("mqtt.command_failed", code=exc.code)
             return command.reply_to, error_reply(command.id, exc.code, exc.message, exc.details)
         except TimeoutError:

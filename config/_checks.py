@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING
 from config._lines import KeyPath
 
 if TYPE_CHECKING:
-    from config._models import AgentConfig, HttpConfig, LineConfig, WebsocketConfig
+    from config._models import (
+        AgentConfig,
+        HttpConfig,
+        InboundConfig,
+        LineConfig,
+        OutboundConfig,
+        SiteConfig,
+        WebsocketConfig,
+    )
 
 __all__ = ["cross_check"]
 
@@ -27,6 +35,9 @@ def cross_check(
     websocket: WebsocketConfig | None,
     http: HttpConfig | None,
     unchecked_lines: Collection[str] = (),
+    site: SiteConfig | None = None,
+    outbound: OutboundConfig | None = None,
+    inbound: InboundConfig | None = None,
 ) -> list[tuple[KeyPath, str]]:
     """Return ``(key path, message)`` for every inconsistency between entries.
 
@@ -82,6 +93,57 @@ def cross_check(
         and (websocket.host == http.host or {websocket.host, http.host} & _ANY_ADDRESS)
     ):
         problems.append((("websocket", "port"), "same as http.port"))
+    if outbound is not None:
+        problems += _check_outbound(outbound, agents, site, inbound)
+    return problems
+
+
+def _check_outbound(
+    outbound: OutboundConfig,
+    agents: Sequence[tuple[int, AgentConfig]],
+    site: SiteConfig | None,
+    inbound: InboundConfig | None,
+) -> list[tuple[KeyPath, str]]:
+    """Overrides name configured agents, each once; the overflow number is callable."""
+    # Imported here: the policy reads the models, which run these checks.
+    import phonenumbers
+
+    from config.outbound import OutboundPolicy, is_extension
+
+    problems: list[tuple[KeyPath, str]] = []
+    keys = {agent.key for _, agent in agents}
+    claimed: dict[str, int] = {}
+    for index, override in enumerate(outbound.overrides):
+        for position, key in enumerate(override.agents):
+            path: KeyPath = ("outbound", "overrides", index, "agents", position)
+            if key not in keys:
+                problems.append((path, f"no agent {key!r} in [[agents]] (by user, else name)"))
+            elif key in claimed:
+                problems.append((path, f"{key!r} already has outbound.overrides[{claimed[key]}]"))
+            else:
+                claimed[key] = index
+    if site is None or inbound is None or inbound.overflow_number is None:
+        return problems
+    policy = OutboundPolicy(
+        outbound,
+        default_region=site.default_region,
+        agent_extensions=[agent.extension for _, agent in agents],
+    )
+    target = inbound.overflow_number
+    if is_extension(target):
+        refusal = policy.check_extension(target)
+    else:
+        try:
+            parsed = phonenumbers.parse(target, site.default_region)
+        except phonenumbers.NumberParseException:
+            parsed = None
+        if parsed is None or not phonenumbers.is_valid_number(parsed):
+            problems.append((("inbound", "overflow_number"), "is not a valid phone number"))
+            return problems
+        e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        refusal = policy.check_number(e164)
+    if refusal is not None:
+        problems.append((("inbound", "overflow_number"), str(refusal)))
     return problems
 
 

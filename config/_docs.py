@@ -56,14 +56,17 @@ Each SIP line's password is given in exactly one of three ways:
 
 Giving none, or more than one, is an error, as is a file that cannot be read or a variable
 that is not set. The PostgreSQL password (`[store]`: `password`, `password_file`,
-`password_env`) and the MQTT password (`[bus]`: `mqtt_password`, `mqtt_password_file`,
-`mqtt_password_env`) work the same way but are optional; a password written inside the
-URL is moved out of it and counts as one of the ways. Secrets are never printed: they
-appear as `**********` in error messages, logs and `switchboard check-config --show`.
+`password_env`), the MQTT password (`[bus]`: `mqtt_password`, `mqtt_password_file`,
+`mqtt_password_env`) and the scale-out gateway's key (`[bus]`: `gateway_secret`,
+`gateway_secret_file`, `gateway_secret_env`) work the same way but are optional; a
+password written inside the URL is moved out of it and counts as one of the ways. Secrets
+are never printed: they appear as `**********` in error messages, logs and
+`switchboard check-config --show`.
 
 ## Relative paths
 
 Relative paths (`secret_file`, `password_file`, `mqtt_password_file`,
+`gateway_secret_file`, `bus.mqtt_ca_file`, `bus.mqtt_cert_file`, `bus.mqtt_key_file`,
 `recording.directory`, `websocket.tls_cert`, `websocket.tls_key` and the path of an SQLite
 `store.url`) are relative to the directory of the configuration file, not to the directory
 the daemon was started from. `~` is expanded.
@@ -92,25 +95,48 @@ def render_markdown() -> str:
     parts = [_HEADER]
     for name, field in Config.model_fields.items():
         model, is_array = _section_model(field)
-        title = f"[[{name}]]" if is_array else f"[{name}]"
-        doc = (model.__doc__ or "").strip().splitlines()[0]
-        summary = doc.split(":", 1)[1].strip() if ":" in doc else doc
-        parts.append(f"\n### `{title}`\n\n{summary[:1].upper()}{summary[1:]}")
-        if field.is_required():
-            parts.append(" This table is required.")
-        elif is_array:
-            parts.append(" Repeat the table once per entry; there may be none.")
-        parts.append("\n\n| Key | Type | Default | Description |\n|---|---|---|---|\n")
-        for key, sub in model.model_fields.items():
-            type_text, rules = _describe(sub.annotation, sub.metadata)
-            description = sub.description or ""
-            if rules:
-                description += " Constraint: " + "; ".join(rules) + "."
-            cells = (f"`{key}`", type_text, _default(sub), description)
-            parts.append("| " + " | ".join(_cell(cell) for cell in cells) + " |\n")
+        _table(parts, name, model, is_array=is_array, required=field.is_required())
     parts.append("\n## Example\n\nThe example shipped in `config/examples/switchboard.toml`:\n")
     parts.append(f"\n```toml\n{_example().rstrip()}\n```\n")
     return "".join(parts)
+
+
+def _table(
+    parts: list[str], name: str, model: type[BaseModel], *, is_array: bool, required: bool
+) -> None:
+    """Append the reference of table ``name``, then of the arrays of tables inside it."""
+    title = f"[[{name}]]" if is_array else f"[{name}]"
+    doc = " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
+    summary = doc.split(":", 1)[1].strip() if ":" in doc else doc
+    parts.append(f"\n### `{title}`\n\n{summary[:1].upper()}{summary[1:]}")
+    if required:
+        parts.append(" This table is required.")
+    elif is_array:
+        parts.append(" Repeat the table once per entry; there may be none.")
+    parts.append("\n\n| Key | Type | Default | Description |\n|---|---|---|---|\n")
+    nested: list[tuple[str, type[BaseModel]]] = []
+    for key, sub in model.model_fields.items():
+        inner = _nested_array(sub)
+        if inner is not None:
+            nested.append((f"{name}.{key}", inner))
+        type_text, rules = _describe(sub.annotation, sub.metadata)
+        description = sub.description or ""
+        if rules:
+            description += " Constraint: " + "; ".join(rules) + "."
+        cells = (f"`{key}`", type_text, _default(sub), description)
+        parts.append("| " + " | ".join(_cell(cell) for cell in cells) + " |\n")
+    for path, inner_model in nested:
+        _table(parts, path, inner_model, is_array=True, required=False)
+
+
+def _nested_array(field: FieldInfo) -> type[BaseModel] | None:
+    """The model of an array of tables inside a table, if ``field`` is one."""
+    if get_origin(field.annotation) is not tuple:
+        return None
+    item = get_args(field.annotation)[0]
+    if isinstance(item, type) and issubclass(item, BaseModel):
+        return item
+    return None
 
 
 def _section_model(field: FieldInfo) -> tuple[type[BaseModel], bool]:

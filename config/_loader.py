@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ValidationError
@@ -27,7 +27,10 @@ from config._models import (
     AgentConfig,
     Config,
     HttpConfig,
+    InboundConfig,
     LineConfig,
+    OutboundConfig,
+    SiteConfig,
     WebsocketConfig,
 )
 from config._types import resolve_path
@@ -131,6 +134,9 @@ _MQTT_SECRET = _SecretKeys(
     applies=lambda url: url is not None,
     pointless="only used with mqtt_url",
 )
+_GATEWAY_SECRET = _SecretKeys(
+    "gateway_secret", "gateway_secret_file", "gateway_secret_env", required=False
+)
 _ENTRY_MODELS: dict[str, type[BaseModel]] = {"lines": LineConfig, "agents": AgentConfig}
 
 
@@ -179,6 +185,9 @@ class _Builder:
             websocket=websocket if isinstance(websocket, WebsocketConfig) else None,
             http=http if isinstance(http, HttpConfig) else None,
             unchecked_lines={ext for ext in unchecked if isinstance(ext, str)},
+            site=_of(values.get("site"), SiteConfig),
+            outbound=_of(values.get("outbound"), OutboundConfig),
+            inbound=_of(values.get("inbound"), InboundConfig),
         ):
             self._report(path, message)
         if self._issues:
@@ -201,6 +210,7 @@ class _Builder:
             raw = self._resolve_secret(raw, _STORE_SECRET, (name,))
         elif name == "bus":
             raw = self._resolve_secret(raw, _MQTT_SECRET, (name,))
+            raw = self._resolve_secret(raw, _GATEWAY_SECRET, (name,))
         return self._validate(model, raw, (name,))
 
     def _entries(self, name: str, raw: object) -> list[tuple[int, Any]]:
@@ -399,3 +409,11 @@ def _message(error: ErrorDetails) -> str:
     # pydantic's "Input should" phrasing.
     message = error["msg"].replace("Input should be", "must be")
     return _lower_first(message)
+
+
+_T = TypeVar("_T")
+
+
+def _of(value: object, kind: type[_T]) -> _T | None:
+    """``value`` if it validated as ``kind``, else None (its errors are reported)."""
+    return value if isinstance(value, kind) else None

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import phonenumbers
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -61,6 +62,9 @@ __all__ = [
     "LineRole",
     "LogFormat",
     "LoggingConfig",
+    "NumberType",
+    "OutboundConfig",
+    "OutboundOverride",
     "PbxConfig",
     "RecordingConfig",
     "SipConfig",
@@ -117,6 +121,26 @@ class LineRole(StrEnum):
     AGENT = "agent"
     RECEPTION = "reception"
     DIALER = "dialer"
+
+
+class NumberType(StrEnum):
+    """What kind of number a phone number is, as ``phonenumbers.number_type`` tells it,
+    plus ``satellite`` (the satellite networks' codes +870 and +881, which
+    ``phonenumbers`` files as mobile)."""
+
+    FIXED_LINE = "fixed_line"
+    MOBILE = "mobile"
+    FIXED_LINE_OR_MOBILE = "fixed_line_or_mobile"
+    TOLL_FREE = "toll_free"
+    PREMIUM_RATE = "premium_rate"
+    SHARED_COST = "shared_cost"
+    VOIP = "voip"
+    PERSONAL_NUMBER = "personal_number"
+    PAGER = "pager"
+    UAN = "uan"
+    VOICEMAIL = "voicemail"
+    SATELLITE = "satellite"
+    UNKNOWN = "unknown"
 
 
 class LogFormat(StrEnum):
@@ -201,20 +225,28 @@ class PbxConfig(_Section):
 
     host: NonEmpty = Field(description="Host name or IP address of the PBX (SIP registrar).")
     port: Port = Field(default=5060, description="SIP port of the PBX.")
-    transport: Literal["udp", "tcp", "tls"] = Field(
-        default="udp", description="SIP transport used to reach the PBX."
+    transport: Literal["udp", "tcp"] = Field(
+        default="udp",
+        description="SIP transport used to reach the PBX; the workers listen on this one "
+        "only. `tls` is refused: the workers do not support it yet.",
     )
     domain: NonEmpty = Field(
-        description="SIP domain (realm) of the accounts: lines register as "
-        "`sip:<extension>@<domain>`."
+        description="SIP domain of the accounts: lines register as `sip:<extension>@<domain>`."
+    )
+    realm: NonEmpty | None = Field(
+        default=None,
+        json_schema_extra={"default_text": "the domain"},
+        description="Digest realm of the PBX's challenges. The lines answer only a "
+        "challenge for this realm, so that no other server can obtain their digest.",
     )
     allowed_sources: tuple[Network, ...] = Field(
         default=(),
         validate_default=True,
         json_schema_extra={"default_text": "the host, when it is an IP address"},
-        description="IP addresses or CIDR networks SIP traffic is accepted from; everything "
-        "else is dropped, because the SIP stack has known parser bugs. Required when host "
-        "is a name.",
+        description="IP addresses or CIDR networks SIP traffic is accepted from. Each "
+        "worker's SIP socket carries a kernel filter that drops packets from anywhere else "
+        "before the SIP stack (which has known parser bugs) reads them; RTP is not filtered "
+        "by the workers: see `switchboard firewall`. Required when host is a name.",
     )
     register_expires: Int = Field(
         default=300, ge=60, description="Registration lifetime requested from the PBX, seconds."
@@ -223,6 +255,16 @@ class PbxConfig(_Section):
         default=None,
         description="Caller id presented on outgoing calls, unless the line sets its own.",
     )
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _runnable_transport(cls, transport: Any) -> Any:
+        if transport == "tls":
+            raise ValueError(
+                "tls is not supported by the SIP workers yet (no certificate settings); "
+                "use udp or tcp (over a VPN or a private network to the PBX)"
+            )
+        return transport
 
     @field_validator("allowed_sources")
     @classmethod
@@ -290,6 +332,14 @@ class SipConfig(_Section):
         description="Longest wait, in seconds, before restarting a crashed worker. The "
         "first restart is immediate, then the wait doubles from one second up to this; a "
         "worker that stays up for a minute starts again from an immediate restart.",
+    )
+    reconcile_interval: Float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between two comparisons of the calls the live views show "
+        "(supervisor feed, agents busy on a call, open call records) with the calls the "
+        "SIP services hold; a call missing from the services at two comparisons in a row "
+        "is ended with reason lost, so a missed call.ended never leaves an agent busy.",
     )
 
     codecs: tuple[NonEmpty, ...] = Field(
@@ -529,6 +579,63 @@ class BusConfig(_Section):
         description="Events buffered per in-process subscriber before it is considered "
         "too slow and dropped.",
     )
+    mqtt_ca_file: RelativePath | None = Field(
+        default=None,
+        description="PEM file of the certificate authorities that sign the broker's "
+        "certificate, for mqtts://. Unset: the system's trusted authorities.",
+    )
+    mqtt_cert_file: RelativePath | None = Field(
+        default=None,
+        description="PEM client certificate (chain) presented to the broker over "
+        "mqtts://; set together with mqtt_key_file.",
+    )
+    mqtt_key_file: RelativePath | None = Field(
+        default=None,
+        validate_default=True,
+        description="PEM private key of mqtt_cert_file.",
+    )
+    gateway_secret: Secret | None = Field(
+        default=None,
+        description="Key shared by the daemons and the scale-out gateways (`switchboard "
+        "gateway`): a gateway signs with it, per command, which user sends it, instead of "
+        "forwarding the user's token. At least 32 characters (`openssl rand -hex 32`). "
+        "Unset: the daemon accepts no gateway's commands, and `switchboard gateway` does "
+        "not start. Give at most one of gateway_secret, gateway_secret_file and "
+        "gateway_secret_env.",
+    )
+    gateway_secret_file: RelativePath | None = Field(
+        default=None, description="File holding the gateway secret."
+    )
+    gateway_secret_env: EnvName | None = Field(
+        default=None, description="Environment variable holding the gateway secret."
+    )
+
+    @field_validator("mqtt_ca_file", "mqtt_cert_file")
+    @classmethod
+    def _tls_needs_mqtts(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        url = info.data.get("mqtt_url")
+        if value is not None and not (isinstance(url, str) and url.startswith("mqtts://")):
+            raise ValueError("only used with an mqtts:// mqtt_url")
+        return value
+
+    @field_validator("gateway_secret")
+    @classmethod
+    def _check_gateway_secret(cls, value: Secret | None) -> Secret | None:
+        if value is not None and len(value.reveal()) < 32:
+            raise ValueError("must be at least 32 characters (`openssl rand -hex 32`)")
+        return value
+
+    @field_validator("mqtt_key_file")
+    @classmethod
+    def _mqtt_cert_and_key(cls, key: Path | None, info: ValidationInfo) -> Path | None:
+        if "mqtt_cert_file" not in info.data:
+            return key  # mqtt_cert_file itself is invalid, and reported as such
+        cert = info.data["mqtt_cert_file"]
+        if cert is not None and key is None:
+            raise ValueError("required when mqtt_cert_file is set")
+        if key is not None and cert is None:
+            raise ValueError("needs mqtt_cert_file as well")
+        return key
 
     @field_validator("mqtt_url")
     @classmethod
@@ -596,6 +703,40 @@ class WebsocketConfig(_Section):
         ge=1,
         description="Events queued per client before a slow client is disconnected.",
     )
+    max_unauthenticated: Int = Field(
+        default=256,
+        ge=1,
+        description="Connections that may wait for their auth message at once; more are "
+        "closed with 1013.",
+    )
+    max_unauthenticated_per_address: Int = Field(
+        default=32,
+        ge=1,
+        description="Of those, how many may come from one IP address (behind a reverse proxy, "
+        "every client has the proxy's address: raise it).",
+    )
+    max_sessions_per_user: Int = Field(
+        default=16,
+        ge=1,
+        description="Open sessions one user may have; one more is closed with 4409.",
+    )
+    auth_failures_per_address: Int = Field(
+        default=30,
+        ge=1,
+        description="Failed authentications from one IP address within auth_failure_window "
+        "after which its new connections are closed with 4429 until the window has passed.",
+    )
+    auth_failure_window: Float = Field(
+        default=60.0, gt=0, description="Seconds over which auth failures are counted."
+    )
+    session_check_interval: Float = Field(
+        default=0.5,
+        gt=0,
+        le=5,
+        description="Seconds between re-checks of the open sessions' tokens: a revoked token, "
+        "a disabled user or changed rights close the session (4401) within this delay plus "
+        "one store read.",
+    )
 
     @field_validator("tls_key")
     @classmethod
@@ -660,6 +801,25 @@ class DialerConfig(_Section):
         description="persistent: the agent's phone stays connected between calls; "
         "per_call: it is rung for each answered call.",
     )
+    claim_lease_seconds: Float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a number claimed but not yet dialed stays reserved to the "
+        "daemon that claimed it. A daemon killed between claim and dial leaves its claims "
+        "behind; after this lease another daemon sharing the store takes them over. Must "
+        "exceed gap_seconds (a live claim lasts about one gap).",
+    )
+
+    @field_validator("claim_lease_seconds")
+    @classmethod
+    def _lease_outlasts_gap(cls, value: float, info: ValidationInfo) -> float:
+        gap = info.data.get("gap_seconds")
+        if isinstance(gap, float | int) and value <= gap + 1:
+            raise ValueError(
+                f"must exceed gap_seconds ({gap}) by more than 1 s: a live claim lasts "
+                "about one gap"
+            )
+        return value
 
 
 class InboundConfig(_Section):
@@ -705,6 +865,92 @@ class InboundConfig(_Section):
         return self
 
 
+def _country(value: object) -> object:
+    if value == "*":
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    upper = value.upper()
+    if upper == "001" or upper not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(
+            f"{value!r} is not a two-letter region code known to phonenumbers, like DE, or *"
+        )
+    return upper
+
+
+Country = Annotated[str, Strict(), AfterValidator(_country), Constraint("region code, or *")]
+_REFUSED_BY_DEFAULT = (
+    NumberType.PREMIUM_RATE,
+    NumberType.SHARED_COST,
+    NumberType.SATELLITE,
+    NumberType.UNKNOWN,
+)
+
+
+def _distinct(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    if len(set(values)) != len(values):
+        raise ValueError("must not list a value twice")
+    return values
+
+
+class OutboundOverride(_Section):
+    """``[[outbound.overrides]]``: other outbound rules for some agents."""
+
+    agents: tuple[NonEmpty, ...] = Field(
+        min_length=1,
+        description="Agents the override applies to, by their key (their user, else their "
+        "name). An agent may appear in one override only.",
+    )
+    allowed_countries: tuple[Country, ...] | None = Field(
+        default=None,
+        json_schema_extra={"default_text": "outbound.allowed_countries"},
+        description="Replaces outbound.allowed_countries for these agents (the default "
+        "region stays allowed).",
+    )
+    refused_types: tuple[NumberType, ...] | None = Field(
+        default=None,
+        json_schema_extra={"default_text": "outbound.refused_types"},
+        description="Replaces outbound.refused_types for these agents; [] refuses no type.",
+    )
+
+    @field_validator("agents", "allowed_countries", "refused_types")
+    @classmethod
+    def _distinct_values(cls, values: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        return None if values is None else _distinct(values)
+
+
+class OutboundConfig(_Section):
+    """``[outbound]``: which numbers agents, transfers, the dialer and the overflow may
+    call, against toll fraud; a refused call gets the error forbidden, naming the rule."""
+
+    allowed_countries: tuple[Country, ...] = Field(
+        default=(),
+        description="Regions (ISO 3166 codes known to phonenumbers) that may be called "
+        "besides site.default_region, which is always allowed; * allows every country, "
+        "including the non-geographic codes (+800, +882...).",
+    )
+    refused_types: tuple[NumberType, ...] = Field(
+        default=_REFUSED_BY_DEFAULT,
+        description="Kinds of numbers never called, whatever the country: fixed_line, "
+        "mobile, fixed_line_or_mobile, toll_free, premium_rate, shared_cost, voip, "
+        "personal_number, pager, uan, voicemail, satellite (+870, +881), unknown.",
+    )
+    extensions: tuple[Digits, ...] = Field(
+        default=(),
+        description="Extensions calls may be transferred to besides the agents' own "
+        "phones ([[agents]] extension), such as a reception or a voicemail; a target of "
+        "up to six digits is an extension, and any other is refused.",
+    )
+    overrides: tuple[OutboundOverride, ...] = Field(
+        default=(), description="See [[outbound.overrides]]."
+    )
+
+    @field_validator("allowed_countries", "refused_types", "extensions")
+    @classmethod
+    def _distinct_values(cls, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        return _distinct(values)
+
+
 class LeadsConfig(_Section):
     """``[leads]``: leads created from calls with unknown numbers."""
 
@@ -743,6 +989,7 @@ class Config(BaseModel):
     dialer: DialerConfig = Field(default_factory=DialerConfig, description="See [dialer].")
     inbound: InboundConfig = Field(default_factory=InboundConfig, description="See [inbound].")
     leads: LeadsConfig = Field(default_factory=LeadsConfig, description="See [leads].")
+    outbound: OutboundConfig = Field(default_factory=OutboundConfig, description="See [outbound].")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -751,6 +998,9 @@ class Config(BaseModel):
             agents=list(enumerate(self.agents)),
             websocket=self.websocket,
             http=self.http,
+            site=self.site,
+            outbound=self.outbound,
+            inbound=self.inbound,
         )
         if problems:
             raise ValueError("; ".join(f"{format_path(p)}: {m}" for p, m in problems))

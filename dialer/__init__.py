@@ -16,7 +16,7 @@ from .exceptions import (
     UnknownList,
 )
 from .rules import CallingHours, OutsideHours, callee_zones, retry_at
-from .service import Dialer
+from .service import Dialer, screen_entries, with_refused
 from .session import DialingSession, GapTiming, SessionInfo
 from .state import Phase, SessionState
 
@@ -37,4 +37,6 @@ __all__ = [
     "UnknownList",
     "callee_zones",
     "retry_at",
+    "screen_entries",
+    "with_refused",
 ]

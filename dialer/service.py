@@ -22,6 +22,7 @@ import structlog
 
 from bus import Bus
 from config import AgentConfig, Config
+from config.outbound import OutboundPolicy
 from crm_store import (
     CallEndReason,
     CallList,
@@ -36,6 +37,7 @@ from crm_store import (
     Store,
     read_numbers,
 )
+from crm_store.phones import try_normalize_phone
 from sip.exceptions import UnknownAgent
 from sip.pool import SipPool, agent_key
 
@@ -43,7 +45,7 @@ from .exceptions import DialerClosed, DialerError, NoSession, SessionExists, Unk
 from .rules import retry_at
 from .session import DialingSession, GapTiming, SessionInfo
 
-__all__ = ["Dialer"]
+__all__ = ["Dialer", "screen_entries", "with_refused"]
 
 log = structlog.get_logger(__name__)
 
@@ -232,6 +234,10 @@ class Dialer:
         if session is not None:
             await session.command("disposition", call_id, timeout=timeout)
 
+    def live_calls(self) -> set[uuid.UUID]:
+        """The ids of the calls the dialing sessions are placing or carrying."""
+        return {c for s in self._sessions.values() if (c := s.live_call()) is not None}
+
     def sessions(self) -> list[SessionInfo]:
         """The sessions running in this dialer."""
         return [s.info() for s in self._sessions.values()]
@@ -258,8 +264,14 @@ class Dialer:
         owner: uuid.UUID | None = None,
     ) -> tuple[CallList, CallListReport]:
         """A list from pasted numbers (or entries): normalised, invalid ones kept
-        as ``invalid`` with their reason, duplicates merged."""
-        return await self._store.call_lists.create_list(name, owner, numbers, actor=owner)
+        as ``invalid`` with their reason, duplicates merged. Numbers the outbound
+        policy forbids to every agent are left out and listed in the report's
+        ``invalid`` with the rule (``forbidden: ... (outbound.refused_types)``)."""
+        allowed, refused = screen_entries(numbers, self._config)
+        call_list, report = await self._store.call_lists.create_list(
+            name, owner, allowed, actor=owner
+        )
+        return call_list, with_refused(report, refused)
 
     async def import_list(
         self,
@@ -446,3 +458,39 @@ class Dialer:
                 released=released,
                 resolved=repaired,
             )
+
+
+def screen_entries(
+    entries: Iterable[str | CallListEntry], config: Config
+) -> tuple[list[CallListEntry], list[tuple[str, str]]]:
+    """Split a list's input by the outbound policy of ``config``: the entries to
+    store, and ``(raw number, "forbidden: ...")`` for those no agent may call.
+
+    Numbers that do not normalise are kept, for the store to report as invalid;
+    the dialing agent's own rules are applied again at dial time.
+    """
+    policy = OutboundPolicy.from_config(config)
+    region = config.site.default_region
+    allowed: list[CallListEntry] = []
+    refused: list[tuple[str, str]] = []
+    for entry in entries:
+        item = CallListEntry(entry) if isinstance(entry, str) else entry
+        e164 = try_normalize_phone(item.number, region)
+        refusal = policy.check_any_agent(e164) if e164 is not None else None
+        if refusal is None:
+            allowed.append(item)
+        else:
+            refused.append((item.number, str(refusal)))
+    return allowed, refused
+
+
+def with_refused(report: CallListReport, refused: Sequence[tuple[str, str]]) -> CallListReport:
+    """``report`` of the stored entries, counting the ``refused`` ones in too."""
+    if not refused:
+        return report
+    return CallListReport(
+        total=report.total + len(refused),
+        added=report.added,
+        duplicates=report.duplicates,
+        invalid=(*report.invalid, *refused),
+    )

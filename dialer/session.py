@@ -28,7 +28,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from typing import Any
@@ -57,6 +57,7 @@ from bus import (
     RecordingReady,
 )
 from config import AgentConfig, Config
+from config.outbound import OutboundPolicy
 from crm_store import (
     CallDirection,
     CallEndReason,
@@ -227,6 +228,7 @@ class DialingSession:
         self._spawn = spawn
         self._agent_timeout = agent_timeout
         self._hours = CallingHours(config.site)
+        self._policy = OutboundPolicy.from_config(config)
         self._worker_id = pool.worker_for_line(agent.line)
         line = config.line(agent.line)
         self._caller_id = line.caller_id or config.pbx.outbound_caller_id
@@ -249,10 +251,17 @@ class DialingSession:
         self._agent_timer: int | None = None
         self._agent_failed = False
         self._gap = float(config.dialer.gap_seconds)
+        # Claims older than this, left by a daemon killed between claim and dial,
+        # are taken over; the session does not finish before they could be.
+        self._lease = timedelta(seconds=config.dialer.claim_lease_seconds)
         # Running mean of the attempt's store transaction, for its lead.
         self._write_seconds = 0.01
 
     # ------------------------------------------------------------------ API (loop side)
+
+    def live_call(self) -> uuid.UUID | None:
+        """The id of the call being placed or in progress, if any."""
+        return self._att.call_id if self._att is not None else None
 
     def info(self) -> SessionInfo:
         return SessionInfo(
@@ -359,11 +368,19 @@ class DialingSession:
         item = self._prepared
         if item is None:
             due = await self._store.dialer.next_due(self.list_id)
-            if due is None and self.state.phase in (Phase.READY, Phase.GAP):
+            claimed = await self._store.dialer.oldest_claim(self.list_id)
+            if due is None and claimed is None and self.state.phase in (Phase.READY, Phase.GAP):
                 self.state.exhausted()
             elif self.state.phase in (Phase.READY, Phase.GAP):
                 self.state.waiting()
-                wait = max(0.0, (due - self._clock()).total_seconds()) if due else _WAIT_RECHECK
+                now = self._clock()
+                look = [due] if due is not None else []
+                if claimed is not None:
+                    # Another dialer's claim: dialed within about one gap if that
+                    # dialer lives, else back to the queue when its lease ends.
+                    dialed_by = claimed + timedelta(seconds=self._gap + 1.0)
+                    look.append(dialed_by if dialed_by > now else claimed + self._lease)
+                wait = max(0.0, (min(look) - now).total_seconds()) if look else _WAIT_RECHECK
                 self._wait_until = loop.time() + min(wait, _WAIT_RECHECK)
             return
         if self._dial_at is None:
@@ -402,7 +419,9 @@ class DialingSession:
         while True:
             now = self._clock()
             began = loop.time()
-            item = await self._store.call_lists.claim_next(self.list_id, self.user_id, now=now)
+            item = await self._store.call_lists.claim_next(
+                self.list_id, self.user_id, now=now, lease=self._lease
+            )
             # A claim is a write like the attempt's: its duration tells how busy
             # the store is right now, before the first attempt has been timed.
             self._note_write(loop.time() - began)
@@ -418,6 +437,12 @@ class DialingSession:
                 kind = "prefix" if dnc.prefix else "number"
                 detail = f"{kind} {dnc.number}" + (f": {dnc.reason}" if dnc.reason else "")
                 await self._skip_item(item, "do_not_call", detail)
+                continue
+            # Again at dial time: the list may predate the policy, or have been
+            # screened for another agent's rules.
+            refusal = self._policy.check_number(number, agent=self.agent_name)
+            if refusal is not None:
+                await self._skip_item(item, "forbidden", f"{refusal.message} ({refusal.rule})")
                 continue
             explicit = (
                 await self._store.dialer.client_timezone(item.client_id)

@@ -7,7 +7,8 @@ Routing, in the order the generated ``kamailio.cfg`` applies it:
    re-INVITE and REFER pass through Kamailio).
 3. ``REGISTER`` must carry digest credentials for the extension in the From/To user
    (realm = From domain); contacts are kept in memory only (``usrloc`` ``db_mode`` 0), so
-   a PBX restart forgets them and clients must register again.
+   a PBX restart forgets them and clients must register again. While
+   :meth:`Pbx.refuse_registrations` is on, every REGISTER is answered ``503``.
 4. Every other out-of-dialog request except ACK/CANCEL/BYE/PRACK must authenticate
    (``407``) — including INVITEs from registered lines — unless it comes from the
    customers' SIPp UAS socket. Any subscriber may authenticate any request, and the From
@@ -87,6 +88,8 @@ modparam("auth_db", "load_credentials", "")
 modparam("auth_db", "use_domain", 0)
 modparam("rr", "enable_full_lr", 1)
 modparam("rr", "append_fromtag", 1)
+# Set to 1 over RPC (Pbx.refuse_registrations) to answer every REGISTER 503.
+modparam("pv", "shvset", "refuse_register=i:0")
 
 request_route {
     if (!mf_process_maxfwd_header("10")) {
@@ -153,6 +156,10 @@ route[WITHINDLG] {
 }
 
 route[REGISTRAR] {
+    if ($shv(refuse_register) == 1) {
+        sl_send_reply("503", "Service Unavailable");
+        exit;
+    }
     if (!auth_check("$fd", "subscriber", "1")) {
         auth_challenge("$fd", "0");
         exit;
@@ -341,6 +348,10 @@ class Pbx:
         if proc.returncode != 0:
             raise PbxError(f"kamcmd {' '.join(args)} failed: {err.decode().strip()}")
         return out.decode()
+
+    async def refuse_registrations(self, refuse: bool) -> None:
+        """Answer every REGISTER ``503`` from now on (``refuse``), or serve them again."""
+        await self.rpc("pv.shvSet", "refuse_register", "int", "1" if refuse else "0")
 
     async def contacts(self, extension: str) -> list[str]:
         """The contact URIs currently registered for ``extension`` (from usrloc)."""

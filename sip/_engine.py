@@ -30,6 +30,7 @@ import ipaddress
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 import traceback
@@ -42,9 +43,11 @@ from typing import Any, TypeVar
 
 import pjsua2 as pj  # type: ignore[import-untyped]
 
+from bus.safejson import clean_text
+from sip import _sockfilter
 from sip import protocol as p
 
-__all__ = ["Engine", "EngineError"]
+__all__ = ["Engine", "EngineError", "redact"]
 
 Emit = Callable[[p.Event], None]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -62,6 +65,27 @@ _RECORDING_MIN_FREE = 1024 * 1024
 # (X-*) and the few standard ones a CRM cares about. Never Authorization.
 _COPIED_HEADERS = ("p-asserted-identity", "diversion", "user-agent", "subject")
 _USER_RE = re.compile(r"sips?:([^@;>]+)@")
+# pjsip's message dumps (log level 5) carry the digest answers: the header and
+# any continuation lines of it are replaced before a line leaves the process.
+_AUTH_HEADER_RE = re.compile(
+    r"^((?:proxy-)?authorization[ \t]*:)[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*",
+    re.IGNORECASE | re.MULTILINE,
+)
+# Text copied from SIP messages into events: valid Unicode, no control
+# characters, bounded (bus.safejson.clean_text).
+_MAX_TEXT = 1024
+_MAX_HEADERS = 32
+# Registration failures pjsua would retry: timeouts, server errors, global failures.
+_RETRYABLE = frozenset({408, 480, 500, 502, 503, 504})
+_RETRY_AFTER_RE = re.compile(r"^retry-after[ \t]*:[ \t]*(\d{1,9})", re.IGNORECASE | re.MULTILINE)
+# How often the SIP socket's drop counter is read for the "not allowed" log line.
+_DROPS_EVERY = 1.0
+
+
+def redact(message: str) -> str:
+    """``message`` with the value of every Authorization/Proxy-Authorization header
+    replaced by ``<redacted>``."""
+    return _AUTH_HEADER_RE.sub(r"\1 <redacted>", message)
 
 
 class EngineError(Exception):
@@ -99,8 +123,23 @@ class _LogWriter(pj.LogWriter):  # type: ignore[misc]
 
     @_guard
     def write(self, entry: Any) -> None:
-        sys.stderr.write(f"pj{entry.level} {entry.msg.rstrip()}\n")
+        # Every line gets the prefix, continuation lines of a message dump too:
+        # a peer's text must never start a line the daemon reads as the
+        # worker's own "error"/"warning".
+        lines = redact(entry.msg.rstrip()).splitlines() or [""]
+        sys.stderr.write("".join(f"pj{entry.level} {line}\n" for line in lines))
         sys.stderr.flush()
+
+
+class _Endpoint(pj.Endpoint):  # type: ignore[misc]
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self._engine = engine
+
+    @_guard
+    def onTransportState(self, prm: Any) -> None:
+        if prm.state == pj.PJSIP_TP_STATE_DISCONNECTED:
+            self._engine._on_connection_lost()
 
 
 class _Account(pj.Account):  # type: ignore[misc]
@@ -124,6 +163,7 @@ class _Account(pj.Account):  # type: ignore[misc]
         if code // 100 == 2:
             state = "registered" if expires > 0 else "unregistered"
         self._engine._emit_registration(self.line, state, code, str(prm.reason), expires)
+        self._engine._after_registration(self, code, expires, str(prm.rdata.wholeMsg))
 
     @_guard
     def onIncomingCall(self, prm: Any) -> None:
@@ -239,6 +279,16 @@ class Engine:
         self._networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self.sip_port = 0
         self._transport_ids: dict[str, int] = {}
+        # Registration retries: consecutive refusals per line, and the token of
+        # the one retry each line may have pending.
+        self._refusals: dict[str, int] = {}
+        self._retry_tokens: dict[str, object] = {}
+        # Lines being unregistered: a failed un-REGISTER must not be retried as a
+        # REGISTER.
+        self._leaving: set[str] = set()
+        self._udp_fd: int | None = None
+        self._drops = 0
+        self._drops_checked = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -248,7 +298,7 @@ class Engine:
             raise EngineError("already_configured", "configure may be sent only once")
         self.settings = settings
         self._networks = [ipaddress.ip_network(s, strict=False) for s in settings.allowed_sources]
-        ep = pj.Endpoint()
+        ep = _Endpoint(self)
         ep.libCreate()  # makes this thread the pj "main" thread
         self._ep = ep
         cfg = pj.EpConfig()
@@ -263,24 +313,23 @@ class Engine:
         cfg.medConfig.hasIoqueue = True
         self._writer = _LogWriter()
         cfg.logConfig.writer = self._writer
-        cfg.logConfig.consoleLevel = 0
+        # pjsua hands a line to the writer only up to consoleLevel (with a writer
+        # set nothing goes to the console itself): both are the configured level.
         cfg.logConfig.level = _PJ_LEVELS[settings.log_level]
+        cfg.logConfig.consoleLevel = cfg.logConfig.level
         cfg.logConfig.decor = 0  # pjsip's time/thread prefixes: stderr reader adds its own
         ep.libInit(cfg)
         ep.audDevManager().setNullDev()  # no sound card on a server
 
+        # One listener, of the PBX's transport: nothing else is exposed.
         tcfg = pj.TransportConfig()
         tcfg.port = settings.sip_port
         tcfg.boundAddress = settings.bind_address
-        udp = ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-        self.sip_port = int(ep.transportGetInfo(udp).localName.rsplit(":", 1)[1])
-        self._transport_ids = {"udp": udp}
-        if settings.tcp:
-            tcfg.port = self.sip_port
-            try:
-                self._transport_ids["tcp"] = ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, tcfg)
-            except pj.Error as exc:
-                log("warning", "no TCP transport", reason=exc.info())
+        kind = pj.PJSIP_TRANSPORT_TCP if settings.pbx_transport == "tcp" else pj.PJSIP_TRANSPORT_UDP
+        transport = ep.transportCreate(kind, tcfg)
+        self.sip_port = int(ep.transportGetInfo(transport).localName.rsplit(":", 1)[1])
+        self._transport_ids = {settings.pbx_transport: transport}
+        self._filter_sources()
         ep.libStart()
         _set_codecs(ep, settings.codecs)
 
@@ -301,6 +350,47 @@ class Engine:
         else:
             time.sleep(msec / 1000)
         self._run_deferred()
+        self._report_drops()
+
+    def _filter_sources(self) -> None:
+        """Attach the kernel filter for ``allowed_sources`` to the SIP socket(s).
+
+        pjsip would parse (and answer) any packet before Python sees it; with the
+        filter a packet from elsewhere never reaches it. Raises :class:`EngineError`
+        when no socket could be filtered: the worker must not run unfiltered.
+        """
+        filtered = 0
+        for fd, kind in _sockfilter.sockets_bound_to(self.sip_port):
+            try:
+                _sockfilter.attach(fd, self._networks)
+            except OSError as exc:
+                raise EngineError("configure_failed", f"socket filter: {exc}") from None
+            filtered += 1
+            if kind == socket.SOCK_DGRAM:
+                self._udp_fd = fd
+        if not filtered:
+            raise EngineError("configure_failed", "socket filter: the SIP socket was not found")
+        if self._udp_fd is not None:
+            self._drops = _sockfilter.udp_drops(self._udp_fd) or 0
+        log("info", "SIP socket filtered", allowed=",".join(map(str, self._networks)) or "none")
+
+    def _report_drops(self) -> None:
+        """Log (at most every second) how many datagrams the kernel dropped."""
+        if self._udp_fd is None:
+            return
+        now = time.monotonic()
+        if now - self._drops_checked < _DROPS_EVERY:
+            return
+        self._drops_checked = now
+        drops = _sockfilter.udp_drops(self._udp_fd)
+        if drops is not None and drops > self._drops:
+            log(
+                "warning",
+                "SIP datagrams dropped before the SIP stack (source not allowed, or a full "
+                "receive buffer)",
+                count=drops - self._drops,
+            )
+            self._drops = drops
 
     def shutdown(self, grace: float = 2.0) -> None:
         """Hang up, unregister, release every pj object and destroy the library."""
@@ -322,6 +412,8 @@ class Engine:
         self._run_deferred()
         # Unregister the lines and wait (bounded) for the PBX's answers here,
         # so libDestroy need not: by default it waits a fixed second.
+        self._leaving.update(self._lines)
+        self._retry_tokens.clear()
         for line, account in self._lines.items():
             with contextlib.suppress(pj.Error):
                 if account.getInfo().regIsActive:
@@ -376,13 +468,21 @@ class Engine:
         acfg.idUri = f'"{name}" <{uri}>' if name else uri
         acfg.regConfig.registrarUri = f"sip:{s.pbx_host}:{s.pbx_port};transport={s.pbx_transport}"
         acfg.regConfig.timeoutSec = cmd.expires
-        acfg.regConfig.retryIntervalSec = s.register_retry_seconds
-        acfg.regConfig.firstRetryIntervalSec = s.register_retry_seconds
+        # Retries are scheduled by the engine (_after_registration): pjsua's own
+        # retry has one fixed interval, and a PBX refusing with 503 should be
+        # asked less and less often.
+        acfg.regConfig.retryIntervalSec = 0
         acfg.regConfig.randomRetryIntervalSec = 0
         acfg.regConfig.dropCallsOnFail = False
+        # Credentials for the PBX's realm only: with "*" any challenger (a stray
+        # proxy, a hostile UAS a call was sent to) would get a digest answer.
+        realm = s.realm or s.domain
         acfg.sipConfig.authCreds.append(
-            pj.AuthCredInfo("digest", "*", cmd.extension, 0, cmd.password)
+            pj.AuthCredInfo("digest", realm, cmd.extension, 0, cmd.password)
         )
+        self._refusals.pop(cmd.line, None)
+        self._retry_tokens.pop(cmd.line, None)
+        self._leaving.discard(cmd.line)
         account = _Account(self, cmd.line)
         self._lines[cmd.line] = account
         try:
@@ -396,6 +496,8 @@ class Engine:
         if cmd.line not in self._lines:
             raise EngineError("unknown_line", f"no line {cmd.line}")
         account = self._lines[cmd.line]
+        self._retry_tokens.pop(cmd.line, None)  # no retry after this
+        self._leaving.add(cmd.line)
         with contextlib.suppress(pj.Error):
             account.setRegistration(False)  # onRegState reports "unregistered"
         # The account object lives on until the un-REGISTER is answered.
@@ -646,10 +748,10 @@ class Engine:
             p.IncomingCall(
                 call_id=call_id,
                 line=account.line,
-                from_number=_user(str(info.remoteUri)),
-                from_uri=str(info.remoteUri),
-                to_number=_user(str(info.localUri)),
-                sip_call_id=str(info.callIdString),
+                from_number=_text(_user(str(info.remoteUri))),
+                from_uri=_text(str(info.remoteUri)),
+                to_number=_text(_user(str(info.localUri))),
+                sip_call_id=_text(str(info.callIdString)),
                 headers=headers,
                 source_address=source,
             )
@@ -679,7 +781,9 @@ class Engine:
         if name is None or name == record.last_state or not record.announce:
             return
         record.last_state = name
-        self.emit(p.CallState(call_id=call_id, state=name, sip_code=code, reason=reason))  # type: ignore[arg-type]
+        self.emit(
+            p.CallState(call_id=call_id, state=name, sip_code=code, reason=_text(reason))  # type: ignore[arg-type]
+        )
 
     def _on_disconnected(self, record: _CallRecord, code: int, reason: str) -> None:
         for rec_id, rec in list(self._recordings.items()):
@@ -706,7 +810,7 @@ class Engine:
                     call_id=record.call_id,
                     state="ended",
                     sip_code=code,
-                    reason=reason,
+                    reason=_text(reason),
                     end_reason=_end_reason(record, code),
                 )
             )
@@ -735,9 +839,9 @@ class Engine:
             p.TransferStatus(
                 call_id=call_id,
                 code=code,
-                reason=str(prm.reason),
+                reason=_text(str(prm.reason)),
                 final=final,
-                target=record.transfer_target,
+                target=_text(record.transfer_target),
             )
         )
         if not final:
@@ -755,8 +859,76 @@ class Engine:
 
     def _emit_registration(self, line: str, state: str, code: int, reason: str, exp: int) -> None:
         self.emit(
-            p.Registration(line=line, state=state, code=code, reason=reason, expires=exp)  # type: ignore[arg-type]
+            p.Registration(
+                line=line,
+                state=state,  # type: ignore[arg-type]
+                code=code,
+                reason=clean_text(reason, max_chars=_MAX_TEXT),
+                expires=exp,
+            )
         )
+
+    def _on_connection_lost(self) -> None:
+        """A TCP connection closed: register every line again after the retry interval.
+
+        Over TCP a PBX that goes away closes the connection its registrations used;
+        pjsua would re-register only with its own retry on, which the engine replaces.
+        """
+        s = self._settings()
+        for line, account in self._lines.items():
+            if line not in self._retry_tokens and line not in self._leaving:
+                self._schedule_register(line, account, float(s.register_retry_seconds))
+
+    def _after_registration(self, account: _Account, code: int, expires: int, msg: str) -> None:
+        """Schedule the next attempt after a failed registration.
+
+        A PBX that *answered* 5xx/6xx is asked again after the retry interval,
+        doubled at each consecutive refusal up to the maximum (or after its
+        Retry-After, within the maximum); a PBX that did not answer (timeout,
+        transport error) is retried at the base interval, so that its return is
+        noticed at once. Credentials refused (401/403...) are not retried.
+        """
+        line = account.line
+        assert line is not None
+        if code // 100 == 2:
+            self._refusals.pop(line, None)
+            self._retry_tokens.pop(line, None)
+            return
+        if line in self._leaving or self._lines.get(line) is not account:
+            return
+        s = self._settings()
+        answered = bool(msg)
+        if answered and code not in _RETRYABLE and code < 600:
+            return
+        delay = float(s.register_retry_seconds)
+        if answered:
+            refusals = self._refusals.get(line, 0) + 1
+            self._refusals[line] = refusals
+            delay = min(delay * 2 ** (refusals - 1), float(s.register_retry_max_seconds))
+            match = _RETRY_AFTER_RE.search(msg)
+            if match is not None:
+                delay = min(max(delay, float(match.group(1))), float(s.register_retry_max_seconds))
+        log("info", "registration retry scheduled", line=line, code=code, delay=delay)
+        self._schedule_register(line, account, delay)
+
+    def _schedule_register(self, line: str, account: _Account, delay: float) -> None:
+        """Send a REGISTER for ``line`` in ``delay`` seconds, replacing any pending one."""
+        token = object()
+        self._retry_tokens[line] = token
+
+        def retry() -> None:
+            if self._retry_tokens.get(line) is not token or self._lines.get(line) is not account:
+                return
+            if line in self._leaving:
+                return
+            del self._retry_tokens[line]
+            try:
+                account.setRegistration(True)
+            except pj.Error as exc:
+                log("warning", "registration retry failed", line=line, reason=exc.info())
+                self._after_registration(account, 503, 0, "")
+
+        self._defer_after(delay, retry)
 
     def _settings(self) -> p.WorkerSettings:
         assert self.settings is not None
@@ -985,6 +1157,9 @@ class Engine:
         self._deferred.append(holder.clear)
 
     def _drop_line(self, line: str) -> None:
+        self._leaving.discard(line)
+        self._retry_tokens.pop(line, None)
+        self._refusals.pop(line, None)
         account = self._lines.pop(line, None)
         if account is not None:
             account.shutdown()
@@ -1100,14 +1275,22 @@ def _codec_of(call: Any) -> str:
     return f"{info.codecName}/{info.codecClockRate}"
 
 
+def _text(value: str) -> str:
+    """SIP text made fit for an event (valid Unicode, no control characters, bounded)."""
+    return clean_text(value, max_chars=_MAX_TEXT)
+
+
 def _headers(message: str) -> dict[str, str]:
+    """The copied headers of ``message`` (at most ``_MAX_HEADERS``), cleaned."""
     head = message.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
     out: dict[str, str] = {}
     for line in _unfold(head):
         name, sep, value = line.partition(":")
-        key = name.strip()
+        key = _text(name.strip())
         if sep and (key.lower().startswith("x-") or key.lower() in _COPIED_HEADERS):
-            out[key] = value.strip()
+            if len(out) >= _MAX_HEADERS and key not in out:
+                break
+            out[key] = _text(value.strip())
     return out
 
 

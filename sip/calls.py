@@ -56,6 +56,7 @@ from bus import (
     RecordingReady,
 )
 from config import AgentConfig, Config
+from config.outbound import OutboundPolicy
 from crm_store import (
     CallDirection,
     CallEndReason,
@@ -71,6 +72,7 @@ from sip.call_state import ClickToCall, Leg, Phase
 from sip.client import WorkerExited
 from sip.control import CallLegs, transfer_outcome
 from sip.exceptions import (
+    CallForbidden,
     InvalidNumber,
     PoolClosed,
     PoolError,
@@ -187,6 +189,7 @@ class CallService(CallTaskService):
         self.agent_timeout = agent_timeout
         self.ring_timeout = float(ring_timeout or config.dialer.ring_timeout)
         self._sessions: dict[uuid.UUID, _Session] = {}
+        self._policy = OutboundPolicy.from_config(config)
 
     # ------------------------------------------------------------------ lifespan
 
@@ -220,7 +223,8 @@ class CallService(CallTaskService):
 
         Returns as soon as the call record exists and the agent's phone is being
         called; follow the call on the bus. Raises :class:`UnknownAgent`,
-        :class:`InvalidNumber`, :class:`NoCapacity` (the agent's worker has not
+        :class:`InvalidNumber`, :class:`CallForbidden` (the outbound policy refuses
+        the number for this agent), :class:`NoCapacity` (the agent's worker has not
         two free call slots), :class:`WorkerUnavailable` or :class:`PoolClosed`
         before anything is dialed or stored. Cancelling it before it returns
         leaves nothing behind; after, use :meth:`hangup`.
@@ -233,6 +237,15 @@ class CallService(CallTaskService):
             e164 = normalize_phone(number, region)
         except InvalidPhone as exc:
             raise InvalidNumber(f"cannot dial {number!r}: {exc}") from exc
+        refusal = self._policy.check_number(e164, agent=agent_key(agent_cfg))
+        if refusal is not None:
+            log.warning(
+                "click_to_call.forbidden",
+                agent=agent_key(agent_cfg),
+                number=e164,
+                rule=refusal.rule,
+            )
+            raise CallForbidden(str(refusal))
         worker_id = self._pool.worker_for_line(agent_cfg.line)
         line = self._config.line(agent_cfg.line)
         presented = caller_id or line.caller_id or self._config.pbx.outbound_caller_id
@@ -323,6 +336,10 @@ class CallService(CallTaskService):
         s.agent_leg = new_leg
         log.info("click_to_call.handed_over", call_id=str(call_id), leg=new_leg)
         return old
+
+    def live_calls(self) -> set[uuid.UUID]:
+        """The ids of the calls this service holds (from creation to their end)."""
+        return set(self._sessions)
 
     def active_calls(self) -> list[ActiveCall]:
         """The calls in progress."""

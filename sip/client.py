@@ -329,8 +329,14 @@ class WorkerClient:
                 "error": self._log.error,
                 "warning": self._log.warning,
                 "info": self._log.info,
-            }.get(level, self._log.debug)
-            method("sip worker: " + (rest if method is not self._log.debug else text))
+            }.get(level)
+            if method is None:
+                # pjsip's own lines ("pj4 ...") and the continuation lines of its
+                # message dumps: logged whole (a bound method is a new object at
+                # each access, so this cannot be told by comparing methods).
+                self._log.debug("sip worker: " + text)
+            else:
+                method("sip worker: " + rest)
 
     def _next_id(self) -> str:
         return f"{self.worker_id}-{next(self._ids)}"

@@ -47,10 +47,12 @@ from bus import (
     Subscription,
 )
 from config import AgentConfig, Config
+from config.outbound import OutboundPolicy, is_extension
 from crm_store import InvalidPhone, normalize_phone
 from sip import protocol as p
 from sip.client import WorkerExited
 from sip.exceptions import (
+    CallForbidden,
     CallNotReady,
     InvalidNumber,
     PoolClosed,
@@ -204,6 +206,7 @@ class CallControl:
         self._directories = list(directories)
         self._supervisor_timeout = supervisor_timeout
         self._consult_timeout = consult_timeout
+        self._policy = OutboundPolicy.from_config(config)
         self._supervisions: dict[uuid.UUID, _Supervision] = {}
         self._consults: dict[uuid.UUID, _Consult] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -273,9 +276,14 @@ class CallControl:
             )
 
     async def transfer_blind(self, call_id: uuid.UUID, to: str) -> None:
-        """Send the customer a REFER to ``to`` (an extension or a phone number)."""
+        """Send the customer a REFER to ``to`` (an extension or a phone number).
+
+        Raises :class:`UnknownCall`, :class:`InvalidNumber`, or :class:`CallForbidden`
+        when the outbound policy refuses ``to`` for the call's agent (nothing is
+        sent or published then).
+        """
         legs = self.legs(call_id)
-        target = self._target(to)
+        target = self._target(to, legs.agent)
         self._bus.publish(
             CallTransferred(
                 call_id=call_id, agent=legs.agent, kind="blind", target=target, state="started"
@@ -304,7 +312,9 @@ class CallControl:
         (``call.transferred`` ``consulting``). Returns then; finish with
         :meth:`transfer_complete` or :meth:`transfer_cancel`. Raises
         :class:`UnknownCall`, :class:`CallNotReady` (a transfer is already under way,
-        or no agent leg), :class:`~sip.exceptions.NoCapacity` (no spare slot), or
+        or no agent leg), :class:`InvalidNumber`, :class:`CallForbidden` (the outbound
+        policy refuses ``to``; nothing is dialed or published),
+        :class:`~sip.exceptions.NoCapacity` (no spare slot), or
         ``TimeoutError`` / :class:`CallNotReady` when the colleague does not answer
         (the customer is then back with the agent).
         """
@@ -313,7 +323,7 @@ class CallControl:
             raise CallNotReady("a transfer of this call is already under way")
         if legs.agent_leg is None:
             raise CallNotReady("the call has no agent leg to consult from")
-        target = self._target(to)
+        target = self._target(to, legs.agent)
         consult = _Consult(call=legs, directory=directory, target=target, leg_id=f"{call_id}-xfer")
         self._consults[call_id] = consult
         self._publish_transfer(consult, "started")
@@ -408,13 +418,23 @@ class CallControl:
 
     # ------------------------------------------------------------------ internals
 
-    def _target(self, to: str) -> str:
-        if to.isdigit() and len(to) <= 6:
-            return to  # an extension on the PBX
-        try:
-            return normalize_phone(to, self._config.site.default_region)
-        except InvalidPhone as exc:
-            raise InvalidNumber(f"cannot transfer to {to!r}: {exc}") from exc
+    def _target(self, to: str, agent: str | None) -> str:
+        """``to`` as an extension or an E.164 number that ``agent`` may transfer to."""
+        if is_extension(to):
+            refusal = self._policy.check_extension(to)
+            target = to
+        else:
+            try:
+                target = normalize_phone(to, self._config.site.default_region)
+            except InvalidPhone as exc:
+                raise InvalidNumber(f"cannot transfer to {to!r}: {exc}") from exc
+            refusal = self._policy.check_number(target, agent=agent)
+        if refusal is not None:
+            log.warning(
+                "call_control.transfer_forbidden", agent=agent, target=target, rule=refusal.rule
+            )
+            raise CallForbidden(str(refusal))
+        return target
 
     async def _reconnect(self, legs: CallLegs) -> None:
         """The customer back with the agent, after a consultation."""

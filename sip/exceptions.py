@@ -19,6 +19,7 @@ Every exception the ``sip`` package raises derives from :class:`SipError`::
         ├── UnknownCall          no live call (or leg) by that id
         ├── CallNotReady         the call's state does not allow it (answer elsewhere)
         ├── InvalidNumber        the number to dial cannot be read as a phone number
+        ├── CallForbidden        the outbound policy refuses the number or extension
         ├── NoCapacity           the worker has no free call slot
         └── WorkerUnavailable    the worker is down (crashed, restarting)
 
@@ -29,6 +30,7 @@ calls of that worker and restarts it.
 from __future__ import annotations
 
 __all__ = [
+    "CallForbidden",
     "CallNotReady",
     "InvalidNumber",
     "InvalidState",
@@ -141,6 +143,14 @@ class InvalidNumber(PoolError):
     """The number to dial cannot be normalised to E.164."""
 
     error_id = "invalid_number"
+
+
+class CallForbidden(PoolError):
+    """The outbound policy (``[outbound]``) refuses the number or extension; the
+    message names the rule (``forbidden: ... (outbound.refused_types)``) and nothing
+    was dialed."""
+
+    error_id = "forbidden"
 
 
 class NoCapacity(PoolError):

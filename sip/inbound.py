@@ -67,6 +67,7 @@ from bus import (
     RecordingReady,
 )
 from config import AgentConfig, Config, LineRole
+from config.outbound import OutboundPolicy, Refusal, is_extension
 from crm_store import (
     CallDirection,
     CallEndReason,
@@ -536,6 +537,7 @@ class InboundService(CallTaskService):
         self._dispatching = False
         self._redispatch = False
         self._user_ids: dict[str, uuid.UUID] = {}
+        self._policy = OutboundPolicy.from_config(config)
 
     # ------------------------------------------------------------------ lifespan
 
@@ -608,6 +610,10 @@ class InboundService(CallTaskService):
                 again = self._redispatch
         finally:
             self._dispatching = False
+
+    def live_calls(self) -> set[uuid.UUID]:
+        """The ids of the inbound calls this service holds (announced, not yet over)."""
+        return set(self._calls)
 
     def active_calls(self) -> list[InboundCall]:
         """The inbound calls in progress (those with a call record)."""
@@ -1393,11 +1399,26 @@ class InboundService(CallTaskService):
         assert s.chosen is not None
         number = self._config.inbound.overflow_number
         assert number is not None
+        refusal = self._overflow_refusal(number)
+        if refusal is not None:
+            # The configuration check refuses such a number; this guards code
+            # that builds a Config without the loader.
+            log.error("inbound.overflow_forbidden", number=number, rule=refusal.rule)
+            self._miss(s)
+            return
         leg = await self._place(s, "overflow", s.chosen.event.line, number)
         if leg is None:
             self._miss(s)
             return
         self._arm(s, "forward", self.forward_ring_timeout, serial=s.serial)
+
+    def _overflow_refusal(self, number: str) -> Refusal | None:
+        if is_extension(number):
+            return self._policy.check_extension(number)
+        e164 = try_normalize_phone(number, self._config.site.default_region)
+        if e164 is None:
+            return None  # the PBX is given it as configured, and answers for it
+        return self._policy.check_number(e164)
 
     def _miss(self, s: _Session) -> None:
         """Nobody answers: reject the caller with ``inbound.reject_code``."""

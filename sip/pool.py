@@ -81,6 +81,8 @@ IncomingHandler = Callable[[str, p.IncomingCall], None]
 # the PBX a lost connection is noticed at once and retried at this pace, so
 # the lines are back within this long of the PBX coming back.
 _REGISTER_RETRY_SECONDS = 3
+# Longest wait between registrations while the PBX refuses them (503...).
+_REGISTER_RETRY_MAX_SECONDS = 60
 # SIP status the pool answers an incoming call with when nobody handles it.
 _NOBODY_HOME = 480
 
@@ -148,8 +150,6 @@ def plan_workers(config: Config, *, log_level: p.LogLevel = "warning") -> tuple[
     Raises :class:`PoolConfigError` when the lines do not fit.
     """
     sip, pbx = config.sip, config.pbx
-    if pbx.transport == "tls":
-        raise PoolConfigError("pbx.transport: tls is not supported by the SIP worker yet")
     per_worker = sip.accounts_per_worker - 1
     if per_worker < 1 and config.lines:
         raise PoolConfigError(
@@ -206,7 +206,9 @@ def plan_workers(config: Config, *, log_level: p.LogLevel = "warning") -> tuple[
             max_calls=sip.calls_per_worker,
             max_accounts=sip.accounts_per_worker,
             log_level=log_level,
+            realm=pbx.realm,
             register_retry_seconds=_REGISTER_RETRY_SECONDS,
+            register_retry_max_seconds=_REGISTER_RETRY_MAX_SECONDS,
             codecs=tuple(sip.codecs),
         )
         plans.append(

@@ -98,9 +98,11 @@ class WorkerSettings:
     ``sip_port`` 0 lets the OS choose; the chosen port comes back in
     :class:`Ready`. ``rtp_port_start``/``rtp_port_count`` bound the RTP ports of
     this worker's calls (two per call: RTP and RTCP). ``allowed_sources`` are IP
-    addresses or CIDR networks: SIP requests from anywhere else are refused.
-    ``pbx_*`` are needed only for :class:`Register`; calls may also be made to
-    and received from any allowed source directly.
+    addresses or CIDR networks: the SIP socket drops every packet from anywhere
+    else in the kernel, before the SIP stack reads it. ``pbx_*`` are needed only
+    for :class:`Register`; calls may also be made to and received from any
+    allowed source directly. The worker listens on ``pbx_transport`` only.
+    ``realm`` is the only digest realm the lines answer (None: ``domain``).
     """
 
     bind_address: str = "127.0.0.1"
@@ -116,9 +118,13 @@ class WorkerSettings:
     max_calls: int = 4
     max_accounts: int = 8
     log_level: LogLevel = "warning"
-    tcp: bool = True
-    #: First retry of a failed registration, seconds (later retries too).
+    #: Digest realm the lines' credentials are given to; None means ``domain``.
+    realm: str | None = None
+    #: First retry of a failed registration, seconds. Retries after an unreachable
+    #: PBX stay at this pace; after a PBX's own refusal (5xx, 6xx) they double up
+    #: to ``register_retry_max_seconds``.
     register_retry_seconds: int = 3
+    register_retry_max_seconds: int = 60
     #: Audio codecs offered and accepted, most preferred first (``sip.codecs``).
     codecs: tuple[str, ...] = ("PCMA", "PCMU", "G722")
 
@@ -132,6 +138,8 @@ class WorkerSettings:
             raise ValueError("rtp_port_start out of range")
         if not self.max_calls >= 1 or not self.max_accounts >= 1:
             raise ValueError("max_calls and max_accounts must be positive")
+        if not 1 <= self.register_retry_seconds <= self.register_retry_max_seconds:
+            raise ValueError("register_retry_seconds must be 1..register_retry_max_seconds")
 
 
 # --------------------------------------------------------------------------- base

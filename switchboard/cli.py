@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import os
 import sys
@@ -22,6 +23,9 @@ import structlog
 import config as cfgmod
 from config import Config, ConfigError
 from crm_store import Role, Store, StoreError, User, downgrade, head_revision, upgrade
+from sip import firewall
+from sip.exceptions import PoolConfigError
+from sip.pool import plan_workers
 
 from . import cli_dialer
 from .daemon import Daemon, StartupError
@@ -81,6 +85,31 @@ def _parser() -> argparse.ArgumentParser:
         "--show", action="store_true", help="print the effective configuration, secrets masked"
     )
 
+    fw = sub.add_parser(
+        "firewall",
+        help="print kernel filter rules letting only the PBX reach the SIP workers",
+        description="Print an nftables ruleset (default) for the SIP and RTP ports of the "
+        "configuration, or a systemd drop-in with IPAddressAllow=. See docs/operations.md.",
+    )
+    fw.add_argument("--format", choices=("nftables", "systemd"), default="nftables")
+    fw.add_argument(
+        "--rtp-source",
+        action="append",
+        default=[],
+        type=_network,
+        metavar="NETWORK",
+        help="network RTP may come from (repeatable; default: pbx.allowed_sources)",
+    )
+    fw.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        type=_network,
+        metavar="NETWORK",
+        help="systemd only: another peer network of the daemon (web clients, database, "
+        "broker); repeatable",
+    )
+
     db = sub.add_parser("db", help="database schema")
     dbsub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     up = dbsub.add_parser("upgrade", help="migrate the schema up (default: to head)")
@@ -104,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     tokens.add_argument("username")
     revoke = usub.add_parser("revoke", help="revoke an API token by its id")
     revoke.add_argument("token_id")
+    disable = usub.add_parser("disable", help="disable a user (open sessions are closed)")
+    disable.add_argument("username")
+    enable = usub.add_parser("enable", help="enable a disabled user again")
+    enable.add_argument("username")
+    role = usub.add_parser("role", help="change a user's role (open sessions are closed)")
+    role.add_argument("username")
+    role.add_argument("role", choices=[r.value for r in Role])
     cli_dialer.add_parsers(sub)
     return p
 
@@ -138,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"switchboard gateway: {exc}", file=sys.stderr)
                 return EXIT_USAGE
             return asyncio.run(process.run())
+        if args.command == "firewall":
+            return _firewall(cfg, args, source=args.config, out=sys.stdout)
         if args.command == "db":
             return asyncio.run(_db(cfg, args))
         if args.command == "lists":
@@ -150,6 +188,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StartupError, _Failure, StoreError, cli_dialer.CliProblem) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _network(text: str) -> str:
+    """An argparse type: an IP address or CIDR network, as given."""
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address or network") from None
+    return text
+
+
+def _firewall(cfg: Config, args: argparse.Namespace, *, source: str, out: TextIO) -> int:
+    if args.format == "systemd":
+        out.write(firewall.systemd_dropin(cfg, allow=args.allow, source=source))
+    else:
+        out.write(firewall.nftables_ruleset(cfg, rtp_sources=args.rtp_source, source=source))
+    return EXIT_OK
 
 
 def _print_issues(exc: ConfigError, out: TextIO) -> None:
@@ -167,6 +222,14 @@ def _check_config(path: Path, *, show: bool, out: TextIO) -> int:
         return EXIT_USAGE
     except OSError as exc:
         print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    # What the model accepts must also fit on the SIP workers, or the daemon would
+    # exit at start: lay the lines out as it will.
+    try:
+        plan_workers(cfg)
+    except PoolConfigError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        print("1 error", file=sys.stderr)
         return EXIT_USAGE
     if show:
         json.dump(cfgmod.dump_redacted(cfg), out, indent=2, default=str)
@@ -262,12 +325,29 @@ async def _users_revoke(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _users_active(store: Store, args: argparse.Namespace) -> int:
+    user = await _user(store, args.username)
+    await store.users.set_active(user.id, args.users_command == "enable")
+    print(f"{args.users_command}d {user.username}")
+    return EXIT_OK
+
+
+async def _users_role(store: Store, args: argparse.Namespace) -> int:
+    user = await _user(store, args.username)
+    await store.users.set_role(user.id, Role(args.role))
+    print(f"{user.username} is now {args.role}")
+    return EXIT_OK
+
+
 _USERS: dict[str, StoreCommand] = {
     "add": _users_add,
     "list": _users_list,
     "token": _users_token,
     "tokens": _users_tokens,
     "revoke": _users_revoke,
+    "disable": _users_active,
+    "enable": _users_active,
+    "role": _users_role,
 }
 
 

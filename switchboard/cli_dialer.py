@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from config import Config
 from crm_store import CallListReport, Store
 from crm_store.importing import MAX_IMPORT_BYTES, printable, read_numbers
+from dialer import screen_entries
 
 __all__ = ["CliProblem", "add_parsers", "run_call", "run_dialer", "run_lists"]
 
@@ -103,23 +104,29 @@ async def run_lists(cfg: Config, args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise CliProblem(f"{args.file}: cannot read: {exc.strerror}") from exc
             entries = list(read_numbers(data, format=fmt, column=column, header=not args.no_header))
-        call_list, report = await store.call_lists.create_list(args.name, None, entries)
-        _print_report(call_list.id, report)
+        allowed, refused = screen_entries(entries, cfg)
+        call_list, report = await store.call_lists.create_list(args.name, None, allowed)
+        _print_report(call_list.id, report, refused)
         return EXIT_OK
     finally:
         await store.aclose()
 
 
-def _print_report(list_id: uuid.UUID, report: CallListReport) -> None:
+def _print_report(
+    list_id: uuid.UUID, report: CallListReport, refused: list[tuple[str, str]]
+) -> None:
     print(list_id)
     print(
         f"{report.added} numbers added, {report.duplicates} duplicates merged, "
-        f"{len(report.invalid)} invalid (kept, never dialed)",
+        f"{len(report.invalid)} invalid (kept, never dialed), "
+        f"{len(refused)} refused by the outbound policy (left out)",
         file=sys.stderr,
     )
     for raw, reason in report.invalid:
         # Both come from the file: a cell could hold terminal escape sequences.
         print(f"invalid: {printable(raw)}: {printable(reason)}", file=sys.stderr)
+    for raw, reason in refused:
+        print(f"refused: {printable(raw)}: {printable(reason)}", file=sys.stderr)
 
 
 async def run_dialer(cfg: Config, args: argparse.Namespace) -> int:

@@ -7,6 +7,11 @@ states — and maps their errors to the protocol's stable error codes.
 
 Commands this daemon does not know are refused with ``unavailable``; nothing is
 faked.
+
+What a client reads in an error reply is written here, never taken from the
+exception: a pjsip ``info()``, a database driver's message (which quotes key
+values) or a Python exception's text stays in the log, where the gateway
+writes the refused command's id with the cause.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from dialer import (
 from sip.calls import CallService
 from sip.control import CallControl, SupervisionMode
 from sip.exceptions import (
+    CallForbidden,
     CallNotReady,
     InvalidNumber,
     NoCapacity,
@@ -96,6 +102,10 @@ class AgentStates:
                 if agent is not None:
                     self.presence.call_ended(agent)
 
+    def outbound_calls(self) -> dict[uuid.UUID, str]:
+        """The outbound calls :attr:`presence` counts the agents busy with, by id."""
+        return dict(self._outbound)
+
     def state(self, agent: str) -> tuple[str, str | None]:
         """``(state, reason)`` of ``agent``; ``KeyError`` if not configured."""
         return self._states[agent]
@@ -145,6 +155,33 @@ class AgentStates:
 
 
 Handler = Callable[[Principal, dict[str, Any]], Awaitable[Mapping[str, Any]]]
+
+_REFUSALS: dict[type[Exception], tuple[type[gw.CommandError], str]] = {
+    UnknownAgent: (gw.NotFound, "no such agent"),
+    UnknownCall: (gw.NotFound, "no such call (it never existed or has ended)"),
+    UnknownList: (gw.NotFound, "no such call list"),
+    NoSession: (gw.NotFound, "no dialer session for this agent"),
+    InvalidNumber: (gw.BadRequest, "not a phone number that can be dialed"),
+    NoCapacity: (gw.Conflict, "no free call slot for this agent now"),
+    CallNotReady: (gw.Conflict, "the call is not in a state that allows this"),
+    SessionExists: (gw.Conflict, "a dialer session is already running for this agent"),
+    InvalidState: (gw.Conflict, "the dialer session does not allow this now"),
+    WorkerUnavailable: (gw.Unavailable, "the phone line is restarting; retry shortly"),
+    PoolClosed: (gw.Unavailable, "the telephony is not running; retry later"),
+    DialerClosed: (gw.Unavailable, "the dialer is not running; retry later"),
+    PoolError: (gw.Unavailable, "the telephony cannot do this now; retry later"),
+    DialerError: (gw.Unavailable, "the dialer cannot do this now; retry later"),
+}
+
+
+def refusal(exc: PoolError | DialerError) -> gw.CommandError:
+    """The error reply for a refusal of the SIP pool or the dialer: a stable code,
+    a plain message and the refusal's ``error_id`` as ``details["reason"]``."""
+    for cls in type(exc).__mro__:
+        if cls in _REFUSALS:
+            error, message = _REFUSALS[cls]
+            return error(message, details={"reason": exc.error_id})
+    raise AssertionError("unreachable: PoolError and DialerError are in the table")
 
 
 class CommandRouter:
@@ -210,17 +247,27 @@ class CommandRouter:
             raise gw.Unavailable(f"{name} is not supported by this daemon yet")
         try:
             return await handler(principal, args)
-        except (UnknownAgent, UnknownCall, NotFound, UnknownList, NoSession) as exc:
-            raise gw.NotFound(str(exc)) from exc
-        except (InvalidNumber, InvalidPhone) as exc:
-            raise gw.BadRequest(str(exc)) from exc
-        except (NoCapacity, CallNotReady, Conflict, SessionExists, InvalidState) as exc:
-            raise gw.Conflict(str(exc)) from exc
-        except (WorkerUnavailable, PoolClosed, PoolError, DialerClosed, TimeoutError) as exc:
-            raise gw.Unavailable(str(exc) or "the telephony did not answer in time") from exc
+        except NotFound as exc:
+            raise gw.NotFound(f"no such {exc.entity.replace('_', ' ')}") from exc
+        except InvalidPhone as exc:
+            # The number is the client's own; the reason is the store's own words.
+            raise gw.BadRequest(f"invalid phone number: {exc.reason}") from exc
+        except Conflict as exc:
+            # Its text may carry the driver's message, with the clashing values.
+            raise gw.Conflict("the change conflicts with the stored data") from exc
+        except CallForbidden as exc:
+            # The message is the policy's own: it names the [outbound] rule, and the
+            # number is the caller's own.
+            raise gw.Forbidden(str(exc)) from exc
+        except (PoolError, DialerError) as exc:
+            raise refusal(exc) from exc
         except WorkerCommandError as exc:
-            # The worker refused: the call is not in a state that allows it.
-            raise gw.Conflict(f"{exc.code}: {exc}") from exc
+            # The worker refused (its message is pjsip's); its code is stable.
+            raise gw.Conflict(
+                "the call is not in a state that allows this", details={"reason": exc.code}
+            ) from exc
+        except TimeoutError as exc:
+            raise gw.Unavailable("the telephony did not answer in time") from exc
 
     # --- calls ------------------------------------------------------------
 
@@ -389,13 +436,16 @@ class CommandRouter:
         }
 
     async def _users_add(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
-        user = await self._store.users.add(
-            username=args["username"],
-            display_name=args["display_name"],
-            role=Role(args["role"]),
-            extension=args.get("extension"),
-            actor=principal.user_id,
-        )
+        try:
+            user = await self._store.users.add(
+                username=args["username"],
+                display_name=args["display_name"],
+                role=Role(args["role"]),
+                extension=args.get("extension"),
+                actor=principal.user_id,
+            )
+        except Conflict as exc:
+            raise gw.Conflict(f"username {args['username']!r} already exists") from exc
         return {"id": str(user.id)}
 
     async def _users_token(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:

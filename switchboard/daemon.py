@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,10 @@ import structlog
 
 import config as cfgmod
 from bus import Bus, CallCreated, CallEnded, MqttBridge
+from bus.mqtt import BridgeHealth
 from bus.mqtt import CommandError as MqttCommandError
 from config import Config, ConfigError
-from crm_store import SchemaOutOfDate, Store, StoreError, upgrade
+from crm_store import NotFound, SchemaOutOfDate, Store, StoreError, upgrade
 from dialer import Dialer
 from sip.calls import CallService
 from sip.control import CallControl, InboundLegs
@@ -30,7 +33,14 @@ from sip.exceptions import PoolConfigError, WorkerStartError
 from sip.inbound import InboundService
 from sip.pool import SipPool
 from sip.recordings import RecordingRetention
-from ws_gateway import Gateway, GatewaySettings, Principal, store_authenticator
+from ws_gateway import (
+    Gateway,
+    GatewaySettings,
+    Principal,
+    principal_from_user,
+    store_authenticator,
+    store_session_check,
+)
 from ws_gateway import exceptions as gw
 from ws_gateway.exceptions import CommandError as GatewayCommandError
 from ws_gateway.protocol import command_args
@@ -38,9 +48,20 @@ from ws_gateway.rights import authorize
 
 from .commands import AgentStates, CommandRouter
 from .logs import configure_logging, set_level
+from .reconcile import CallReconciler
 from .sdnotify import Notifier
 
-__all__ = ["RELOADABLE", "Daemon", "ReloadHook", "StartupError"]
+__all__ = [
+    "NOT_OVER_MQTT",
+    "RELOADABLE",
+    "STATUS_MQTT_DISCONNECTED",
+    "STATUS_MQTT_RESTARTING",
+    "STATUS_MQTT_STOPPED",
+    "STATUS_SERVING",
+    "Daemon",
+    "ReloadHook",
+    "StartupError",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -51,9 +72,34 @@ RELOADABLE = ("logging", "agents")
 
 ReloadHook = Callable[[Config, Config], Awaitable[None]]
 
+#: Commands refused over MQTT: their result is a secret (a new API token in
+#: clear), and a reply is a message on the broker, readable by whoever may
+#: subscribe to the reply topic and kept in its logs and bridges.
+NOT_OVER_MQTT = frozenset({"admin.users.token"})
+
+#: ``STATUS=`` lines sent to the service manager. A bridge that lost its broker or
+#: is being restarted is *degraded*: the daemon serves calls, events are buffered,
+#: and the watchdog keeps being pinged. A bridge whose supervisor is gone is
+#: *unhealthy*: the pings stop, and systemd restarts the service.
+STATUS_SERVING = "STATUS=serving"
+STATUS_MQTT_DISCONNECTED = "STATUS=serving; degraded: MQTT broker unreachable, reconnecting"
+STATUS_MQTT_RESTARTING = "STATUS=serving; degraded: MQTT bridge restarting after a fault"
+STATUS_MQTT_STOPPED = "STATUS=unhealthy: MQTT bridge stopped"
+
+_MQTT_STATUS = {
+    BridgeHealth.CONNECTED: STATUS_SERVING,
+    BridgeHealth.DISCONNECTED: STATUS_MQTT_DISCONNECTED,
+    BridgeHealth.RESTARTING: STATUS_MQTT_RESTARTING,
+    BridgeHealth.STOPPED: STATUS_MQTT_STOPPED,
+}
+
 
 class StartupError(Exception):
     """The daemon could not start; the message says why and what to do."""
+
+
+class _Unhealthy(Exception):
+    """A component the daemon cannot serve without is gone (the watchdog's view)."""
 
 
 class Daemon:
@@ -71,14 +117,18 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload_hooks: list[ReloadHook] = []
         self.store: Store | None = None
-        self._store_status = "STATUS=serving"
+        #: What the store's health adds to STATUS while it is degraded, else None.
+        self._store_note: str | None = None
         self.bus: Bus | None = None
         self.pool: SipPool | None = None
         self.calls: CallService | None = None
         self.agents: AgentStates | None = None
         self.gateway: Gateway | None = None
         self.dialer: Dialer | None = None
+        self.bridge: MqttBridge[Principal] | None = None
+        self.reconciler: CallReconciler | None = None
         self.notifier = Notifier(environ)
+        self._ready = False
 
     def on_reload(self, hook: ReloadHook) -> None:
         """Register ``hook(old, new)`` to run after a successful reload."""
@@ -158,22 +208,40 @@ class Daemon:
                 inbound=inbound,
             )
 
-            self.notifier.notify("READY=1", "STATUS=serving")
+            # A missed call.ended must not leave a call on the wall or an agent busy.
+            self.reconciler = CallReconciler(
+                bus=self.bus,
+                store=self.store,
+                site=self.config.site.id,
+                live=[self.calls.live_calls, inbound.live_calls, self.dialer.live_calls],
+                shown=[
+                    CallReconciler.for_projection(gateway.projection, self.config.site.id),
+                    self.agents.outbound_calls,
+                ],
+                interval=self.config.sip.reconcile_interval,
+            )
+
+            self._ready = True
+            self.notifier.notify("READY=1", self._status())
             log.info("daemon.ready")
             try:
                 async with asyncio.TaskGroup() as tg:
                     watchdog = tg.create_task(
                         self.notifier.watchdog(
-                            self._health, failures=(StoreError,), event="daemon.unhealthy"
+                            self._health,
+                            failures=(StoreError, _Unhealthy),
+                            event="daemon.unhealthy",
                         ),
                         name="watchdog",
                     )
                     reloader = tg.create_task(self._reloader(reloads), name="reloader")
                     presence = tg.create_task(self.agents.follow_calls(calls_feed), name="presence")
+                    reconciler = tg.create_task(self.reconciler.run(), name="reconcile")
                     await self._stop.wait()
                     watchdog.cancel()
                     reloader.cancel()
                     presence.cancel()
+                    reconciler.cancel()
             finally:
                 self.notifier.notify("STOPPING=1", "STATUS=stopping")
                 log.info("daemon.stopping")
@@ -210,11 +278,14 @@ class Daemon:
         self, stack: contextlib.AsyncExitStack, bus: Bus, handler: _LateHandler
     ) -> Gateway:
         cfg = self.config.websocket
+        assert self.store is not None
         gateway = Gateway(
             bus,
             authenticate=self._authenticate,
             handler=handler,
             settings=GatewaySettings.from_config(cfg),
+            # Revocations made anywhere (the CLI, another daemon) close sessions.
+            session_check=store_session_check(self.store.users, lambda: self.config.agents),
         )
         try:
             await stack.enter_async_context(gateway)
@@ -240,6 +311,13 @@ class Daemon:
         async def run(
             principal: Principal, name: str, args: Mapping[str, Any]
         ) -> Mapping[str, Any]:
+            if name in NOT_OVER_MQTT:
+                raise MqttCommandError(
+                    "forbidden",
+                    f"{name} is not available over MQTT: its result is a secret, and "
+                    "replies are published on the broker; use the websocket or "
+                    "`switchboard users token`",
+                )
             # The same validation and rights as a websocket command.
             try:
                 checked = command_args(name, args)
@@ -248,10 +326,47 @@ class Daemon:
             except GatewayCommandError as exc:
                 raise MqttCommandError(exc.code, exc.message, details=exc.details) from exc
 
-        bridge = MqttBridge.from_config(
-            bus, cfg, site=self.config.site.id, authenticate=self._authenticate, handler=run
-        )
+        store = self.store
+        assert store is not None
+
+        async def user_principal(user_id: str) -> Principal | None:
+            # A gateway vouches for the user; whether they are still allowed in,
+            # and with which role, is read here, now, as for a token.
+            try:
+                user = await store.users.get(uuid.UUID(user_id))
+            except (ValueError, NotFound):
+                return None
+            return principal_from_user(user, self.config.agents) if user.active else None
+
+        try:
+            bridge = MqttBridge.from_config(
+                bus,
+                cfg,
+                site=self.config.site.id,
+                authenticate=self._authenticate,
+                handler=run,
+                on_health=self._bridge_health,
+                authenticate_user=user_principal,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(f"bus: cannot load the MQTT TLS files: {exc}") from exc
         await stack.enter_async_context(bridge)
+        self.bridge = bridge
+
+    def _status(self) -> str:
+        """The ``STATUS=`` line for the daemon as it is now."""
+        status = STATUS_SERVING if self.bridge is None else _MQTT_STATUS[self.bridge.health]
+        if self._store_note is None:
+            return status
+        if status == STATUS_SERVING:
+            return f"{status}; degraded: {self._store_note}"
+        return f"{status}; {self._store_note}"
+
+    def _bridge_health(self, health: BridgeHealth) -> None:
+        if health is not BridgeHealth.CONNECTED:
+            log.warning("daemon.degraded", mqtt=health.value)
+        if self._ready:
+            self.notifier.notify(self._status())
 
     async def _start_pool(
         self, stack: contextlib.AsyncExitStack, store: Store, bus: Bus
@@ -294,20 +409,27 @@ class Daemon:
                 raise StartupError(f"recording.directory: cannot create: {exc}") from exc
 
     async def _health(self) -> None:
+        """Raise if the daemon should no longer vouch for itself to the watchdog: the
+        MQTT bridge's supervisor is gone. A bridge merely disconnected or restarting,
+        and a store that is down or full, are degraded, not unhealthy: they are told
+        in ``STATUS``."""
+        if self.bridge is not None and self.bridge.health is BridgeHealth.STOPPED:
+            raise _Unhealthy("the MQTT bridge has stopped")
         if self.store is not None:
             # A store that is down or full does not stop the watchdog: restarting
             # would not bring it back and would drop every call in progress, whose
             # record steps wait in the store's journal meanwhile. It is reported.
             health = await self.store.check_health()
-            status = (
-                f"STATUS=serving; store degraded: {health.pending} call record steps"
-                f" queued ({health.reason})"
+            note = (
+                f"store unavailable, {health.pending} call record steps queued ({health.reason})"
                 if health.degraded
-                else "STATUS=serving"
+                else None
             )
-            if status != self._store_status:
-                self._store_status = status
-                self.notifier.notify(status)
+            if note != self._store_note:
+                self._store_note = note
+                if note is not None:
+                    log.warning("daemon.degraded", store=note)
+                self.notifier.notify(self._status())
 
     async def _reloader(self, requests: asyncio.Queue[None]) -> None:
         while True:
@@ -316,7 +438,7 @@ class Daemon:
             try:
                 await self.reload()
             finally:
-                self.notifier.notify("READY=1", "STATUS=serving")
+                self.notifier.notify("READY=1", self._status())
 
     async def reload(self) -> None:
         """Re-read the configuration file and apply what can change live.

@@ -29,24 +29,32 @@ import json
 import math
 import signal
 import ssl
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
 import structlog
 
 from bus import AgentStateChanged, Bus, CodecError, Envelope, EventsDropped, decode
 from bus.codec import json_default
-from bus.mqtt import BrokerAddress, Topics, reconnect_delay
+from bus.mqtt import (
+    MAX_ASSERTION_SECONDS,
+    BrokerAddress,
+    Topics,
+    reconnect_delay,
+    sign_assertion,
+    tls_context,
+)
+from bus.safejson import BadJson, loads
 from config import Config
 from crm_store import SchemaOutOfDate, Store, StoreError
 from ws_gateway import (
     COMMANDS,
-    Authenticator,
     BadRequest,
     CommandError,
     Conflict,
@@ -60,8 +68,8 @@ from ws_gateway import (
     Scope,
     Unavailable,
     store_authenticator,
+    store_session_check,
 )
-from ws_gateway.auth import AgentBinding, TokenChecker
 
 from .daemon import StartupError
 from .sdnotify import Notifier
@@ -72,11 +80,9 @@ __all__ = [
     "Arrivals",
     "FeedUnavailable",
     "ForwardingHandler",
-    "ForwardingPrincipal",
     "GatewayProcess",
     "MqttFeed",
     "Routes",
-    "forwarding_authenticator",
 ]
 
 log = structlog.get_logger(__name__)
@@ -88,41 +94,8 @@ STATUS_BROKER_LOST = "STATUS=broker unreachable; reconnecting"
 #: The subscriber name in the drop reports of events this gateway missed.
 SUBSCRIBER = "mqtt-gateway"
 
-
-# --- principals that keep their token -------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardingPrincipal(Principal):
-    """A principal that keeps the token it authenticated with, to forward it.
-
-    The token is left out of ``repr`` (and comparisons), so that a principal
-    printed in a log line never shows it.
-    """
-
-    token: str = field(repr=False, compare=False)
-
-
-def forwarding_authenticator(
-    users: TokenChecker, agents: Callable[[], Iterable[AgentBinding]]
-) -> Authenticator:
-    """:func:`ws_gateway.store_authenticator`, returning :class:`ForwardingPrincipal`."""
-    check = store_authenticator(users, agents)
-
-    async def authenticate(token: str) -> Principal | None:
-        p = await check(token)
-        if p is None:
-            return None
-        return ForwardingPrincipal(
-            user_id=p.user_id,
-            username=p.username,
-            display_name=p.display_name,
-            role=p.role,
-            agents=p.agents,
-            token=token,
-        )
-
-    return authenticate
+#: Larger replies from a daemon are refused unread (a search result is far smaller).
+_MAX_REPLY_BYTES = 1024 * 1024
 
 
 # --- what is new, who owns what ------------------------------------------------------
@@ -143,8 +116,8 @@ class Arrivals:
 
     memory: int = 10000
     _seen: OrderedDict[tuple[str, int, datetime], None] = field(default_factory=OrderedDict)
-    _last: dict[str, tuple[int, datetime]] = field(default_factory=dict)
-    _states: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    _last: OrderedDict[str, tuple[int, datetime]] = field(default_factory=OrderedDict)
+    _states: OrderedDict[tuple[str, str], datetime] = field(default_factory=OrderedDict)
 
     def admit(self, envelope: Envelope, *, retained: bool) -> tuple[bool, int]:
         """``(relay it, events missed just before it)``."""
@@ -157,10 +130,8 @@ class Arrivals:
             known = self._states.get((origin, event.agent))
             if known is not None and at < known:
                 return False, 0
-            self._states[(origin, event.agent)] = at
-        self._seen[key] = None
-        while len(self._seen) > self.memory:
-            self._seen.popitem(last=False)
+            _remember(self._states, (origin, event.agent), at, self.memory)
+        _remember(self._seen, key, None, self.memory)
         if retained:
             return True, 0
         missed = 0
@@ -168,8 +139,25 @@ class Arrivals:
         if last is None or at >= last[1]:
             if last is not None and seq > last[0] + 1:
                 missed = seq - last[0] - 1
-            self._last[origin] = (seq, at)
+            _remember(self._last, origin, (seq, at), self.memory)
         return True, missed
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _remember(memory: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
+    """``memory[key] = value``, keeping at most ``limit`` of the most recent keys.
+
+    Every map the feed fills from the broker is bounded this way: agent names,
+    origins and call ids come from messages, and anyone who may publish under the
+    prefix could otherwise grow them without end.
+    """
+    memory[key] = value
+    memory.move_to_end(key)
+    while len(memory) > limit:
+        memory.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -183,19 +171,16 @@ class Routes:
 
     memory: int = 10000
     _calls: OrderedDict[uuid.UUID, str] = field(default_factory=OrderedDict)
-    _agents: dict[str, str] = field(default_factory=dict)
+    _agents: OrderedDict[str, str] = field(default_factory=OrderedDict)
 
     def observe(self, envelope: Envelope) -> None:
         event = envelope.event
         call_id = getattr(event, "call_id", None)
         if isinstance(call_id, uuid.UUID):
-            self._calls[call_id] = envelope.origin
-            self._calls.move_to_end(call_id)
-            while len(self._calls) > self.memory:
-                self._calls.popitem(last=False)
+            _remember(self._calls, call_id, envelope.origin, self.memory)
         agent = getattr(event, "agent", None)
         if isinstance(agent, str):
-            self._agents[agent] = envelope.origin
+            _remember(self._agents, agent, envelope.origin, self.memory)
 
     def site_of_call(self, call_id: uuid.UUID) -> str | None:
         return self._calls.get(call_id)
@@ -254,8 +239,14 @@ class MqttFeed:
         reconnect_min: float = 0.5,
         reconnect_max: float = 30.0,
         on_connection: Callable[[bool], None] | None = None,
+        gateway_secret: str | None = None,
+        assertion_seconds: int = 30,
     ) -> None:
         broker = BrokerAddress.parse(url, tls_context=tls_context)
+        if not 0 < assertion_seconds <= MAX_ASSERTION_SECONDS:
+            raise ValueError(f"assertion_seconds must be 1 to {MAX_ASSERTION_SECONDS}")
+        self._gateway_secret = gateway_secret.encode() if gateway_secret is not None else None
+        self._assertion_seconds = assertion_seconds
         if not 0 < reconnect_min <= reconnect_max:
             raise ValueError("need 0 < reconnect_min <= reconnect_max")
         self._bus = bus
@@ -278,6 +269,8 @@ class MqttFeed:
         #: Envelopes relayed, and envelopes from the broker that could not be read.
         self.relayed = 0
         self.unreadable = 0
+        #: Times the connection loop was restarted after it ended on its own.
+        self.restarts = 0
 
     @property
     def connected(self) -> bool:
@@ -291,8 +284,38 @@ class MqttFeed:
         if self._closed:
             raise RuntimeError("the feed is closed")
         if self._task is None:
-            self._task = asyncio.create_task(self._connection_loop(), name="mqtt-feed")
+            self._task = asyncio.create_task(self._supervise(), name="mqtt-feed")
             log.info("feed.started", url=self._url_for_logs, prefix=self.prefix)
+
+    @property
+    def alive(self) -> bool:
+        """False once the feed's supervisor is gone without :meth:`aclose`: nothing
+        will relay again short of a restart of the process."""
+        return self._closed or (self._task is not None and not self._task.done())
+
+    async def _supervise(self) -> None:
+        """Run the connection loop; restart it, with backoff, whenever it ends on
+        its own (an unexpected exception, or a cancellation not from aclose)."""
+        crashes = 0
+        while True:
+            inner = asyncio.create_task(self._connection_loop(), name="mqtt-feed-connection")
+            try:
+                await asyncio.wait({inner})
+            finally:
+                inner.cancel()
+                await asyncio.wait({inner})
+            crashes += 1
+            self.restarts += 1
+            error = None if inner.cancelled() else inner.exception()
+            delay = reconnect_delay(crashes, self._reconnect_min, self._reconnect_max)
+            log.error(
+                "feed.crashed",
+                error="cancelled" if inner.cancelled() else repr(error) if error else "returned",
+                exc_info=error,
+                restart_in=round(delay, 2),
+                restarts=self.restarts,
+            )
+            await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
         """Disconnect and stop; commands waiting for a reply fail. Idempotent.
@@ -396,18 +419,30 @@ class MqttFeed:
             return
         payload = message.payload
         data = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-        if levels[1] == "replies":
-            self._reply(levels[2], bytes(data))
-        elif data and levels[1] in ("events", "agents"):
-            # An empty retained message is a cleared state, not an envelope.
-            self._relay(topic, bytes(data), retained=message.retain)
+        try:
+            if levels[1] == "replies":
+                self._reply(levels[2], bytes(data))
+            elif data and levels[1] in ("events", "agents"):
+                # An empty retained message is a cleared state, not an envelope.
+                self._relay(topic, levels[0], bytes(data), retained=message.retain)
+        except Exception:
+            # The boundary of one message from the broker: whatever went wrong with
+            # it is logged, and the feed goes on with the next one.
+            self.unreadable += 1
+            log.exception("feed.message_failed", topic=topic)
 
-    def _relay(self, topic: str, payload: bytes, *, retained: bool) -> None:
+    def _relay(self, topic: str, site: str, payload: bytes, *, retained: bool) -> None:
         try:
             envelope = decode(payload)
         except CodecError as exc:
             self.unreadable += 1
             log.warning("feed.unreadable", topic=topic, error=str(exc))
+            return
+        if envelope.origin != site:
+            # Anyone allowed to publish under the prefix could otherwise speak for
+            # another daemon: steer its commands here, or end its calls on screens.
+            self.unreadable += 1
+            log.warning("feed.forged_origin", topic=topic, origin=envelope.origin)
             return
         new, missed = self.arrivals.admit(envelope, retained=retained)
         if missed:
@@ -425,9 +460,9 @@ class MqttFeed:
         if future is None or future.done():
             return
         try:
-            reply = json.loads(payload)
-        except ValueError:
-            log.warning("feed.unreadable_reply", id=command_id)
+            reply = loads(payload, max_bytes=_MAX_REPLY_BYTES)
+        except BadJson as exc:
+            log.warning("feed.unreadable_reply", id=command_id, error=str(exc))
             return
         if isinstance(reply, dict) and reply.get("id") == command_id:
             future.set_result(reply)
@@ -435,16 +470,22 @@ class MqttFeed:
     # --- commands --------------------------------------------------------------------
 
     async def request(
-        self, site: str, *, token: str, name: str, args: Mapping[str, Any], timeout: float
+        self, site: str, *, user_id: str, name: str, args: Mapping[str, Any], timeout: float
     ) -> dict[str, Any]:
-        """Send a command to ``site``'s daemon and return its reply message.
+        """Send a command of user ``user_id`` to ``site``'s daemon and return its
+        reply message.
 
-        Subscribes to the reply topic before publishing the command. Raises
-        :class:`FeedUnavailable` when not connected (or the connection is lost
-        meanwhile), ``TimeoutError`` when no reply came within ``timeout``.
+        The command carries no user token: the gateway vouches for the user with
+        an assertion signed with ``gateway_secret``, valid for this one command
+        of this one site for ``assertion_seconds``. Subscribes to the reply topic
+        before publishing the command. Raises :class:`FeedUnavailable` when not
+        connected (or the connection is lost meanwhile) or without a gateway
+        secret, ``TimeoutError`` when no reply came within ``timeout``.
         Cancelling it stops waiting; the daemon may still run the command.
         """
         client = self._client
+        if self._gateway_secret is None:
+            raise FeedUnavailable("no gateway secret to sign commands with")
         if client is None:
             raise FeedUnavailable("not connected to the broker")
         command_id = uuid.uuid4().hex
@@ -452,11 +493,17 @@ class MqttFeed:
         reply_to = topics.reply(command_id)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = future
-        # The token is in the payload only, which is never logged.
+        assertion = sign_assertion(
+            self._gateway_secret,
+            user_id=user_id,
+            site=site,
+            command_id=command_id,
+            expires=int(time.time()) + self._assertion_seconds,
+        )
         payload = json.dumps(
             {
                 "id": command_id,
-                "token": token,
+                "assertion": assertion,
                 "name": name,
                 "args": dict(args),
                 "reply_to": reply_to,
@@ -471,7 +518,9 @@ class MqttFeed:
                 await client.publish(topics.commands, payload, qos=1, timeout=math.inf)
                 return await future
         except aiomqtt.MqttError as exc:
-            raise FeedUnavailable(f"the broker refused the command: {exc}") from exc
+            # The broker's words are for the log; the client learns it is unavailable.
+            log.warning("feed.command_not_sent", site=site, id=command_id, error=str(exc))
+            raise FeedUnavailable("the broker refused the command") from exc
         finally:
             del self._pending[command_id]
             if not future.done():
@@ -509,14 +558,16 @@ class ForwardingHandler:
     async def handle(
         self, principal: Principal, name: str, args: dict[str, Any]
     ) -> Mapping[str, Any]:
-        if not isinstance(principal, ForwardingPrincipal):
-            raise InternalError("this gateway forwards only principals that keep their token")
         site = self._feed.routes.site_for(name, args) or self._default_site
         if site is None:
             raise Unavailable("no daemon is known to handle this command")
         try:
             reply = await self._feed.request(
-                site, token=principal.token, name=name, args=args, timeout=self._timeout
+                site,
+                user_id=str(principal.user_id),
+                name=name,
+                args=args,
+                timeout=self._timeout,
             )
         except TimeoutError:
             raise Unavailable(
@@ -547,9 +598,10 @@ def _result(site: str, name: str, reply: Mapping[str, Any]) -> Mapping[str, Any]
     if cls is not None:
         raise cls(message, details=details)
     if code == "unauthorized":
-        # The gateway accepted the token a moment ago: it was revoked since, or
-        # the daemon reads another store. Either way, nothing was done.
-        raise Forbidden("the daemon refused the token", details={"site": site})
+        # The gateway accepted the user a moment ago: they were disabled since, the
+        # daemon reads another store or has another gateway_secret. Either way,
+        # nothing was done.
+        raise Forbidden("the daemon refused the user", details={"site": site})
     if code == "timeout":
         raise Unavailable(message or "the command timed out", details={"site": site})
     log.error("gateway.unknown_error_code", site=site, command=name, code=code)
@@ -589,7 +641,16 @@ class GatewayProcess:
         self._stop = asyncio.Event()
         self.notifier = Notifier(environ)
         self.bus = Bus(f"{config.site.id}-gateway")
+        if bus_cfg.gateway_secret is None:
+            raise ValueError(
+                "no gateway secret: set bus.gateway_secret, gateway_secret_file or "
+                "gateway_secret_env, the same as the daemons'"
+            )
         password = bus_cfg.mqtt_password.reveal() if bus_cfg.mqtt_password is not None else None
+        try:
+            tls = tls_context(bus_cfg, url=url)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"bus: cannot load the MQTT TLS files: {exc}") from exc
         # Raises ValueError for a URL that is not mqtt:// or mqtts://.
         self.feed = MqttFeed(
             self.bus,
@@ -597,7 +658,9 @@ class GatewayProcess:
             topic_prefix=bus_cfg.topic_prefix,
             password=password,
             redacted_url=url if mqtt_url else bus_cfg.redacted_mqtt_url(),
+            tls_context=tls,
             on_connection=self._broker_changed,
+            gateway_secret=bus_cfg.gateway_secret.reveal(),
         )
         self.gateway: Gateway | None = None
 
@@ -630,7 +693,8 @@ class GatewayProcess:
             stack.push_async_callback(self.feed.aclose)
             self.gateway = Gateway(
                 self.bus,
-                authenticate=forwarding_authenticator(store.users, lambda: self.config.agents),
+                authenticate=store_authenticator(store.users, lambda: self.config.agents),
+                session_check=store_session_check(store.users, lambda: self.config.agents),
                 handler=ForwardingHandler(
                     self.feed, default_site=self._default_site, timeout=self._command_timeout
                 ),
@@ -655,9 +719,16 @@ class GatewayProcess:
             try:
                 async with asyncio.TaskGroup() as tg:
                     # The store answers token checks: no store, no service.
+                    async def health() -> None:
+                        if not self.feed.alive:
+                            raise FeedUnavailable("the MQTT feed has stopped")
+                        await store.schema_revision()
+
                     watchdog = tg.create_task(
                         self.notifier.watchdog(
-                            store.schema_revision, failures=(StoreError,), event="gateway.unhealthy"
+                            health,
+                            failures=(StoreError, FeedUnavailable),
+                            event="gateway.unhealthy",
                         ),
                         name="watchdog",
                     )

@@ -8,7 +8,14 @@ validated, checked against their rights and handed to a
 Schemas are in ``ws_gateway/schemas/``.
 """
 
-from .auth import Authenticator, Principal, principal_from_user, store_authenticator
+from .auth import (
+    Authenticator,
+    Principal,
+    SessionCheck,
+    principal_from_user,
+    store_authenticator,
+    store_session_check,
+)
 from .exceptions import (
     BadRequest,
     CommandError,
@@ -46,9 +53,11 @@ __all__ = [
     "Projection",
     "RateLimited",
     "Scope",
+    "SessionCheck",
     "SessionState",
     "Unavailable",
     "principal_from_user",
     "store_authenticator",
+    "store_session_check",
     "tls_context",
 ]

@@ -13,9 +13,11 @@ current configuration.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
+
+import structlog
 
 from crm_store import Role, User
 
@@ -23,10 +25,16 @@ __all__ = [
     "AgentBinding",
     "Authenticator",
     "Principal",
+    "SessionCheck",
     "TokenChecker",
+    "TokenStore",
     "principal_from_user",
+    "same_rights",
     "store_authenticator",
+    "store_session_check",
 ]
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +69,29 @@ treated as "cannot check now" and the client is closed with 1011.
 """
 
 
+SessionCheck = Callable[[Collection[str]], Awaitable[Mapping[str, Principal]]]
+"""``await check(tokens)``: the current principal of each token that still
+authenticates; tokens revoked, unknown or of a disabled user are absent.
+
+The gateway calls it every ``session_check_interval`` seconds with the tokens
+of its open sessions, and closes (4401) each session whose token is absent or
+whose principal no longer has the :func:`same_rights`. An exception means
+"cannot check now": sessions are kept until the next check.
+"""
+
+
 class TokenChecker(Protocol):
     """What :func:`store_authenticator` needs: ``crm_store``'s ``store.users``."""
 
     async def authenticate(self, token: str) -> User | None: ...
+
+
+class TokenStore(TokenChecker, Protocol):
+    """What :func:`store_session_check` needs: ``crm_store``'s ``store.users``."""
+
+    async def token_users(self, tokens: Collection[str]) -> Mapping[str, User]: ...
+
+    async def flush_last_used(self) -> int: ...
 
 
 class AgentBinding(Protocol):
@@ -121,3 +148,35 @@ def store_authenticator(
         return principal_from_user(user, agents())
 
     return authenticate
+
+
+def same_rights(before: Principal, now: Principal) -> bool:
+    """Whether a session opened as ``before`` may go on as ``now``: same user,
+    same role, same agents. Any difference closes it, so that the client comes
+    back with a session built from the current rights."""
+    return (before.user_id, before.role, before.agents) == (now.user_id, now.role, now.agents)
+
+
+def store_session_check(
+    users: TokenStore, agents: Callable[[], Iterable[AgentBinding]]
+) -> SessionCheck:
+    """A :data:`SessionCheck` over the store's users and the configured agents.
+
+    One read per check (whoever changed the store: this process, the CLI, another
+    daemon), then the ``last_used_at`` noted by authentications since the last
+    check are written, in one transaction.
+    """
+
+    async def check(tokens: Collection[str]) -> Mapping[str, Principal]:
+        found = await users.token_users(tokens) if tokens else {}
+        bindings = list(agents())
+        current = {token: principal_from_user(user, bindings) for token, user in found.items()}
+        try:
+            await users.flush_last_used()
+        except Exception:
+            # Bookkeeping only, and kept for the next check: a busy or failing
+            # store must not cost the revocation check its answer.
+            log.warning("ws.last_used_not_written", exc_info=True)
+        return current
+
+    return check

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,14 +23,19 @@ from typing import Any
 import jsonschema
 from referencing import Registry, Resource
 
+from bus import safejson
+
 from .exceptions import BadRequest, CommandError
 
 __all__ = [
     "CLOSE_CODE_MEANINGS",
+    "MAX_DEPTH",
+    "MAX_MESSAGE_BYTES",
     "RESUME_REASONS",
     "Auth",
     "CloseCode",
     "Command",
+    "FailureThrottle",
     "RateLimiter",
     "SessionState",
     "auth_ok",
@@ -39,6 +45,7 @@ __all__ = [
     "event",
     "parse_auth",
     "parse_command",
+    "peek_id",
     "result",
     "snapshot",
 ]
@@ -60,9 +67,12 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
     TOO_SLOW = 4008
     RATE_LIMITED = 4029
     UNAUTHORIZED = 4401
+    TOO_MANY_SESSIONS = 4409
+    AUTH_THROTTLED = 4429
 
 
 CLOSE_CODE_MEANINGS: Mapping[CloseCode, str] = {
@@ -71,12 +81,22 @@ CLOSE_CODE_MEANINGS: Mapping[CloseCode, str] = {
     CloseCode.MESSAGE_TOO_BIG: "A message was larger than max_message_bytes.",
     CloseCode.INTERNAL_ERROR: "The gateway could not check the token (store down) or hit a bug; "
     "retry later.",
+    CloseCode.TRY_AGAIN_LATER: "Too many connections are authenticating (max_unauthenticated "
+    "in all, max_unauthenticated_per_address from the client's address); retry later.",
     CloseCode.TOO_SLOW: "The client did not read its events fast enough: its queue of "
     "client_queue messages overflowed. Reconnect and resume.",
     CloseCode.RATE_LIMITED: "The client kept sending commands over commands_per_second after "
     "rate_limited errors.",
     CloseCode.UNAUTHORIZED: "No valid auth message within the authentication timeout, or an "
-    "unknown, revoked or disabled token. Do not retry with the same token.",
+    "unknown, revoked or disabled token: do not retry with the same token. Also closes an open "
+    "session within a second when its token is revoked, its user disabled or its rights "
+    "changed (reason `access revoked` or `rights changed`); after `rights changed`, "
+    "reconnect to get a session with the current rights.",
+    CloseCode.TOO_MANY_SESSIONS: "The user already has max_sessions_per_user open sessions; "
+    "close one first.",
+    CloseCode.AUTH_THROTTLED: "Too many failed authentications from the client's address "
+    "(auth_failures_per_address within auth_failure_window seconds); the address is refused "
+    "until the window has passed.",
 }
 
 RESUME_REASONS: tuple[str, ...] = ("too_old", "unknown_seq")
@@ -110,8 +130,10 @@ def validator(name: str) -> jsonschema.Draft202012Validator:
 def _check(name: str, message: Mapping[str, Any]) -> None:
     error = jsonschema.exceptions.best_match(validator(name).iter_errors(message))
     if error is not None:
-        path = "/" + "/".join(str(p) for p in error.absolute_path)
-        raise BadRequest(f"{path}: {error.message}", details={"path": path})
+        path = "/" + "/".join(str(p) for p in error.absolute_path)[:200]
+        # The validator's message quotes the offending value: keep it short.
+        text = error.message if len(error.message) <= 200 else error.message[:199] + "…"
+        raise BadRequest(f"{path}: {text}", details={"path": path})
 
 
 # --- client messages ---------------------------------------------------------
@@ -135,21 +157,33 @@ class Command:
     args: dict[str, Any]
 
 
-def _load(raw: str | bytes) -> dict[str, Any]:
+MAX_MESSAGE_BYTES = 65536
+"""The default bound on a client message, bytes (``[websocket] max_message_bytes``)."""
+
+MAX_DEPTH = 16
+"""How deeply arrays and objects may nest in a client message (no command needs 4)."""
+
+
+def _load(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
     if isinstance(raw, bytes):
         raise BadRequest("binary messages are not accepted; send JSON text")
     try:
-        message = json.loads(raw)
-    except ValueError:
-        raise BadRequest("not JSON") from None
+        message = safejson.loads(raw, max_bytes=max_bytes, max_depth=MAX_DEPTH)
+    except safejson.BadJson as exc:
+        # The text is the reader's own (what was wrong), never the client's input.
+        raise BadRequest(str(exc)) from None
     if not isinstance(message, dict):
         raise BadRequest("a message is a JSON object")
     return message
 
 
-def parse_auth(raw: str | bytes) -> Auth:
-    """The auth message in ``raw``; raises :class:`BadRequest` for anything else."""
-    message = _load(raw)
+def parse_auth(raw: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Auth:
+    """The auth message in ``raw``; raises :class:`BadRequest` for anything else.
+
+    ``raw`` is read with :func:`bus.safejson.loads`: at most ``max_bytes`` bytes,
+    :data:`MAX_DEPTH` levels, finite numbers and valid Unicode only.
+    """
+    message = _load(raw, max_bytes)
     if message.get("type") != "auth":
         raise BadRequest("the first message must be auth")
     _check("client.auth.json", message)
@@ -160,13 +194,16 @@ def parse_auth(raw: str | bytes) -> Auth:
     )
 
 
-def parse_command(raw: str | bytes) -> Command:
+def parse_command(raw: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Command:
     """The command in ``raw``, its args valid against the command's schema.
 
-    Raises :class:`BadRequest`; when the message had a usable ``id``, it is in
-    ``details["id"]`` so that the error reply can carry it.
+    Read as :func:`parse_auth` reads, so that a command never carries a value
+    that cannot be encoded again (a lone surrogate, NaN, a 400-digit number).
+    Raises :class:`BadRequest`, and nothing else, for any input; when the
+    message had a usable ``id``, it is in ``details["id"]`` so that the error
+    reply can carry it.
     """
-    message = _load(raw)
+    message = _load(raw, max_bytes)
     cid = message.get("id")
     try:
         if message.get("type") != "command":
@@ -178,6 +215,19 @@ def parse_command(raw: str | bytes) -> Command:
             exc.details["id"] = cid
         raise
     return Command(id=str(cid), name=message["name"], args=message["args"])
+
+
+def peek_id(raw: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> str | None:
+    """The ``id`` of a refused message, without validating it (it is not run).
+
+    ``None`` when ``raw`` is not a readable JSON object with a usable id.
+    """
+    try:
+        message = _load(raw, max_bytes)
+    except BadRequest:
+        return None
+    cid = message.get("id")
+    return cid if isinstance(cid, str) and 0 < len(cid) <= 64 else None
 
 
 def command_args(name: str, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -196,9 +246,25 @@ def command_args(name: str, args: Mapping[str, Any]) -> dict[str, Any]:
 # --- server messages ---------------------------------------------------------
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def encode(message: Mapping[str, Any]) -> str:
-    """Compact JSON text of a server message."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON text of a server message, always valid UTF-8 to send.
+
+    Inputs are refused when they are not valid Unicode, so no value should
+    hold a lone surrogate; should one come anyway (a peer's text not cleaned
+    upstream), it becomes U+FFFD here rather than make the send fail, which
+    would close every client the message goes to (a snapshot: every new one).
+    """
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # Surrogates only occur inside JSON strings, so the text stays JSON.
+            text = _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def auth_ok(
@@ -313,3 +379,42 @@ class RateLimiter:
         while self._refusals and self._refusals[0] <= now - self.abuse_window:
             self._refusals.popleft()
         return len(self._refusals) > self.abuse_limit
+
+
+class FailureThrottle:
+    """Failed authentications by address: an address with ``limit`` failures
+    within the last ``window`` seconds is throttled until the oldest of them
+    leaves the window.
+
+    At most ``max_addresses`` addresses are remembered (the least recently
+    failed is forgotten first), so a spray from many addresses costs bounded
+    memory. ``now`` is a monotonic time in seconds, passed in by the caller.
+    """
+
+    def __init__(self, limit: int, window: float, *, max_addresses: int = 10000) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("limit must be >= 1 and window > 0")
+        self.limit = limit
+        self.window = window
+        self.max_addresses = max_addresses
+        self._failures: dict[str, deque[float]] = {}
+
+    def failed(self, address: str, now: float) -> None:
+        """Count one failed authentication from ``address``."""
+        times = self._failures.pop(address, None) or deque(maxlen=self.limit)
+        times.append(now)
+        self._failures[address] = times  # re-inserted: most recent last
+        while len(self._failures) > self.max_addresses:
+            del self._failures[next(iter(self._failures))]
+
+    def throttled(self, address: str, now: float) -> bool:
+        """Whether ``address`` has used up its failures for now."""
+        times = self._failures.get(address)
+        if times is None:
+            return False
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[address]
+            return False
+        return len(times) >= self.limit

@@ -33,11 +33,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import json
 import logging
 import secrets
 import ssl
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,7 +51,7 @@ from bus import Bus, Envelope, EventsDropped, Subscription
 from config import WebsocketConfig
 
 from . import protocol as proto
-from .auth import Authenticator, Principal
+from .auth import Authenticator, Principal, SessionCheck, same_rights
 from .exceptions import (
     BadRequest,
     CommandError,
@@ -115,6 +114,15 @@ class GatewaySettings:
     ``client_buffer`` bytes, does not drain within ``send_timeout``.
     ``client_buffer`` is also the websocket write limit (flow control's high
     water mark); up to it, events are written to the client directly.
+
+    Admission: at most ``max_unauthenticated`` connections wait for their auth
+    message at once, ``max_unauthenticated_per_address`` of them from one
+    address (more are closed with 1013); a user has at most
+    ``max_sessions_per_user`` sessions (one more is closed with 4409); an
+    address with ``auth_failures_per_address`` failed authentications within
+    ``auth_failure_window`` seconds is closed with 4429 before its token is
+    read. Open sessions are re-checked every ``session_check_interval``
+    seconds when the gateway has a session check.
     """
 
     host: str = "127.0.0.1"
@@ -134,6 +142,12 @@ class GatewaySettings:
     close_timeout: float = 5.0
     bus_queue: int = 10000
     compression: bool = False
+    max_unauthenticated: int = 256
+    max_unauthenticated_per_address: int = 32
+    max_sessions_per_user: int = 16
+    auth_failures_per_address: int = 30
+    auth_failure_window: float = 60.0
+    session_check_interval: float = 0.5
 
     @classmethod
     def from_config(cls, cfg: WebsocketConfig, **overrides: Any) -> GatewaySettings:
@@ -151,6 +165,12 @@ class GatewaySettings:
             ping_interval=cfg.ping_interval,
             replay_buffer=cfg.replay_buffer,
             client_queue=cfg.client_queue,
+            max_unauthenticated=cfg.max_unauthenticated,
+            max_unauthenticated_per_address=cfg.max_unauthenticated_per_address,
+            max_sessions_per_user=cfg.max_sessions_per_user,
+            auth_failures_per_address=cfg.auth_failures_per_address,
+            auth_failure_window=cfg.auth_failure_window,
+            session_check_interval=cfg.session_check_interval,
         )
         return replace(settings, **overrides)
 
@@ -169,10 +189,13 @@ class GatewayStats:
 
     ``events_direct`` and ``events_queued`` count event deliveries (one event
     to one client) written directly by the fan-out and appended to a client's
-    backlog.
+    backlog. ``authenticating`` is the connections waiting for their auth
+    message now; ``closed_revoked`` counts sessions closed by the session
+    check, ``closed_over_capacity`` connections refused with 1013 or 4409.
     """
 
     connected: int = 0
+    authenticating: int = 0
     authenticated: int = 0
     events: int = 0
     events_direct: int = 0
@@ -181,6 +204,9 @@ class GatewayStats:
     closed_unauthorized: int = 0
     closed_too_slow: int = 0
     closed_rate_limited: int = 0
+    closed_revoked: int = 0
+    closed_auth_throttled: int = 0
+    closed_over_capacity: int = 0
 
 
 class _State(enum.IntEnum):
@@ -202,6 +228,7 @@ class _Client:
     ws: ServerConnection
     session: str
     principal: Principal
+    token: str = field(repr=False)
     limiter: proto.RateLimiter
     queue_limit: int
     buffer_limit: int
@@ -251,9 +278,12 @@ class Gateway:
     """The websocket server: ``async with Gateway(...)`` or ``start()``/``aclose()``.
 
     ``authenticate`` checks first-message tokens; ``handler`` carries out
-    commands. ``start()`` and ``aclose()`` must run in the same task (the
-    gateway's tasks live in a task group entered by ``start()``); ``async with``
-    does that.
+    commands; ``session_check``, when given, re-checks the open sessions'
+    tokens every ``session_check_interval`` seconds and closes (4401) those
+    revoked, disabled or whose rights changed (without it, a session keeps the
+    rights it opened with until it closes). ``start()`` and ``aclose()`` must
+    run in the same task (the gateway's tasks live in a task group entered by
+    ``start()``); ``async with`` does that.
     """
 
     def __init__(
@@ -263,9 +293,15 @@ class Gateway:
         authenticate: Authenticator,
         handler: CommandHandler,
         settings: GatewaySettings,
+        session_check: SessionCheck | None = None,
     ) -> None:
         self._bus = bus
         self._authenticate = authenticate
+        self._session_check = session_check
+        self._unauthenticated: Counter[str] = Counter()
+        self._failures = proto.FailureThrottle(
+            settings.auth_failures_per_address, settings.auth_failure_window
+        )
         self._handler = handler
         self.settings = settings
         self.stream = secrets.token_hex(8)
@@ -291,7 +327,12 @@ class Gateway:
 
     @property
     def stats(self) -> GatewayStats:
-        return replace(self._stats, seq=self._seq, connected=len(self._clients))
+        return replace(
+            self._stats,
+            seq=self._seq,
+            connected=len(self._clients),
+            authenticating=self._unauthenticated.total(),
+        )
 
     async def start(self) -> None:
         """Subscribe to the bus and start listening.
@@ -308,6 +349,13 @@ class Gateway:
             self._subscription = self._bus.subscribe(SUBSCRIBER, maxsize=s.bus_queue)
             tg = await self._stack.enter_async_context(asyncio.TaskGroup())
             tg.create_task(self._fanout(self._subscription), name="ws-gateway.fanout")
+            if self._session_check is not None:
+                checker = tg.create_task(
+                    self._check_sessions(self._session_check), name="ws-gateway.sessions"
+                )
+                # It never ends on its own: cancelled as the stack unwinds,
+                # before the task group waits for its tasks.
+                self._stack.callback(checker.cancel)
             # Registered after the task group so that it unwinds first: the
             # server stops, then the subscription closes, then the fan-out ends.
             self._stack.callback(self._subscription.close)
@@ -432,15 +480,53 @@ class Gateway:
 
     async def _connection(self, ws: ServerConnection) -> None:
         session = secrets.token_hex(8)
+        address = _address(ws)
         with structlog.contextvars.bound_contextvars(session=session):
-            found = await self._authenticated(ws)
+            refusal = self._admission(address)
+            if refusal is not None:
+                code, reason = refusal
+                log.warning("ws.connection_refused", reason=reason, remote=address)
+                await self._close(ws, code, reason)
+                return
+            self._unauthenticated[address] += 1
+            try:
+                found = await self._authenticated(ws, address)
+            finally:
+                self._unauthenticated[address] -= 1
+                if self._unauthenticated[address] <= 0:
+                    del self._unauthenticated[address]
             if found is None:
                 return
             principal, auth = found
             with structlog.contextvars.bound_contextvars(user=principal.username):
+                mine = sum(1 for c in self._clients if c.principal.user_id == principal.user_id)
+                if mine >= self.settings.max_sessions_per_user:
+                    log.warning("ws.too_many_sessions", sessions=mine)
+                    self._stats.closed_over_capacity += 1
+                    await self._close(
+                        ws, CloseCode.TOO_MANY_SESSIONS, "too many sessions for this user"
+                    )
+                    return
                 await self._serve(ws, session, principal, auth)
 
-    async def _authenticated(self, ws: ServerConnection) -> tuple[Principal, proto.Auth] | None:
+    def _admission(self, address: str) -> tuple[CloseCode, str] | None:
+        """Why a new connection from ``address`` is refused before its auth message,
+        or ``None`` to let it authenticate."""
+        s = self.settings
+        if self._failures.throttled(address, asyncio.get_running_loop().time()):
+            self._stats.closed_auth_throttled += 1
+            return CloseCode.AUTH_THROTTLED, "too many failed authentications; retry later"
+        if self._unauthenticated.total() >= s.max_unauthenticated:
+            self._stats.closed_over_capacity += 1
+            return CloseCode.TRY_AGAIN_LATER, "too many connections authenticating; retry later"
+        if self._unauthenticated[address] >= s.max_unauthenticated_per_address:
+            self._stats.closed_over_capacity += 1
+            return CloseCode.TRY_AGAIN_LATER, "too many connections authenticating; retry later"
+        return None
+
+    async def _authenticated(
+        self, ws: ServerConnection, address: str
+    ) -> tuple[Principal, proto.Auth] | None:
         s = self.settings
         try:
             async with asyncio.timeout(s.auth_timeout):
@@ -451,8 +537,9 @@ class Gateway:
         except ConnectionClosed:
             return None
         try:
-            auth = proto.parse_auth(raw)
+            auth = proto.parse_auth(raw, max_bytes=s.max_message_bytes)
         except BadRequest:
+            self._failures.failed(address, asyncio.get_running_loop().time())
             await self._refuse(ws, "authentication required")
             return None
         try:
@@ -463,6 +550,7 @@ class Gateway:
             await self._close(ws, CloseCode.INTERNAL_ERROR, "cannot check the token now")
             return None
         if principal is None:
+            self._failures.failed(address, asyncio.get_running_loop().time())
             await self._refuse(ws, "invalid token")
             return None
         return principal, auth
@@ -473,6 +561,37 @@ class Gateway:
         self._stats.closed_unauthorized += 1
         await self._close(ws, CloseCode.UNAUTHORIZED, reason)
 
+    async def _check_sessions(self, check: SessionCheck) -> None:
+        """Every ``session_check_interval``, close the sessions whose token no
+        longer authenticates or whose rights changed (4401).
+
+        A failed check (store down) closes nothing: the sessions are judged
+        again at the next one.
+        """
+        s = self.settings
+        while True:
+            # A period, not a wait for a state: the store has no change feed
+            # that the CLI and other daemons would all write to.
+            await asyncio.sleep(s.session_check_interval)
+            clients = [c for c in self._clients if c.state is SessionState.OPEN]
+            try:
+                async with asyncio.timeout(max(s.auth_timeout, s.session_check_interval)):
+                    current = await check({c.token for c in clients})
+            except Exception:
+                log.warning("ws.session_check_failed", exc_info=True)
+                continue
+            for client in clients:
+                now = current.get(client.token)
+                if now is None:
+                    reason = "access revoked"
+                elif not same_rights(client.principal, now):
+                    reason = "rights changed"
+                else:
+                    continue
+                if client.state is SessionState.OPEN:
+                    self._stats.closed_revoked += 1
+                    client.request_close(CloseCode.UNAUTHORIZED, reason)
+
     async def _serve(
         self, ws: ServerConnection, session: str, principal: Principal, auth: proto.Auth
     ) -> None:
@@ -482,6 +601,7 @@ class Gateway:
             ws=ws,
             session=session,
             principal=principal,
+            token=auth.token,
             limiter=proto.RateLimiter(s.commands_per_second, now=loop.time()),
             queue_limit=s.client_queue,
             buffer_limit=s.client_buffer,
@@ -593,55 +713,81 @@ class Gateway:
                     await ws.send(messages.popleft())
 
     async def _read_loop(self, client: _Client) -> None:
-        loop = asyncio.get_running_loop()
         try:
             async for raw in client.ws:
-                now = loop.time()
-                if not client.limiter.allow(now):
-                    if client.limiter.abusive(now):
-                        client.request_close(CloseCode.RATE_LIMITED, "rate limit ignored")
-                        return
-                    self._reply_error(client, _peek_id(raw), RateLimited("too many commands"))
-                    continue
                 try:
-                    command = proto.parse_command(raw)
-                except BadRequest as exc:
-                    self._reply_error(client, exc.details.pop("id", None), exc)
-                    continue
-                await self._execute(client, command)
+                    if not await self._take(client, raw):
+                        return
+                except Exception:
+                    # A bug met by one message must not end the reader: the
+                    # next message is read as if this one had not come.
+                    log.exception("ws.message_failed")
+                    self._reply_error(
+                        client,
+                        proto.peek_id(raw, max_bytes=self.settings.max_message_bytes),
+                        InternalError("internal error"),
+                    )
         except ConnectionClosed:
             pass
         client.request_close(None)
 
-    async def _execute(self, client: _Client, command: proto.Command) -> None:
-        clog = log.bind(command=command.name, command_id=command.id)
+    async def _take(self, client: _Client, raw: str | bytes) -> bool:
+        """Handle one client message; False when the client is to be closed."""
+        now = asyncio.get_running_loop().time()
+        max_bytes = self.settings.max_message_bytes
+        if not client.limiter.allow(now):
+            if client.limiter.abusive(now):
+                client.request_close(CloseCode.RATE_LIMITED, "rate limit ignored")
+                return False
+            self._reply_error(
+                client, proto.peek_id(raw, max_bytes=max_bytes), RateLimited("too many commands")
+            )
+            return True
         try:
-            args = authorize(client.principal, command.name, command.args, self.projection)
-            async with asyncio.timeout(self.settings.command_timeout):
-                data = await self._handler.handle(client.principal, command.name, args)
-        except CommandError as exc:
-            clog.info("ws.command_refused", code=exc.code)
-            self._reply_error(client, command.id, exc)
-        except TimeoutError:
-            clog.warning("ws.command_timeout")
-            self._reply_error(client, command.id, Unavailable("the command timed out"))
-        except Exception:
-            clog.exception("ws.command_failed")
-            self._reply_error(client, command.id, InternalError("internal error"))
-        else:
-            # Results are not logged: some carry secrets (a new API token).
-            clog.info("ws.command_done")
-            client.offer(proto.encode(proto.result(seq=self._seq, id=command.id, data=data)))
+            command = proto.parse_command(raw, max_bytes=max_bytes)
+        except BadRequest as exc:
+            self._reply_error(client, exc.details.pop("id", None), exc)
+            return True
+        await self._execute(client, command)
+        return True
+
+    async def _execute(self, client: _Client, command: proto.Command) -> None:
+        # Bound in the context, so that what the handler logs carries the
+        # command id too: the client's error reply names the id, the log the why.
+        with structlog.contextvars.bound_contextvars(command=command.name, command_id=command.id):
+            try:
+                args = authorize(client.principal, command.name, command.args, self.projection)
+                async with asyncio.timeout(self.settings.command_timeout):
+                    data = await self._handler.handle(client.principal, command.name, args)
+            except CommandError as exc:
+                cause = exc.__cause__
+                log.info(
+                    "ws.command_refused",
+                    code=exc.code,
+                    message=exc.message,
+                    cause=None if cause is None else f"{type(cause).__name__}: {cause}",
+                )
+                self._reply_error(client, command.id, exc)
+            except TimeoutError:
+                log.warning("ws.command_timeout")
+                self._reply_error(client, command.id, Unavailable("the command timed out"))
+            except Exception:
+                # The exception's text (a driver's message, a library's
+                # internals) goes to the log only; the client gets the code.
+                log.exception("ws.command_failed")
+                self._reply_error(client, command.id, InternalError("internal error"))
+            else:
+                # Results are not logged: some carry secrets (a new API token).
+                log.info("ws.command_done")
+                client.offer(proto.encode(proto.result(seq=self._seq, id=command.id, data=data)))
 
     def _reply_error(self, client: _Client, cid: str | None, exc: CommandError) -> None:
         client.offer(proto.encode(proto.error(seq=self._seq, id=cid, exc=exc)))
 
 
-def _peek_id(raw: str | bytes) -> str | None:
-    """The ``id`` of a refused message, without validating it (it is not run)."""
-    try:
-        message = json.loads(raw)
-    except ValueError:
-        return None
-    cid = message.get("id") if isinstance(message, dict) else None
-    return cid if isinstance(cid, str) and 0 < len(cid) <= 64 else None
+def _address(ws: ServerConnection) -> str:
+    """The client's IP address (the port left out), for per-address limits."""
+    remote = ws.remote_address
+    if isinstance(remote, tuple) and remote:
+        return str(remote[0])
+    return str(remote)

@@ -5,7 +5,9 @@ events) and the agents' states (from ``agent.state``). It is plain data with no
 I/O, applied by the gateway's fan-out on the loop, one envelope at a time, in
 bus order. Ended calls are forgotten from the snapshot but remembered (bounded)
 with their agent, so that a late ``recording.ready`` reaches the right agent and
-notes or dispositions after the hang-up pass the rights check.
+notes or dispositions after the hang-up pass the rights check. A call whose
+``call.ended`` the projection missed is ended, with reason ``lost``, by the daemon's
+reconciliation (``switchboard.reconcile``), which reads :meth:`Projection.active_calls_of`.
 """
 
 from __future__ import annotations
@@ -169,6 +171,11 @@ class Projection:
         self.calls[call_id] = replace(call, updated_at=at, **changes)
 
     # --- reading ------------------------------------------------------------
+
+    def active_calls_of(self, origin: str) -> dict[uuid.UUID, str | None]:
+        """The active calls published by ``origin`` (a site), with their agent: what
+        that site's reconciliation compares with the calls it really holds."""
+        return {c.call_id: c.agent for c in self.calls.values() if c.origin == origin}
 
     def visible_calls(self, agents: frozenset[str] | None) -> list[dict[str, Any]]:
         """Active calls, oldest first; ``agents=None`` means all of them."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import _models as m
@@ -148,9 +148,20 @@ class CallListRepository:
         return call_list_from(row)
 
     async def claim_next(
-        self, list_id: uuid.UUID, user_id: uuid.UUID | None, now: datetime | None = None
+        self,
+        list_id: uuid.UUID,
+        user_id: uuid.UUID | None,
+        now: datetime | None = None,
+        *,
+        lease: timedelta | None = None,
     ) -> CallListItem | None:
         """Atomically claim the next pending item due at ``now``, or return ``None``.
+
+        With a ``lease``, an item claimed (and never dialed) longer ago than the lease
+        counts as pending too: its claimer, a daemon killed between claim and dial,
+        left it behind. A live claimer moves its item to ``dialing`` well within the
+        lease, and :meth:`DialerStore.start_attempt` refuses an item whose claim was
+        taken over, so a number is still dialed once.
 
         No item is ever handed to two claimers, across connections, processes and
         hosts. On PostgreSQL the candidate row is locked with ``FOR UPDATE SKIP
@@ -160,19 +171,19 @@ class CallListRepository:
         Cancellation before commit rolls back: the item stays pending.
         """
         when = now or utcnow()
-        due = (
-            _i.c.list_id == list_id,
+        claimable = and_(
             _i.c.state == CallListItemState.PENDING,
             or_(_i.c.next_attempt_at.is_(None), _i.c.next_attempt_at <= when),
         )
+        if lease is not None:
+            stale = and_(_i.c.state == CallListItemState.CLAIMED, _i.c.claimed_at <= when - lease)
+            claimable = or_(claimable, stale)
+        due = (_i.c.list_id == list_id, claimable)
         claim = {"state": CallListItemState.CLAIMED, "claimed_by": user_id, "claimed_at": when}
         async with self._db.write() as conn:
             if is_sqlite(self._db.engine):
                 candidate = select(_i.c.id).where(*due).order_by(_i.c.position).limit(1)
-                stmt = update(_i).where(
-                    _i.c.id == candidate.scalar_subquery(),
-                    _i.c.state == CallListItemState.PENDING,
-                )
+                stmt = update(_i).where(_i.c.id == candidate.scalar_subquery(), claimable)
             else:
                 item_id = await conn.scalar(
                     select(_i.c.id)

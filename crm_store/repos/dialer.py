@@ -281,7 +281,8 @@ class DialerRepository:
         One transaction on purpose: an item is ``dialing`` exactly when a call
         record for it exists, which is what recovery after a crash relies on; and
         it is the only write between the end of the gap and the INVITE.
-        Raises :class:`Conflict` unless the item is ``claimed``.
+        Raises :class:`Conflict` unless the item is ``claimed`` by
+        ``agent_user_id``.
         """
         now = utcnow()
         values: dict[str, Any] = {
@@ -300,13 +301,20 @@ class DialerRepository:
         }
 
         def attempt(conn: Connection) -> Call:
+            # Claimed by this agent: a claim taken over after its lease (see
+            # claim_next) is no longer the late claimer's to dial.
+            mine = (
+                _i.c.claimed_by.is_(None)
+                if agent_user_id is None
+                else _i.c.claimed_by == agent_user_id
+            )
             moved = conn.execute(
                 update(_i)
-                .where(_i.c.id == item_id, _i.c.state == CallListItemState.CLAIMED)
+                .where(_i.c.id == item_id, _i.c.state == CallListItemState.CLAIMED, mine)
                 .values(state=CallListItemState.DIALING)
             )
             if not moved.rowcount:
-                raise Conflict(f"call list item {item_id} is not claimed; cannot dial")
+                raise Conflict(f"call list item {item_id} is not claimed by this agent")
             row = conn.execute(_c.insert().values(values).returning(_c)).mappings().one()
             audit_sync(
                 conn,
@@ -448,6 +456,19 @@ class DialerRepository:
                 )
             )
         return due
+
+    async def oldest_claim(self, list_id: uuid.UUID) -> datetime | None:
+        """When the oldest item of ``list_id`` still claimed (never dialed) was
+        claimed, ``None`` if none is. A claimer dials within about one gap; a claim
+        much older was left by a dialer that died, and is taken over after its lease
+        (see :meth:`CallListsRepo.claim_next`)."""
+        async with self._db.read() as conn:
+            claimed: datetime | None = await conn.scalar(
+                select(func.min(_i.c.claimed_at)).where(
+                    _i.c.list_id == list_id, _i.c.state == CallListItemState.CLAIMED
+                )
+            )
+        return claimed
 
     # ------------------------------------------------------------------ list building
 

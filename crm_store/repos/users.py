@@ -6,6 +6,8 @@ import builtins
 import hashlib
 import secrets
 import uuid
+from collections.abc import Collection
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import select, update
@@ -19,12 +21,19 @@ from ..enums import Role
 from ..exceptions import NotFound
 from ..ids import new_id
 
-__all__ = ["TOKEN_PREFIX", "UserRepository"]
+__all__ = ["LAST_USED_RESOLUTION", "TOKEN_PREFIX", "UserRepository"]
 
 log = structlog.get_logger(__name__)
 
 TOKEN_PREFIX = "sbt_"
 """Prefix of every API token, so a leaked token is recognisable by secret scanners."""
+
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+"""How stale a token's ``last_used_at`` may be: it is written at most this often."""
+
+# SQLite allows 32766 bound parameters per statement; stay far below it.
+_IN_CHUNK = 500
 
 
 def _hash_token(token: str) -> str:
@@ -40,6 +49,8 @@ class UserRepository:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Token id -> when it was last used, not yet written (see flush_last_used).
+        self._used: dict[uuid.UUID, datetime] = {}
 
     async def add(
         self,
@@ -137,6 +148,35 @@ class UserRepository:
             )
         return user_from(row)
 
+    async def set_role(self, user_id: uuid.UUID, role: Role, *, actor: Actor = None) -> User:
+        """Give the user ``role``. Open websocket sessions of the user are re-checked
+        by the gateway and closed when their rights changed."""
+        async with self._db.write() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        update(m.users)
+                        .where(m.users.c.id == user_id)
+                        .values(role=Role(role))
+                        .returning(m.users)
+                    )
+                )
+                .mappings()
+                .one_or_none()
+            )
+            if row is None:
+                raise NotFound("user", user_id)
+            await audit(
+                conn,
+                actor=actor,
+                entity_type="user",
+                entity_id=user_id,
+                action="set_role",
+                changes={"role": Role(role)},
+            )
+        log.info("user_role_set", user_id=str(user_id), role=str(role))
+        return user_from(row)
+
     async def issue_token(
         self, user_id: uuid.UUID, label: str, *, actor: Actor = None
     ) -> tuple[ApiToken, str]:
@@ -177,21 +217,27 @@ class UserRepository:
         """Return the active user owning ``token``, or ``None``.
 
         Unknown, malformed and revoked tokens and tokens of disabled users all give
-        ``None``, indistinguishably. A success records ``last_used_at``; that touch is
-        bookkeeping, not a change of state, and is not written to the audit log (it
-        would add a row per websocket connection).
+        ``None``, indistinguishably. The check is a read: it never takes the
+        database's write lock, so a flood of guesses cannot hold up writers (on
+        SQLite, ``BEGIN IMMEDIATE`` for each guess would). A success is noted in
+        memory and written to ``last_used_at`` by :meth:`flush_last_used`, at most
+        once per :data:`LAST_USED_RESOLUTION`; that touch is bookkeeping, not a
+        change of state, and is not written to the audit log.
         """
-        if not token.startswith(TOKEN_PREFIX):
+        if not token.startswith(TOKEN_PREFIX) or not token.isascii():
             return None
-        digest = _hash_token(token)
-        async with self._db.write() as conn:
+        async with self._db.read() as conn:
             row = (
                 (
                     await conn.execute(
-                        select(m.users, m.api_tokens.c.id.label("token_id"))
+                        select(
+                            m.users,
+                            m.api_tokens.c.id.label("token_id"),
+                            m.api_tokens.c.last_used_at.label("token_last_used_at"),
+                        )
                         .join(m.api_tokens, m.api_tokens.c.user_id == m.users.c.id)
                         .where(
-                            m.api_tokens.c.token_hash == digest,
+                            m.api_tokens.c.token_hash == _hash_token(token),
                             m.api_tokens.c.revoked_at.is_(None),
                             m.users.c.active.is_(True),
                         )
@@ -200,14 +246,66 @@ class UserRepository:
                 .mappings()
                 .one_or_none()
             )
-            if row is None:
-                return None
-            await conn.execute(
-                update(m.api_tokens)
-                .where(m.api_tokens.c.id == row["token_id"])
-                .values(last_used_at=utcnow())
-            )
+        if row is None:
+            return None
+        now = utcnow()
+        last = row["token_last_used_at"]
+        if last is None or now - last >= LAST_USED_RESOLUTION:
+            self._used[row["token_id"]] = now
         return user_from(row)
+
+    async def flush_last_used(self) -> int:
+        """Write the ``last_used_at`` noted by :meth:`authenticate` since the last
+        flush, in one transaction; returns how many tokens were touched.
+
+        Call it now and then (the websocket gateway does, with its session
+        check). If it fails or is cancelled, the notes are kept for the next call.
+        """
+        if not self._used:
+            return 0
+        batch = dict(self._used)
+        async with self._db.write() as conn:
+            for token_id, at in batch.items():
+                await conn.execute(
+                    update(m.api_tokens)
+                    .where(m.api_tokens.c.id == token_id)
+                    .values(last_used_at=at)
+                )
+        for token_id, at in batch.items():
+            if self._used.get(token_id) == at:
+                del self._used[token_id]
+        return len(batch)
+
+    async def token_users(self, tokens: Collection[str]) -> dict[str, User]:
+        """The active users owning each of ``tokens`` that still authenticates.
+
+        A read, for re-checking open sessions in one query (per 500 tokens):
+        tokens revoked, unknown or of a disabled user are absent from the result.
+        Nothing is noted as used.
+        """
+        digests = {_hash_token(t): t for t in tokens if t.startswith(TOKEN_PREFIX) and t.isascii()}
+        found: dict[str, User] = {}
+        chunks = [list(digests)[i : i + _IN_CHUNK] for i in range(0, len(digests), _IN_CHUNK)]
+        async with self._db.read() as conn:
+            for chunk in chunks:
+                rows = (
+                    (
+                        await conn.execute(
+                            select(m.users, m.api_tokens.c.token_hash)
+                            .join(m.api_tokens, m.api_tokens.c.user_id == m.users.c.id)
+                            .where(
+                                m.api_tokens.c.token_hash.in_(chunk),
+                                m.api_tokens.c.revoked_at.is_(None),
+                                m.users.c.active.is_(True),
+                            )
+                        )
+                    )
+                    .mappings()
+                    .all()
+                )
+                for row in rows:
+                    found[digests[row["token_hash"]]] = user_from(row)
+        return found
 
     async def revoke_token(self, token_id: uuid.UUID, *, actor: Actor = None) -> ApiToken:
         """Revoke a token; revoking twice keeps the first revocation time."""

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bus import EVENT_TYPES, CallEnded, Envelope, Event, WorkerCrashed
-from bus.codec import CodecError, UnknownEventType, decode, encode
+from bus.codec import CodecError, UnknownEventType, decode, decode_data, encode
 
 AT = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 
@@ -139,6 +139,39 @@ def test_malformed_envelopes_raise_codec_error(payload: bytes | str, message: st
 def test_nan_cannot_be_encoded() -> None:
     ended = CallEnded(
         call_id=uuid.UUID(int=1), reason="x", sip_code=0, agent=None, talk_seconds=float("nan")
+    )
+    with pytest.raises(CodecError, match=r"call\.ended seq 1"):
+        encode(Envelope("paris", 1, AT, ended))
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (
+            json.dumps(_data()).replace('"talk_seconds": 3.0', '"talk_seconds": ' + "9" * 400),
+            "range",
+        ),
+        ("[" * 60_000, "nested deeper"),
+        (json.dumps(_data(data={**_data()["data"], "reason": "\ud800"})), "Unicode"),
+        (json.dumps(_data()).replace('"talk_seconds": 3.0', '"talk_seconds": 1e999'), "range"),
+    ],
+)
+def test_hostile_envelopes_raise_codec_error_never_recursion_or_overflow(
+    payload: str, message: str
+) -> None:
+    with pytest.raises(CodecError, match=message):
+        decode(payload)
+
+
+def test_decode_data_refuses_a_huge_integer_in_a_float_field() -> None:
+    data = _data(data={**_data()["data"], "talk_seconds": 10**400})
+    with pytest.raises(CodecError, match="talk_seconds: number out of range"):
+        decode_data(data)
+
+
+def test_a_lone_surrogate_cannot_be_encoded() -> None:
+    ended = CallEnded(
+        call_id=uuid.UUID(int=1), reason="\udfff", sip_code=0, agent=None, talk_seconds=None
     )
     with pytest.raises(CodecError, match=r"call\.ended seq 1"):
         encode(Envelope("paris", 1, AT, ended))

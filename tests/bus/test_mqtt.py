@@ -1,7 +1,7 @@
 """The MQTT bridge against real Mosquitto brokers.
 
-Most tests use the shared broker at 127.0.0.1:1883, each under its own topic prefix
-and site; they are skipped, with the reason shown, if nothing answers there. The
+Most tests use the session's broker (the one ``SWITCHBOARD_TEST_MQTT_URL`` names, or
+a private one: see tests/_services.py), each under its own topic prefix and site. The
 restart and overflow tests run a private ``mosquitto`` on a free port, with
 persistence on, so that the observer's persistent session (and the events queued
 for it) survives the restart whichever of the observer and the bridge reconnects
@@ -11,11 +11,8 @@ first: that is what makes "nothing lost, nothing twice" checkable without racing
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
-import shutil
-import signal
-import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -28,28 +25,20 @@ import structlog
 
 from bus import AgentStateChanged, Bus, CallEnded, CallRinging, Envelope, EventsDropped
 from bus.codec import decode
-from bus.mqtt import CommandError, MqttBridge
+from bus.mqtt import BridgeHealth, CommandError, MqttBridge, sign_assertion
+from config import Secret
 from crm_store import Role, Store, User, upgrade
+from tests._services import mqtt_address
 
-HOST, PORT = "127.0.0.1", 1883
+from .mosquitto import PrivateBroker, requires_mosquitto
+
+pytestmark = pytest.mark.mqtt
+
+HOST, PORT = mqtt_address()
 TIMEOUT = 10.0
 
 
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-shared_broker = pytest.mark.skipif(
-    not _answers(HOST, PORT), reason=f"no MQTT broker answers at {HOST}:{PORT}"
-)
-private_broker = pytest.mark.skipif(
-    shutil.which("mosquitto") is None,
-    reason="the mosquitto binary is not installed (Debian package mosquitto)",
-)
+private_broker = requires_mosquitto
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -148,51 +137,6 @@ async def clear_retained(prefix: str) -> AsyncIterator[list[str]]:
             await client.publish(topic, b"", qos=1, retain=True)
 
 
-class PrivateBroker:
-    """A mosquitto of our own on a free port, which tests can stop and restart."""
-
-    def __init__(self, directory: Path) -> None:
-        with socket.socket() as s:
-            s.bind((HOST, 0))
-            self.port = s.getsockname()[1]
-        self._conf = directory / "mosquitto.conf"
-        (directory / "data").mkdir()
-        self._conf.write_text(
-            f"listener {self.port} {HOST}\n"
-            "allow_anonymous true\n"
-            # Run as root, mosquitto switches to the user named here (by default
-            # "mosquitto", who could not write the test's directory).
-            f"user {getpass.getuser()}\n"
-            "persistence true\n"
-            f"persistence_location {directory / 'data'}/\n"
-            "log_dest none\n"
-        )
-        self._proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(
-            "mosquitto", "-c", str(self._conf), stdin=asyncio.subprocess.DEVNULL
-        )
-        async with asyncio.timeout(TIMEOUT):
-            while not _answers(HOST, self.port):
-                if self._proc.returncode is not None:
-                    raise RuntimeError(f"mosquitto exited with {self._proc.returncode}")
-                await asyncio.sleep(0.02)  # polling the port: the state we wait for
-
-    async def stop(self) -> None:
-        """SIGTERM (mosquitto saves its sessions) and wait until it has exited."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(TIMEOUT):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
 @pytest.fixture
 async def private(tmp_path: Path) -> AsyncIterator[PrivateBroker]:
     broker = PrivateBroker(tmp_path)
@@ -206,7 +150,6 @@ async def private(tmp_path: Path) -> AsyncIterator[PrivateBroker]:
 # --- events --------------------------------------------------------------------------
 
 
-@shared_broker
 async def test_events_arrive_in_order_on_their_type_topics_as_envelope_json(
     prefix: str, clear_retained: list[str]
 ) -> None:
@@ -241,7 +184,6 @@ async def test_events_arrive_in_order_on_their_type_topics_as_envelope_json(
     assert all(m.qos == 1 and not m.retain for m in got)
 
 
-@shared_broker
 async def test_agent_states_are_retained_for_a_late_subscriber(
     prefix: str, clear_retained: list[str]
 ) -> None:
@@ -271,7 +213,6 @@ async def test_agent_states_are_retained_for_a_late_subscriber(
     assert status["origin"] == "paris"
 
 
-@shared_broker
 async def test_close_announces_offline_and_is_idempotent(
     prefix: str, clear_retained: list[str]
 ) -> None:
@@ -323,7 +264,6 @@ async def _command(client: aiomqtt.Client, prefix: str, message: object) -> None
     await client.publish(f"{prefix}/paris/commands", payload, qos=1)
 
 
-@shared_broker
 async def test_command_with_a_valid_token_is_dispatched_and_replied(
     prefix: str, clear_retained: list[str], store: Store
 ) -> None:
@@ -331,13 +271,13 @@ async def test_command_with_a_valid_token_is_dispatched_and_replied(
     _, token = await store.users.issue_token(user.id, "crm")
     handler = Recorder()
     bus = Bus("paris")
-    inbox = f"{prefix}-crm/inbox/ada"  # a reply topic of the client's own
+    inbox = f"{prefix}/paris/replies/crm/ada"  # a reply topic of the client's own
     with structlog.testing.capture_logs() as logs:
         async with (
             _bridge(
                 bus, PORT, prefix, authenticate=store.users.authenticate, handler=handler
             ) as bridge,
-            _observer(PORT, f"{prefix}/paris/replies/#", inbox) as client,
+            _observer(PORT, f"{prefix}/paris/replies/#") as client,
         ):
             await bridge.wait_connected(timeout=TIMEOUT)
             call_id = str(uuid.uuid4())
@@ -381,7 +321,6 @@ async def test_command_with_a_valid_token_is_dispatched_and_replied(
     assert any(e["event"] == "mqtt.command_crashed" for e in logs)
 
 
-@shared_broker
 async def test_bad_or_missing_token_is_unauthorized_and_never_reaches_the_handler(
     prefix: str, clear_retained: list[str], store: Store
 ) -> None:
@@ -402,7 +341,6 @@ async def test_bad_or_missing_token_is_unauthorized_and_never_reaches_the_handle
     assert bad not in repr(logs)
 
 
-@shared_broker
 async def test_malformed_commands_get_bad_request_and_the_bridge_keeps_serving(
     prefix: str, clear_retained: list[str]
 ) -> None:
@@ -508,3 +446,267 @@ async def test_buffer_overflow_drops_the_oldest_and_reports_how_many(
     assert {"event": "mqtt.dropped", "count": 7}.items() <= next(
         e for e in logs if e["event"] == "mqtt.dropped"
     ).items()
+
+
+# --- hostile commands ----------------------------------------------------------------
+
+
+class Echo:
+    """A command handler that answers every command with its arguments."""
+
+    async def __call__(self, principal: User, name: str, args: Mapping[str, Any]) -> Any:
+        if name == "leak":
+            raise CommandError("internal", "psycopg: duplicate key value (phone)=(+33612345678)")
+        return {"name": name, "args": dict(args)}
+
+
+async def test_deep_json_command_gets_bad_request_and_bridge_goes_on(
+    prefix: str, clear_retained: list[str], store: Store
+) -> None:
+    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    _, token = await store.users.issue_token(user.id, "crm")
+    bus = Bus("paris")
+    base = f"{prefix}/paris"
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            _bridge(
+                bus, PORT, prefix, authenticate=store.users.authenticate, handler=Echo()
+            ) as bridge,
+            _observer(PORT, f"{base}/replies/#", f"{base}/events/#") as client,
+        ):
+            await bridge.wait_connected(timeout=TIMEOUT)
+            await _command(client, prefix, b"[" * 60_000)
+            [reply] = await _take(client, 1)
+            assert reply.topic.value == f"{base}/replies"
+            refused = json.loads(_payload(reply))
+            assert refused["error"]["code"] == "bad_request"
+            assert "nested deeper" in refused["error"]["message"]
+
+            # The next valid command is answered, and events still flow.
+            await _command(client, prefix, {"id": "ok", "token": token, "name": "ping"})
+            [answer] = await _take(client, 1)
+            assert answer.topic.value == f"{base}/replies/ok"
+            assert json.loads(_payload(answer))["result"] == {"name": "ping", "args": {}}
+            sent = bus.publish(_ringing(7))
+            [event] = await _take(client, 1)
+            assert decode(_payload(event)) == sent
+    assert not any(e["event"] == "mqtt.crashed" for e in logs)
+
+
+async def test_surrogate_reason_over_mqtt_is_refused_and_nothing_is_published(
+    prefix: str, clear_retained: list[str], store: Store
+) -> None:
+    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    _, token = await store.users.issue_token(user.id, "crm")
+    handler = Recorder()
+    bus = Bus("paris")
+    base = f"{prefix}/paris"
+    async with (
+        _bridge(bus, PORT, prefix, authenticate=store.users.authenticate, handler=handler) as b,
+        _observer(PORT, f"{base}/replies/#", f"{base}/events/#") as client,
+    ):
+        await b.wait_connected(timeout=TIMEOUT)
+        # json.dumps writes the lone surrogate as the six characters \ud800.
+        command = {
+            "id": "s1",
+            "token": token,
+            "name": "agent.state.set",
+            "args": {"agent": "ada", "state": "paused", "reason": "\ud800"},
+        }
+        await _command(client, prefix, command)
+        [reply] = await _take(client, 1)
+        refused = json.loads(_payload(reply))
+        assert refused["error"]["code"] == "bad_request"
+        assert "Unicode" in refused["error"]["message"]
+        # An event holding one (from a producer that did not check) is dropped with
+        # a log line, and the events after it still go out.
+        with structlog.testing.capture_logs() as logs:
+            bus.publish(AgentStateChanged(agent="ada", user="ada", state="paused", reason="\udc80"))
+            sent = bus.publish(_ringing(8))
+            [event] = await _take(client, 1)
+        assert decode(_payload(event)) == sent
+    assert handler.calls == []
+    assert any(e["event"] == "mqtt.unencodable" for e in logs)
+
+
+async def test_internal_error_text_never_reaches_an_mqtt_reply(
+    prefix: str, clear_retained: list[str], store: Store
+) -> None:
+    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    _, token = await store.users.issue_token(user.id, "crm")
+    bus = Bus("paris")
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            _bridge(bus, PORT, prefix, authenticate=store.users.authenticate, handler=Echo()) as b,
+            _observer(PORT, f"{prefix}/paris/replies/#") as client,
+        ):
+            await b.wait_connected(timeout=TIMEOUT)
+            await _command(client, prefix, {"id": "l1", "token": token, "name": "leak"})
+            [reply] = await _take(client, 1)
+    assert json.loads(_payload(reply))["error"] == {"code": "internal", "message": "internal error"}
+    assert any("+33612345678" in str(e.get("reason")) for e in logs)
+
+
+# --- supervision ---------------------------------------------------------------------
+
+
+def _task(name: str) -> asyncio.Task[Any]:
+    [task] = [t for t in asyncio.all_tasks() if t.get_name() == name and not t.done()]
+    return task
+
+
+@pytest.mark.parametrize("inner", ["mqtt-connection", "mqtt-collect"])
+async def test_a_killed_inner_task_is_restarted_and_the_bridge_serves_again(
+    prefix: str, clear_retained: list[str], store: Store, inner: str
+) -> None:
+    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    _, token = await store.users.issue_token(user.id, "crm")
+    bus = Bus("paris")
+    base = f"{prefix}/paris"
+    seen: list[BridgeHealth] = []
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            _bridge(
+                bus,
+                PORT,
+                prefix,
+                authenticate=store.users.authenticate,
+                handler=Echo(),
+                on_health=seen.append,
+            ) as bridge,
+            _observer(PORT, f"{base}/replies/#", f"{base}/events/#") as client,
+        ):
+            await bridge.wait_connected(timeout=TIMEOUT)
+            assert bridge.health is BridgeHealth.CONNECTED
+            _task(inner).cancel()
+            await bridge._wait_until(lambda: bridge.restarts == 1, TIMEOUT)
+            await bridge.wait_connected(timeout=TIMEOUT)
+            assert bridge.health is BridgeHealth.CONNECTED
+
+            await _command(client, prefix, {"id": "after", "token": token, "name": "ping"})
+            [answer] = await _take(client, 1)
+            assert json.loads(_payload(answer))["id"] == "after"
+            sent = bus.publish(_ringing(3))
+            [event] = await _take(client, 1)
+            assert decode(_payload(event)) == sent
+    assert seen == [
+        BridgeHealth.CONNECTED,
+        BridgeHealth.DISCONNECTED,
+        BridgeHealth.RESTARTING,
+        BridgeHealth.CONNECTED,
+        BridgeHealth.DISCONNECTED,  # closed
+    ]
+    crashed = [e for e in logs if e["event"] == "mqtt.crashed"]
+    assert [(e["task"], e["error"]) for e in crashed] == [(inner, "cancelled")]
+
+
+async def test_a_reply_to_outside_the_sites_replies_is_refused_and_nothing_runs(
+    prefix: str, clear_retained: list[str], store: Store
+) -> None:
+    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    _, token = await store.users.issue_token(user.id, "crm")
+    handler = Recorder()
+    bus = Bus("paris")
+    elsewhere = f"{prefix}-crm/inbox"
+    async with (
+        _bridge(bus, PORT, prefix, authenticate=store.users.authenticate, handler=handler) as b,
+        _observer(PORT, f"{prefix}/+/replies/#", elsewhere) as client,
+    ):
+        await b.wait_connected(timeout=TIMEOUT)
+        for n, reply_to in enumerate([f"{prefix}/lyon/replies/x", elsewhere]):
+            await _command(
+                client,
+                prefix,
+                {"id": f"r{n}", "token": token, "name": "call.hangup", "reply_to": reply_to},
+            )
+            [reply] = await _take(client, 1)
+            assert reply.topic.value == f"{prefix}/paris/replies/r{n}"
+            refused = json.loads(_payload(reply))
+            assert refused["error"]["code"] == "bad_request"
+            assert f"{prefix}/paris/replies/" in refused["error"]["message"]
+    assert handler.calls == []
+
+
+# --- gateway assertions --------------------------------------------------------------
+
+GATEWAY_SECRET = "g" * 40
+
+
+async def test_a_gateway_assertion_runs_one_command_for_an_active_user_only(
+    prefix: str, clear_retained: list[str], store: Store
+) -> None:
+    ada = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    bob = await store.users.add("bob", "Bob", Role.AGENT, extension="1002")
+    await store.users.set_active(bob.id, False)
+
+    async def user(user_id: str) -> User | None:
+        found = await store.users.get(uuid.UUID(user_id))
+        return found if found.active else None
+
+    def command(cid: str, user_id: uuid.UUID, *, secret: str = GATEWAY_SECRET) -> dict[str, Any]:
+        assertion = sign_assertion(
+            secret.encode(),
+            user_id=str(user_id),
+            site="paris",
+            command_id=cid,
+            expires=int(time.time()) + 30,
+        )
+        return {"id": cid, "assertion": assertion, "name": "ping"}
+
+    bus = Bus("paris")
+    async with (
+        _bridge(
+            bus,
+            PORT,
+            prefix,
+            handler=Echo(),
+            gateway_secret=Secret(GATEWAY_SECRET),
+            authenticate_user=user,
+        ) as bridge,
+        _observer(PORT, f"{prefix}/paris/replies/#") as client,
+    ):
+        await bridge.wait_connected(timeout=TIMEOUT)
+        good = command("g1", ada.id)
+        await _command(client, prefix, good)
+        await _command(client, prefix, good)  # the same message again: a replay
+        await _command(client, prefix, command("g2", ada.id, secret="f" * 40))
+        await _command(client, prefix, command("g3", bob.id))
+        replies = [json.loads(_payload(m)) for m in await _take(client, 4)]
+    # Commands run concurrently: their replies may come in any order.
+    [ran] = [r for r in replies if r["type"] == "result"]
+    assert ran == {"id": "g1", "type": "result", "result": {"name": "ping", "args": {}}}
+    assert sorted((r["id"], r["error"]["code"]) for r in replies if r is not ran) == [
+        ("g1", "unauthorized"),
+        ("g2", "unauthorized"),
+        ("g3", "unauthorized"),
+    ]
+
+
+async def test_a_daemon_without_gateway_secret_refuses_every_assertion(
+    prefix: str, clear_retained: list[str], store: Store
+) -> None:
+    ada = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    assertion = sign_assertion(
+        b"", user_id=str(ada.id), site="paris", command_id="e1", expires=int(time.time()) + 30
+    )
+    bus = Bus("paris")
+    async with (
+        _bridge(bus, PORT, prefix, handler=Echo()) as bridge,
+        _observer(PORT, f"{prefix}/paris/replies/#") as client,
+    ):
+        await bridge.wait_connected(timeout=TIMEOUT)
+        await _command(client, prefix, {"id": "e1", "assertion": assertion, "name": "ping"})
+        [reply] = await _take(client, 1)
+    assert json.loads(_payload(reply))["error"]["code"] == "unauthorized"
+
+
+async def test_a_bridge_whose_supervisor_is_gone_reports_itself_stopped(
+    prefix: str, clear_retained: list[str]
+) -> None:
+    seen: list[BridgeHealth] = []
+    bus = Bus("paris")
+    async with _bridge(bus, PORT, prefix, on_health=seen.append) as bridge:
+        await bridge.wait_connected(timeout=TIMEOUT)
+        _task("mqtt-bridge").cancel()
+        await bridge._wait_until(lambda: bridge.health is BridgeHealth.STOPPED, TIMEOUT)
+    assert seen[-1] is BridgeHealth.STOPPED

@@ -10,11 +10,14 @@ import pytest
 from bus import Bus
 from bus._mqtt_protocol import (
     MAX_COMMAND_BYTES,
+    BadAssertion,
     BadCommand,
     Topics,
     error_reply,
     parse_command,
+    sign_assertion,
     topic_level,
+    verify_assertion,
 )
 from bus.mqtt import MqttBridge
 
@@ -38,9 +41,11 @@ def test_names_with_topic_characters_stay_one_level_and_can_be_decoded() -> None
 @pytest.mark.parametrize(
     ("topic", "allowed"),
     [
-        ("crm/inbox/ada", True),
+        ("crm/inbox/ada", False),
         ("acme/sb/paris/replies/ada/1", True),
         ("acme/sb/paris/replies", False),
+        ("acme/sb/paris/replies/", False),
+        ("acme/sb/paris/replies/+", False),
         ("acme/sb/paris/events/call.ended", False),
         ("acme/sb/lyon/replies/x", False),
         ("acme/sb", False),
@@ -50,9 +55,7 @@ def test_names_with_topic_characters_stay_one_level_and_can_be_decoded() -> None
         ("", False),
     ],
 )
-def test_reply_topics_outside_the_prefix_or_under_own_replies_only(
-    topic: str, allowed: bool
-) -> None:
+def test_reply_topics_only_under_the_sites_own_replies(topic: str, allowed: bool) -> None:
     assert T.reply_allowed(topic) is allowed
 
 
@@ -72,8 +75,9 @@ def test_a_well_formed_command_defaults_its_reply_topic_and_args() -> None:
 def test_refusals_carry_a_stable_code_and_where_to_answer() -> None:
     assert (_refused(b"nope").code, _refused(b"nope").reply_to) == ("bad_request", T.replies)
     assert _refused(b"x" * (MAX_COMMAND_BYTES + 1)).reply_to is None
-    no_id = _refused({"token": "t", "name": "n", "reply_to": "crm/in"})
-    assert (no_id.code, no_id.reply_to, no_id.id) == ("bad_request", "crm/in", None)
+    inbox = T.reply("crm/in")
+    no_id = _refused({"token": "t", "name": "n", "reply_to": inbox})
+    assert (no_id.code, no_id.reply_to, no_id.id) == ("bad_request", inbox, None)
     assert _refused({"id": "a/b", "token": "t", "name": "n"}).reply_to == T.replies
     no_token = _refused({"id": "c", "name": "n"})
     assert (no_token.code, no_token.reply_to) == ("unauthorized", T.reply("c"))
@@ -120,3 +124,55 @@ def test_a_password_in_the_url_is_refused() -> None:
             authenticate=_none,
             handler=_handler,
         )
+
+
+SECRET = b"k" * 32
+
+
+def _signed(**changes: Any) -> str:
+    claims: dict[str, Any] = {"user_id": "u1", "site": "paris", "command_id": "c1"}
+    claims["expires"] = 1_000_030
+    claims.update(changes)
+    return sign_assertion(SECRET, **claims)
+
+
+def test_a_gateway_assertion_names_one_user_for_one_command_of_one_site() -> None:
+    assert verify_assertion(SECRET, _signed(), site="paris", command_id="c1", now=1_000_000) == (
+        "u1",
+        1_000_030,
+    )
+
+
+@pytest.mark.parametrize(
+    ("assertion", "site", "command_id", "now", "reason"),
+    [
+        (
+            sign_assertion(
+                b"x" * 32, user_id="u1", site="paris", command_id="c1", expires=1_000_030
+            ),
+            "paris",
+            "c1",
+            1_000_000,
+            "bad signature",
+        ),
+        (_signed(), "lyon", "c1", 1_000_000, "another site"),
+        (_signed(), "paris", "c2", 1_000_000, "another command"),
+        (_signed(), "paris", "c1", 1_000_031, "expired"),
+        (_signed(expires=1_000_000 + 3600), "paris", "c1", 1_000_000, "too long"),
+        (_signed().replace(".", "x.", 1), "paris", "c1", 1_000_000, "bad signature"),
+        ("not.an.assertion", "paris", "c1", 1_000_000, "malformed"),
+    ],
+)
+def test_assertions_that_do_not_hold_are_refused(
+    assertion: str, site: str, command_id: str, now: int, reason: str
+) -> None:
+    with pytest.raises(BadAssertion, match=reason):
+        verify_assertion(SECRET, assertion, site=site, command_id=command_id, now=now)
+
+
+def test_a_command_carries_a_token_or_an_assertion_never_both() -> None:
+    command = parse_command(json.dumps({"id": "c1", "assertion": "a.b", "name": "n"}).encode(), T)
+    assert (command.token, command.assertion) == (None, "a.b")
+    assert "a.b" not in repr(command)
+    both = _refused({"id": "c", "token": "t", "assertion": "a.b", "name": "n"})
+    assert both.code == "bad_request"

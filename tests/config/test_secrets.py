@@ -190,3 +190,36 @@ def test_default_store_sits_next_to_the_config(write_config: WriteConfig) -> Non
     assert cfg.store.is_sqlite
     assert cfg.store.url_with_secret() == cfg.store.url
     assert cfg.recording.directory == path.parent / "recordings"
+
+
+def test_gateway_secret_from_a_file_is_never_printed(write_config: WriteConfig) -> None:
+    key = "f" * 64
+    text = MINIMAL + '[bus]\nmqtt_url = "mqtt://broker"\ngateway_secret_file = "gw"\n'
+    path = write_config(text, gw=key + "\n")
+
+    cfg = load_config(path, environ={})
+
+    assert cfg.bus.gateway_secret is not None
+    assert cfg.bus.gateway_secret.reveal() == key
+    assert key not in repr(cfg)
+    assert dump_redacted(cfg)["bus"]["gateway_secret"] == "**********"
+
+
+def test_bad_gateway_and_tls_settings_are_reported_with_their_keys() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            MINIMAL
+            + '[bus]\nmqtt_url = "mqtt://broker"\ngateway_secret = "short"\n'
+            + 'mqtt_ca_file = "ca.pem"\nmqtt_cert_file = "me.pem"\n'
+        )
+
+    assert sorted((i.path, i.message) for i in caught.value.issues) == [
+        ("bus.gateway_secret", "must be at least 32 characters (`openssl rand -hex 32`)"),
+        ("bus.mqtt_ca_file", "only used with an mqtts:// mqtt_url"),
+        ("bus.mqtt_cert_file", "only used with an mqtts:// mqtt_url"),
+    ]
+    with pytest.raises(ConfigError) as caught:
+        parse_config(MINIMAL + '[bus]\nmqtt_url = "mqtts://broker"\nmqtt_cert_file = "me.pem"\n')
+    assert [(i.path, i.message) for i in caught.value.issues] == [
+        ("bus.mqtt_key_file", "required when mqtt_cert_file is set")
+    ]

@@ -1,8 +1,9 @@
 """Fixtures running every store test on SQLite and on PostgreSQL.
 
 PostgreSQL tests use a database created for this test session (and dropped at its
-end), so they never touch data of other users of the server. If nothing answers at
-127.0.0.1:5432 they are skipped with the reason shown in the summary.
+end), so they never touch data of other users of the server. The server is the one
+``SWITCHBOARD_TEST_PG_URL`` names, or the session's private PostgreSQL (see
+tests/_services.py): they never skip for want of one.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -20,26 +21,18 @@ from sqlalchemy import text
 
 from crm_store import Store, open_store, upgrade
 from crm_store._models import metadata
-
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-PG_ADMIN_DSN = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/test"
+from tests._services import postgres_admin_dsn
 
 
 def _pg_url(database: str) -> str:
-    return f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{database}"
-
-
-def _postgres_answers() -> bool:
-    try:
-        with socket.create_connection((PG_HOST, PG_PORT), timeout=1.0):
-            return True
-    except OSError:
-        return False
+    """The SQLAlchemy URL of ``database`` on the session's PostgreSQL server."""
+    parts = urlsplit(postgres_admin_dsn())
+    return urlunsplit(("postgresql+asyncpg", parts.netloc, f"/{database}", "", ""))
 
 
 async def create_pg_database() -> str:
     name = f"sb_test_{os.getpid()}_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    conn = await asyncpg.connect(postgres_admin_dsn())
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -48,7 +41,7 @@ async def create_pg_database() -> str:
 
 
 async def drop_pg_database(name: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    conn = await asyncpg.connect(postgres_admin_dsn())
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
@@ -56,13 +49,13 @@ async def drop_pg_database(name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> None:
-    if not _postgres_answers():
-        pytest.skip(f"PostgreSQL tests skipped: nothing answers at {PG_HOST}:{PG_PORT}")
+def postgres_server() -> str:
+    """The admin URL of the session's PostgreSQL, started here if it is a private one."""
+    return postgres_admin_dsn()
 
 
 @pytest.fixture(scope="session")
-def migrated_pg_url(postgres_server: None) -> Iterator[str]:
+def migrated_pg_url(postgres_server: str) -> Iterator[str]:
     """A PostgreSQL database migrated to head, shared by the session's tests."""
     name = asyncio.run(create_pg_database())
     url = _pg_url(name)

@@ -1,136 +1,35 @@
 """Faults made for real: a private PostgreSQL cluster that a test may stop, and a
 small filesystem that a test may fill.
 
-The shared PostgreSQL server and the machine's disks are never touched: the cluster
-lives in a temporary directory on a free loopback port, run as the ``postgres`` user
-(PostgreSQL refuses to run as root), and the filesystem is a tmpfs mounted on a
-temporary directory (which needs root; the fixtures skip with the reason otherwise).
+The shared PostgreSQL server and the machine's disks are never touched: the cluster is
+the test session's kind (:class:`tests._services.PrivatePostgres`: a temporary
+directory, a free loopback port), one per test, and the filesystem is a tmpfs mounted
+on a temporary directory (which needs root; the fixtures skip with the reason
+otherwise).
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
-import os
-import shutil
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["PrivatePostgres", "SmallFilesystem", "free_port", "running_private_postgres"]
+from tests._services import PrivatePostgres
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _postgres_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        raise RuntimeError(f"PostgreSQL's {name} is not installed (Debian package postgresql)")
-    return found[-1]
-
-
-class PrivatePostgres:
-    """A PostgreSQL cluster of our own: ``start()``, ``stop()`` (a fast shutdown, as
-    an operator or a crash of the server would), ``start()`` again on the same port."""
-
-    def __init__(self, base: Path) -> None:
-        self.data = base / "pgdata"
-        self.sockets = base / "pgsock"
-        self.port = free_port()
-        self.log = base / "postgres.log"
-        self._as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        for path in (self.data, self.sockets):
-            path.mkdir(parents=True)
-        for path in (base, self.data, self.sockets):
-            if os.geteuid() == 0:
-                shutil.chown(path, "postgres", "postgres")
-        self.log.touch()
-        if os.geteuid() == 0:
-            shutil.chown(self.log, "postgres", "postgres")
-        self._run(
-            _postgres_bin("initdb"),
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-        )
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *argv: str) -> None:
-        subprocess.run([*self._as_postgres, *argv], check=True, capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        """Start the server and return once it accepts connections (``pg_ctl -w``)."""
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1"
-            f" -c unix_socket_directories={self.sockets} -c fsync=off"
-        )
-        self._run(
-            _postgres_bin("pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.log),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
-
-    def stop(self) -> None:
-        """Stop the server, disconnecting every client (``-m fast``), and wait for it."""
-        self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def close(self) -> None:
-        """Stop the server if it runs (immediate mode: nothing left to keep)."""
-        subprocess.run(
-            [
-                *self._as_postgres,
-                _postgres_bin("pg_ctl"),
-                "-D",
-                str(self.data),
-                "-m",
-                "immediate",
-                "stop",
-            ],
-            capture_output=True,
-            timeout=60,
-        )
+__all__ = ["PrivatePostgres", "SmallFilesystem", "running_private_postgres"]
 
 
 @contextlib.contextmanager
 def running_private_postgres() -> Iterator[PrivatePostgres]:
-    """A started :class:`PrivatePostgres`, removed with its data on exit."""
-    # Not under pytest's tmp_path: its parents are closed to the postgres user.
-    base = Path(tempfile.mkdtemp(prefix="sb-pg-"))
-    base.chmod(0o755)
+    """A started cluster of its own (database ``test``), removed with its data on exit."""
+    server = PrivatePostgres()
     try:
-        server = PrivatePostgres(base / "cluster")
-        try:
-            server.start()
-            yield server
-        finally:
-            server.close()
+        server.start()
+        yield server
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        server.close()
 
 
 class SmallFilesystem:

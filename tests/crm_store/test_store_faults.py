@@ -154,8 +154,8 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 
 @pytest.fixture
 async def pg_store(private_postgres: PrivatePostgres) -> AsyncIterator[Store]:
-    await upgrade(private_postgres.url)
-    async with open_store(private_postgres.url, default_region="FR", pool_size=2) as store:
+    await upgrade(private_postgres.url())
+    async with open_store(private_postgres.url(), default_region="FR", pool_size=2) as store:
         yield store
 
 

@@ -15,11 +15,31 @@ async def test_token_issue_authenticate_revoke(store: Store) -> None:
     assert authenticated == user
     [listed] = await store.users.list_tokens(user.id)
     assert listed.id == token.id
+    # The check is a read; the use is written by the next flush, once a minute.
+    assert listed.last_used_at is None
+    assert await store.users.flush_last_used() == 1
+    [listed] = await store.users.list_tokens(user.id)
     assert listed.last_used_at is not None
+    assert await store.users.authenticate(plaintext) == user
+    assert await store.users.flush_last_used() == 0
 
     revoked = await store.users.revoke_token(token.id)
     assert revoked.revoked_at is not None
     assert await store.users.authenticate(plaintext) is None
+
+
+async def test_token_users_names_the_tokens_that_still_authenticate(store: Store) -> None:
+    ada = await store.users.add("ada", "Ada", Role.AGENT)
+    bob = await store.users.add("bob", "Bob", Role.SUPERVISOR)
+    _, kept = await store.users.issue_token(ada.id, "a")
+    revoked, gone = await store.users.issue_token(ada.id, "b")
+    _, disabled = await store.users.issue_token(bob.id, "c")
+    await store.users.revoke_token(revoked.id)
+    await store.users.set_active(bob.id, False)
+    found = await store.users.token_users([kept, gone, disabled, "sbt_unknown", "nope"])
+    assert found == {kept: ada}
+    demoted = await store.users.set_role(ada.id, Role.AGENT)
+    assert (await store.users.token_users([kept]))[kept] == demoted
 
 
 async def test_tokens_of_inactive_users_do_not_authenticate(store: Store) -> None:

@@ -169,8 +169,10 @@ async def test_pause_resume_skip_and_stop(lab: Lab, tmp_path: Path, dialer_env: 
     await env.dialer.resume("alice")
 
     # Stop while ringing: the customer is not left ringing.
-    await env.log.wait_for(bus.CallRinging, lambda e: e.agent == "alice", start=0)
-    await env.log.wait_for(bus.DialerDialing, lambda e: e.number == never2)
+    dialing = await env.log.wait_for(bus.DialerDialing, lambda e: e.number == never2)
+    await env.log.wait_for(
+        bus.CallRinging, lambda e: e.call_id == dialing.call_id and e.leg == "customer", start=0
+    )
     await env.dialer.stop("alice")
     stopped = await env.log.wait_for(
         bus.DialerSessionStopped, lambda e: e.session_id == info.session_id, within=10

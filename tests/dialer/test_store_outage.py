@@ -35,9 +35,9 @@ async def test_postgres_stopping_mid_call_stops_the_session_between_calls_not_th
 ) -> None:
     text = dialer_config_text(lab, tmp_path, gap_seconds=1.0).replace(
         f'url = "sqlite+aiosqlite:///{tmp_path / "store.sqlite3"}"',
-        f'url = "{private_postgres.url}"',
+        f'url = "{private_postgres.url()}"',
     )
-    assert private_postgres.url in text
+    assert private_postgres.url() in text
     env = await dialer_env(parse_config(text, base_dir=tmp_path))
     talks = customer_number(Behaviour.ANSWER, ring=1, talk=6, suffix=81)
     second = customer_number(Behaviour.ANSWER, ring=1, talk=1, suffix=82)

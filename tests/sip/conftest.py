@@ -284,7 +284,15 @@ url = "sqlite+aiosqlite:///{db}"
 
 [dialer]
 {dialer}
+
+[outbound]
+{outbound}
 """
+
+
+# The lab's customers have Berlin numbers (+49 30 199...), and the dialer's tests
+# judge calling hours of numbers abroad: every country, whatever the test's region.
+LAB_OUTBOUND = 'allowed_countries = ["*"]'
 
 
 @dataclass
@@ -310,10 +318,12 @@ def lab_config_text(
     site: str = "",
     dialer: Mapping[str, Any] | None = None,
     max_workers: int = 8,
+    outbound: str = LAB_OUTBOUND,
 ) -> str:
     """The TOML of a daemon for the lab ``running``: ``agents`` maps a user name to
     (phone, line); ``reception`` lists reception lines; ``site`` adds lines to
-    ``[site]``; ``dialer`` sets ``[dialer]`` keys (default ``ring_timeout = 10``)."""
+    ``[site]``; ``dialer`` sets ``[dialer]`` keys (default ``ring_timeout = 10``);
+    ``outbound`` is the body of ``[outbound]`` (default: every country allowed)."""
     roles = [(line, "agent") for _phone, line in agents.values()]
     roles += [(line, "reception") for line in reception]
     # No display_name: pjsua puts it in the Contact, and the lab customers' SIPp
@@ -348,6 +358,7 @@ def lab_config_text(
         agents=agent_text,
         db=tmp_path / "store.sqlite3",
         dialer=dialer_text,
+        outbound=outbound,
     )
 
 
@@ -358,10 +369,18 @@ def lab_config(
     agents: Mapping[str, tuple[str, str]],
     reception: Sequence[str] = (),
     transport: str = "udp",
+    region: str = "FR",
+    outbound: str = LAB_OUTBOUND,
 ) -> Config:
     """:func:`lab_config_text`, parsed."""
     text = lab_config_text(
-        running, tmp_path, agents=agents, reception=reception, transport=transport
+        running,
+        tmp_path,
+        agents=agents,
+        reception=reception,
+        transport=transport,
+        region=region,
+        outbound=outbound,
     )
     return parse_config(text, base_dir=tmp_path)
 

@@ -122,9 +122,9 @@ async def test_postgres_stopped_30_s_mid_call_the_call_goes_on_and_its_record_la
 ) -> None:
     text = lab_config_text(lab, tmp_path, agents=AGENTS).replace(
         f'url = "sqlite+aiosqlite:///{tmp_path / "store.sqlite3"}"',
-        f'url = "{private_postgres.url}"',
+        f'url = "{private_postgres.url()}"',
     )
-    assert private_postgres.url in text
+    assert private_postgres.url() in text
     env = await _registered(await pool_env(parse_config(text, base_dir=tmp_path)))
     loop = asyncio.get_running_loop()
     number = customer_number(Behaviour.ANSWER, ring=1, talk=12, suffix=73)
@@ -187,9 +187,9 @@ async def test_inbound_call_while_postgres_is_down_is_answered_and_recorded_once
 ) -> None:
     text = lab_config_text(lab, tmp_path, agents=AGENTS, reception=(RECEPTION,)).replace(
         f'url = "sqlite+aiosqlite:///{tmp_path / "store.sqlite3"}"',
-        f'url = "{private_postgres.url}"',
+        f'url = "{private_postgres.url()}"',
     )
-    assert private_postgres.url in text
+    assert private_postgres.url() in text
     ie = await inbound_env(parse_config(text, base_dir=tmp_path))
     env = ie.env
     await _registered(env)

@@ -8,7 +8,7 @@ from typing import cast
 import pytest
 
 from bus import Bus
-from config import Config, parse_config
+from config import Config, ConfigError, parse_config
 from crm_store import Store
 from sip.exceptions import PoolConfigError, UnknownLine
 from sip.pool import Backoff, SipPool, plan_workers
@@ -137,11 +137,31 @@ def test_too_many_lines_for_the_workers_is_refused(tmp_path: Path) -> None:
         plan_workers(config)
 
 
-def test_tls_is_refused_until_the_worker_speaks_it(tmp_path: Path) -> None:
-    config = _config(tmp_path, {"2001": "agent"}).model_copy(deep=True)
-    pbx = config.pbx.model_copy(update={"transport": "tls"})
-    with pytest.raises(PoolConfigError, match="tls"):
-        plan_workers(config.model_copy(update={"pbx": pbx}))
+def test_tls_is_refused_by_the_configuration_before_any_worker_is_planned(
+    tmp_path: Path,
+) -> None:
+    # The workers do not speak TLS yet: the configuration says so, with its key path,
+    # so that check-config refuses it rather than the daemon exiting at start.
+    text = BASE.format(max_workers=16, accounts=8).replace(
+        'domain = "pbx.example.org"', 'domain = "pbx.example.org"\ntransport = "tls"'
+    )
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text, base_dir=tmp_path)
+    (issue,) = refused.value.issues
+    assert "pbx.transport: tls is not supported by the SIP workers yet" in issue.format()
+
+
+def test_plan_carries_the_realm_defaulting_to_the_domain(tmp_path: Path) -> None:
+    (plan,) = plan_workers(_config(tmp_path, {"2001": "agent"}))
+    assert plan.settings.realm is None  # the worker uses the domain
+    assert plan.settings.domain == "pbx.example.org"
+    text = BASE.format(max_workers=16, accounts=8).replace(
+        'domain = "pbx.example.org"', 'domain = "pbx.example.org"\nrealm = "asterisk"'
+    )
+    text += '[[lines]]\nextension = "2001"\nrole = "reception"\nsecret = "s"\n'
+    (plan,) = plan_workers(parse_config(text, base_dir=tmp_path))
+    assert plan.settings.realm == "asterisk"
+    assert plan.settings.pbx_transport == "udp"
 
 
 def test_backoff_starts_immediate_doubles_caps_and_resets() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 
@@ -94,3 +95,47 @@ async def test_423_min_expires_is_honoured(start_worker: StartWorker, sipp: RunS
     assert registered.expires == 120
     assert not any(isinstance(e, p.Registration) and e.state == "failed" for e in worker.seen)
     assert await registrar.wait() == 0
+
+
+async def test_pbx_answering_503_is_retried_with_backoff_and_the_line_comes_back(
+    start_worker: StartWorker, lab: Lab
+) -> None:
+    worker = await start_worker(
+        pbx_host=lab.pbx_host,
+        pbx_port=lab.pbx_port,
+        domain=lab.domain,
+        allowed_sources=(f"{lab.pbx_host}/32",),
+        register_retry_seconds=1,
+        register_retry_max_seconds=4,
+    )
+    # A short lifetime: pjsip refreshes it a few seconds after registering.
+    await worker.send(p.Register, line="sales", extension="2001", password=PASSWORD, expires=8)
+    await worker.wait_for(p.Registration, _line_is("sales", "registered"))
+    await lab.pbx.refuse_registrations(True)
+    try:
+        # The refresh is refused: the line says so, then the worker asks again,
+        # less and less often (1 s, 2 s, 4 s, 4 s: the maximum).
+        failures: list[float] = []
+        counted: list[p.Registration] = []
+        while len(failures) < 5:
+            failed = await worker.wait_for(
+                p.Registration,
+                # Events are compared by identity: equal ones are distinct refusals.
+                lambda e: (
+                    e.line == "sales" and e.state == "failed" and all(e is not c for c in counted)
+                ),
+                within=15.0,
+            )
+            failures.append(time.monotonic())
+            counted.append(failed)
+            assert failed.code == 503, failed
+        gaps = [b - a for a, b in itertools.pairwise(failures)]
+        assert gaps[0] < 1.8, gaps
+        assert 1.5 < gaps[1] < 3.0, gaps
+        assert 3.5 < gaps[2] < 5.5, gaps
+        assert 3.5 < gaps[3] < 5.5, gaps  # capped
+    finally:
+        await lab.pbx.refuse_registrations(False)
+    back = time.monotonic()
+    await worker.wait_for(p.Registration, _line_is("sales", "registered"), within=6.0)
+    assert time.monotonic() - back < 5.0

@@ -1,9 +1,10 @@
-"""The SIP workers take calls from the PBX only; a stranger's INVITE leaves no trace.
+"""The SIP workers hear the PBX only; a stranger's packets leave no trace.
 
-pjsip has had parser bugs, so ``pbx.allowed_sources`` is enforced inside each worker:
-an INVITE from anywhere else is answered ``403`` and never reaches the daemon. Here
-SIPp sends one straight to every worker's SIP port from 127.0.0.2 while the PBX (and
-the only allowed source) is 127.0.0.1.
+pjsip has had parser bugs, so ``pbx.allowed_sources`` is enforced in the kernel on
+each worker's SIP socket (a socket filter): a packet from anywhere else, whatever its
+method, is dropped before pjsip reads it, nothing answers it, and the worker logs how
+many it dropped. Here the stranger is 127.0.0.2 while the PBX (and the only allowed
+source) is 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -14,17 +15,96 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 
 import bus
 from lab.runner import Lab
-from tests.sip.conftest import InboundEnv, Sipp, lab_config
+from sip import protocol as p
+from sip.exceptions import WorkerCommandError
+from tests.sip.conftest import InboundEnv, Worker, lab_config
+from tests.sip.udp_peer import UdpPeer, request
 
 MakeInbound = Callable[..., Awaitable[InboundEnv]]
-# What the stranger's INVITE carries (tests/sip/scenarios/uac_expect_403.xml); none
-# of it may reach a log line.
-_PAYLOAD = ("INVITE sip:", "v=0", "m=audio", "o=stranger", "666@", "SIPpTag", "Call-ID")
-_REFUSED = "INVITE from a source not allowed"
+StartWorker = Callable[..., Awaitable[Worker]]
+# What the stranger sends; none of it may reach a log line.
+_PAYLOAD = ("INVITE sip:", "v=0", "m=audio", "o=stranger", "Call-ID", "probe@")
+_DROPPED = "SIP datagrams dropped before the SIP stack"
+_METHODS = ("INVITE", "OPTIONS", "MESSAGE", "SUBSCRIBE", "REGISTER", "NOTIFY")
+_SDP = "v=0\r\no=stranger 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n" + (
+    "m=audio 40000 RTP/AVP 8\r\n"
+)
+
+
+async def _stranger_knocks(stranger: UdpPeer, port: int) -> None:
+    """Send every method to ``port``, then make sure the worker has read them all:
+    an OPTIONS from the allowed source sent after them is answered (pjsip answers
+    in the order it reads), so an answer to the stranger would have come by then."""
+    for method in _METHODS:
+        body = _SDP if method == "INVITE" else ""
+        kind = "application/sdp" if method == "INVITE" else "text/plain"
+        stranger.send(
+            request(
+                method,
+                to=("127.0.0.1", port),
+                local=stranger.address,
+                headers=("Event: presence",) if method in ("SUBSCRIBE", "NOTIFY") else (),
+                body=body,
+                content_type=kind,
+            ),
+            ("127.0.0.1", port),
+        )
+    pbx = await UdpPeer.open("127.0.0.1")
+    try:
+        assert await pbx.ask("OPTIONS", ("127.0.0.1", port)) == 200
+    finally:
+        pbx.close()
+
+
+async def test_every_method_from_a_stranger_is_dropped_unanswered_and_logged(
+    start_worker: StartWorker,
+) -> None:
+    with _watch_logs() as logs:
+        worker = await start_worker(allowed_sources=("127.0.0.1/32",))
+        port = worker.client.sip_port
+        stranger = await UdpPeer.open("127.0.0.2")
+        try:
+            await _stranger_knocks(stranger, port)
+            assert stranger.received == [], "a stranger got an answer"
+        finally:
+            stranger.close()
+        await logs.wait_for(lambda e: any(_DROPPED in str(x["event"]) for x in e))
+    dropped = [e for e in logs.entries if _DROPPED in str(e["event"])]
+    assert dropped[0]["log_level"] == "warning"
+    assert sum(int(str(e["event"]).rsplit("count=", 1)[1]) for e in dropped) >= len(_METHODS)
+    for entry in logs.entries:
+        for fragment in _PAYLOAD:
+            assert fragment not in str(entry["event"]), entry
+    # Nothing reached the daemon: no event is queued before this command's reply.
+    with pytest.raises(WorkerCommandError, match="unknown_call"):
+        await worker.send(p.Hangup, call_id="no-such-call")
+    assert not [e for e in worker.seen if isinstance(e, p.IncomingCall)]
+    assert await _drain(worker) == []
+
+
+async def test_worker_listens_on_the_pbx_transport_only(start_worker: StartWorker) -> None:
+    import socket
+
+    udp = await start_worker(pbx_transport="udp")
+    tcp = await start_worker(pbx_transport="tcp")
+    for worker, refused in ((udp, socket.SOCK_STREAM), (tcp, socket.SOCK_DGRAM)):
+        with socket.socket(socket.AF_INET, refused) as probe:
+            # The port is free for the other transport: nothing listens there.
+            probe.bind(("127.0.0.1", worker.client.sip_port))
+    pbx = await UdpPeer.open("127.0.0.1")
+    try:
+        assert await pbx.ask("OPTIONS", ("127.0.0.1", udp.client.sip_port)) == 200
+    finally:
+        pbx.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", tcp.client.sip_port)
+    writer.close()
+    await writer.wait_closed()
+    del reader
 
 
 class _LogWatch:
@@ -65,11 +145,10 @@ def _watch_logs() -> Iterator[_LogWatch]:
         structlog.configure(processors=processors)
 
 
-async def test_invite_from_a_stranger_is_refused_403_and_creates_nothing(
+async def test_stranger_gets_no_answer_from_any_worker_and_creates_nothing(
     lab: Lab,
     tmp_path: Path,
     inbound_env: MakeInbound,
-    sipp: Callable[..., Awaitable[Sipp]],
 ) -> None:
     config = lab_config(lab, tmp_path, agents={"alice": ("1001", "2001")}, reception=("2100",))
     assert config.pbx.allowed_sources == ("127.0.0.1",)
@@ -85,20 +164,24 @@ async def test_invite_from_a_stranger_is_refused_403_and_creates_nothing(
     mark = env.log.mark()
 
     with _watch_logs() as logs:
-        strangers = [
-            await sipp("uac_expect_403.xml", remote=f"127.0.0.1:{port}", local_ip="127.0.0.2")
-            for port in ports
-        ]
-        for stranger in strangers:
-            assert await stranger.wait() == 0, "the INVITE was not answered 403"
-        # The worker's own line about it, relayed from its stderr by the client.
-        await logs.wait_for(lambda e: sum(_REFUSED in str(x["event"]) for x in e) == len(ports))
+        stranger = await UdpPeer.open("127.0.0.2")
+        try:
+            for port in ports:
+                await _stranger_knocks(stranger, port)
+            assert stranger.received == [], "a stranger got an answer"
+        finally:
+            stranger.close()
+        # Each worker's own line about it, relayed from its stderr by the client.
+        await logs.wait_for(
+            lambda e: (
+                {x.get("worker_id") for x in e if _DROPPED in str(x["event"])}
+                == {plan.worker_id for plan in env.pool.plans}
+            )
+        )
 
-    refused = [e for e in logs.entries if _REFUSED in str(e["event"])]
-    assert {e["worker_id"] for e in refused} == {plan.worker_id for plan in env.pool.plans}
-    for entry in refused:
-        assert entry["log_level"] == "warning"
-        assert "source=127.0.0.2" in entry["event"]
+    for entry in logs.entries:
+        if _DROPPED in str(entry["event"]):
+            assert entry["log_level"] == "warning"
     worker_lines = [str(e) for e in logs.entries if "worker_id" in e]
     for line in worker_lines:
         for fragment in _PAYLOAD:
@@ -116,3 +199,14 @@ async def test_invite_from_a_stranger_is_refused_403_and_creates_nothing(
     assert ie.inbound.stats.calls == 0
     assert all(status.calls == 0 for status in env.pool.status().values())
     assert ie.presence.state("alice") == "available"
+
+
+async def _drain(worker: Worker) -> list[p.Event]:
+    """Events queued right now, except the error echo of a failed call command."""
+    events: list[p.Event] = []
+    while True:
+        try:
+            event = await worker.client.next_event(timeout=0.2)
+        except TimeoutError:
+            return [e for e in events if not isinstance(e, p.Error | p.Ready)]
+        events.append(event)

@@ -184,3 +184,20 @@ def test_lists_import_refuses_a_file_over_the_size_limit(
     refused = run_cli("--config", cfg, "lists", "import", "big", str(huge), "--column", "0")
     assert refused.returncode == 1
     assert "larger than 16777216 bytes" in refused.stderr
+
+
+def test_check_config_refuses_tls_to_the_pbx_with_key_path_and_reason(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "tls.toml")
+    cfg.write_text(cfg.read_text().replace("[pbx]\n", '[pbx]\ntransport = "tls"\n', 1))
+    result = run_cli("check-config", str(cfg))
+    assert result.returncode == 2, result.stdout
+    assert "pbx.transport: tls is not supported by the SIP workers yet" in result.stderr
+    assert "use udp or tcp" in result.stderr
+
+
+def test_check_config_refuses_lines_that_do_not_fit_on_the_workers(tmp_path: Path) -> None:
+    # Valid key by key, but the daemon could not lay the lines out at start.
+    cfg = write_config(tmp_path / "small.toml", extra="\n[sip]\naccounts_per_worker = 1\n")
+    result = run_cli("check-config", str(cfg))
+    assert result.returncode == 2, result.stdout
+    assert f"{cfg}: sip.accounts_per_worker: must be at least 2" in result.stderr

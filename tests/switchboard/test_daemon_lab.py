@@ -79,6 +79,11 @@ max_attempts = 1
 
 [logging]
 format = "json"
+
+[outbound]
+# The lab's customers have Berlin numbers; 1002 is a colleague's phone (no agent here).
+allowed_countries = ["DE"]
+extensions = ["1002"]
 """
 
 
@@ -306,5 +311,54 @@ async def test_cli_builds_a_list_and_starts_the_dialer_the_widget_watches(
     assert [i.number for i in lab.customers.invites()] == [busy, talks]
     shown = run_cli("--config", config, "lists", "show", list_id)
     assert "invalid\t1" in shown.stdout
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+
+
+async def test_widget_and_cli_are_refused_what_the_outbound_policy_forbids(
+    lab: Lab, tmp_path: Path, start_daemon: StartDaemon
+) -> None:
+    daemon, ws_port, token = await _start(lab, tmp_path, start_daemon)
+    async with connect(f"ws://127.0.0.1:{ws_port}", open_timeout=10) as ws:
+        widget = await _login(ws, token)
+        # A French premium-rate number (the daemon's own region) and a UK number.
+        for to, message in (
+            ("0891123456", "premium-rate numbers are not allowed (outbound.refused_types)"),
+            ("+442079460000", "numbers in GB are not allowed (outbound.allowed_countries)"),
+        ):
+            refused = await widget.command("call.originate", {"to": to})
+            assert (refused["type"], refused["code"]) == ("error", "forbidden"), refused
+            assert refused["message"] == f"forbidden: {message}"
+
+        number = customer_number(Behaviour.ANSWER, ring=0, talk=0, suffix=63)
+        reply = await widget.command("call.originate", {"to": number})
+        assert reply["type"] == "result", reply
+        call_id = reply["data"]["call_id"]
+        await widget.event("call.bridged", call_id=call_id)
+        for mode in ("blind", "attended"):
+            refused = await widget.command(
+                "call.transfer", {"call_id": call_id, "to": "4711", "mode": mode}
+            )
+            assert (refused["type"], refused["code"]) == ("error", "forbidden"), refused
+            assert refused["message"].endswith("(outbound.extensions)")
+        reply = await widget.command("call.hangup", {"call_id": call_id})
+        assert reply["type"] == "result", reply
+        ended = await widget.event("call.ended", call_id=call_id)
+        assert ended["event"]["data"]["reason"] == "completed"
+        assert not [m for m in widget.seen if m.get("event", {}).get("type") == "call.transferred"]
+
+    # A list is screened the same way at import.
+    config = str(tmp_path / "switchboard.toml")
+    busy = customer_number(Behaviour.BUSY, ring=0, suffix=64)
+    created = run_cli("--config", config, "lists", "create", "screened", busy, "0891123456")
+    assert created.returncode == 0, created.stderr
+    assert "1 numbers added" in created.stderr
+    assert "1 refused by the outbound policy" in created.stderr
+    assert (
+        "refused: 0891123456: forbidden: premium-rate numbers are not allowed "
+        "(outbound.refused_types)"
+    ) in created.stderr
+    # Only the allowed customer was ever called.
+    assert [i.number for i in lab.customers.invites()] == [number]
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit() == 0

@@ -28,17 +28,17 @@ def test_daemon_keeps_serving_and_reports_a_degraded_store_while_postgres_is_dow
     cfg.write_text(
         cfg.read_text().replace(
             f'url = "sqlite+aiosqlite:///{tmp_path / "switchboard.sqlite3"}"',
-            f'url = "{private_postgres.url}"',
+            f'url = "{private_postgres.url()}"',
         )
     )
-    assert private_postgres.url in cfg.read_text()
+    assert private_postgres.url() in cfg.read_text()
     daemon = start_daemon(cfg)
     daemon.wait_for("READY=1")
     daemon.wait_for("WATCHDOG=1")
 
     private_postgres.stop()
     # Said once, then the watchdog goes on: a restart would drop the calls.
-    daemon.wait_for_prefix("STATUS=serving; store degraded")
+    daemon.wait_for_prefix("STATUS=serving; degraded: store unavailable")
     daemon.seen.clear()
     daemon.wait_for("WATCHDOG=1")
     assert daemon.proc.poll() is None

@@ -6,8 +6,8 @@ the commands it runs and answers like a real one. The gateway under test is
 the real command in a subprocess, observed through its notification socket
 and reached by real websocket clients. Tokens live in a real SQLite store
 shared by both sides, as a PostgreSQL is in scale-out. Each test has its own
-topic prefix on the shared Mosquitto at 127.0.0.1:1883 and is skipped, with
-the reason shown, if nothing answers there.
+topic prefix on the session's broker (the one ``SWITCHBOARD_TEST_MQTT_URL``
+names, or a private one: see tests/_services.py).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,27 +45,20 @@ from bus import (
     MqttBridge,
     encode,
 )
+from config import Secret
 from crm_store import Role, Store, User, upgrade
-from switchboard.gateway import STATUS_RELAYING
+from switchboard.gateway import STATUS_RELAYING, Arrivals, MqttFeed, Routes
+from tests._services import mqtt_address
 
 from .conftest import LINE_SECRET, SWITCHBOARD, DaemonProcess, run_cli
 
-HOST, PORT = "127.0.0.1", 1883
+HOST, PORT = mqtt_address()
 TIMEOUT = 10.0
 ORIGIN = "http://crm.test:8080"
+GATEWAY_SECRET = "gateway-secret-5b0e7d2c41a9f8e3-never-print"
 
 
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(
-    not _answers(HOST, PORT), reason=f"no MQTT broker answers at {HOST}:{PORT}"
-)
+pytestmark = pytest.mark.mqtt
 
 CONFIG = """\
 [site]
@@ -106,6 +100,7 @@ auto_migrate = false
 [bus]
 mqtt_url = "mqtt://{host}:{port}"
 topic_prefix = "{prefix}"
+gateway_secret = "{gateway_secret}"
 
 [websocket]
 host = "127.0.0.1"
@@ -198,6 +193,8 @@ class Scaleout:
             topic_prefix=self.prefix,
             authenticate=self.store.users.authenticate,
             handler=telephony,
+            gateway_secret=Secret(GATEWAY_SECRET),
+            authenticate_user=self.user,
             timeout=5.0,
             reconnect_min=0.05,
             reconnect_max=0.5,
@@ -206,6 +203,11 @@ class Scaleout:
         await bridge.wait_connected(timeout=TIMEOUT)
         self.retained.append(bridge.topics.status)
         return Site(bus, bridge, telephony)
+
+    async def user(self, user_id: str) -> User | None:
+        """The daemons' check of a user a gateway vouches for."""
+        user = await self.store.users.get(uuid.UUID(user_id))
+        return user if user.active else None
 
     async def gateway(self, *args: str) -> tuple[DaemonProcess, int]:
         """Start ``switchboard gateway ARGS``; return once it relays from the broker."""
@@ -221,6 +223,7 @@ class Scaleout:
                 prefix=self.prefix,
                 ws_port=ws_port,
                 origin=ORIGIN,
+                gateway_secret=GATEWAY_SECRET,
             )
         )
         sock_path = self.tmp_path / f"notify-{n}.sock"
@@ -439,6 +442,8 @@ async def test_commands_reach_the_daemon_that_owns_them_and_replies_come_back(
 ) -> None:
     paris = await scaleout.site("paris")
     lyon = await scaleout.site("lyon")
+    wire = await scaleout.stack.enter_async_context(aiomqtt.Client(HOST, PORT, timeout=TIMEOUT))
+    await wire.subscribe(f"{scaleout.prefix}/+/commands", qos=1)
     await paris.publish(_state("alice", "alice", "available"))
     scaleout.retained.append(paris.bridge.topics.agent_state("alice"))
     # Commands no event routes (Bob has published nothing) go to --site.
@@ -486,6 +491,15 @@ async def test_commands_reach_the_daemon_that_owns_them_and_replies_come_back(
     ]
     assert lyon.telephony.handled == [("sue", "call.hangup", {"call_id": str(l_id)})]
 
+    # What crossed the broker: signed assertions, never a user's token.
+    commands = []
+    async with asyncio.timeout(TIMEOUT):
+        async for message in wire.messages:
+            commands.append(json.loads(_payload(message)))
+            if len(commands) == 5:
+                break
+    assert all("assertion" in c and "token" not in c for c in commands)
+    _assert_no_token(json.dumps(commands), scaleout.tokens.values())
     _assert_no_token(await _stop(process), scaleout.tokens.values())
 
 
@@ -509,6 +523,7 @@ def test_a_gateway_without_a_broker_is_a_usage_error(tmp_path: Path) -> None:
         prefix="unused",
         ws_port=_free_port(),
         origin=ORIGIN,
+        gateway_secret=GATEWAY_SECRET,
     )
     config.write_text(text.replace(f'mqtt_url = "mqtt://{HOST}:{PORT}"\n', ""))
     done = run_cli("--config", str(config), "gateway")
@@ -517,3 +532,116 @@ def test_a_gateway_without_a_broker_is_a_usage_error(tmp_path: Path) -> None:
     done = run_cli("--config", str(config), "gateway", "--mqtt", "mqtt://u:secret@broker")
     assert done.returncode == 2
     assert "secret" not in done.stderr
+
+
+async def _publish_raw(topic: str, payload: bytes) -> None:
+    """Publish ``payload`` as it is, the way any client with broker rights could."""
+    async with aiomqtt.Client(HOST, PORT, timeout=TIMEOUT) as client:
+        await client.publish(topic, payload, qos=1)
+
+
+async def test_overflowing_number_in_the_feed_is_dropped_and_the_next_event_arrives(
+    scaleout: Scaleout,
+) -> None:
+    paris = await scaleout.site("paris")
+    process, port = await scaleout.gateway()
+    sue, _ = await Client.open(scaleout.stack, port, scaleout.tokens["sue"])
+
+    call_id = uuid.uuid4()
+    ended = _wire(
+        Envelope(
+            origin="paris",
+            seq=99,
+            at=datetime.now(UTC),
+            event=CallEnded(
+                call_id=call_id, reason="completed", sip_code=200, agent=None, talk_seconds=1.0
+            ),
+        )
+    )
+    text = json.dumps(ended).replace('"talk_seconds": 1.0', '"talk_seconds": ' + "9" * 400)
+    assert "9" * 400 in text
+    await _publish_raw(f"{scaleout.prefix}/paris/events/call.ended", text.encode())
+    await _publish_raw(f"{scaleout.prefix}/paris/events/call.ringing", b"[" * 60_000)
+
+    _, created = _call("alice")
+    [sent] = await paris.publish(created)
+    assert await sue.events(1) == [_wire(sent)]
+    log = await _stop(process)
+    assert log.count('"feed.unreadable"') == 2
+    assert "feed.message_failed" not in log
+
+
+async def test_an_event_whose_origin_is_not_its_topics_site_is_ignored(
+    scaleout: Scaleout,
+) -> None:
+    paris = await scaleout.site("paris")
+    process, port = await scaleout.gateway()
+    sue, _ = await Client.open(scaleout.stack, port, scaleout.tokens["sue"])
+
+    forged_id, forged = _call("alice")
+    envelope = Envelope(origin="paris", seq=1000, at=datetime.now(UTC), event=forged)
+    # A client of the lyon topics speaking for paris.
+    await _publish_raw(f"{scaleout.prefix}/lyon/events/call.created", encode(envelope))
+
+    _, created = _call("alice")
+    [sent] = await paris.publish(created)
+    assert await sue.events(1) == [_wire(sent)]
+    # The forged call was not learnt as paris's (commands for it go nowhere).
+    reply = await sue.command("call.hangup", {"call_id": str(forged_id)})
+    assert reply["type"] == "error"
+    assert paris.telephony.handled == []
+    assert '"feed.forged_origin"' in await _stop(process)
+
+
+async def test_a_killed_feed_connection_is_restarted_and_relays_again(
+    scaleout: Scaleout,
+) -> None:
+    paris = await scaleout.site("paris")
+    bus = Bus("gw")
+    relayed = bus.subscribe("test", maxsize=100)
+    connections: asyncio.Queue[bool] = asyncio.Queue()
+    async with MqttFeed(
+        bus,
+        url=f"mqtt://{HOST}:{PORT}",
+        topic_prefix=scaleout.prefix,
+        reconnect_min=0.05,
+        reconnect_max=0.5,
+        on_connection=connections.put_nowait,
+    ) as feed:
+        async with asyncio.timeout(TIMEOUT):
+            assert await connections.get() is True
+            [inner] = [t for t in asyncio.all_tasks() if t.get_name() == "mqtt-feed-connection"]
+            inner.cancel()
+            assert await connections.get() is False
+            assert await connections.get() is True
+        assert feed.restarts == 1
+        assert feed.alive
+        _, created = _call("alice")
+        [sent] = await paris.publish(created)
+        async with asyncio.timeout(TIMEOUT):
+            got = await relayed.get()
+    assert got == sent
+
+
+def test_the_feeds_maps_keep_only_the_most_recent_agents_origins_and_calls() -> None:
+    routes, arrivals = Routes(memory=3), Arrivals(memory=3)
+    at = datetime.now(UTC)
+    for n in range(1000):
+        envelope = Envelope(
+            origin=f"site{n}", seq=1, at=at, event=_state(f"agent{n}", f"agent{n}", "available")
+        )
+        arrivals.admit(envelope, retained=False)
+        routes.observe(envelope)
+    assert [routes.site_of_agent(f"agent{n}") for n in (996, 997, 998, 999)] == [
+        None,
+        "site997",
+        "site998",
+        "site999",
+    ]
+    assert len(routes._agents) == len(arrivals._states) == len(arrivals._last) == 3
+    assert len(arrivals._seen) == 3
+
+
+def _payload(message: aiomqtt.Message) -> bytes:
+    assert isinstance(message.payload, bytes)
+    return message.payload

@@ -25,8 +25,19 @@ from websockets.exceptions import ConnectionClosed
 from bus import AgentStateChanged, Bus, CallCreated, CallEnded
 from config import AgentConfig
 from crm_store import Role, Store, upgrade
-from ws_gateway import Gateway, GatewaySettings, NotFound, Principal, store_authenticator
+from ws_gateway import (
+    Gateway,
+    GatewaySettings,
+    NotFound,
+    Principal,
+    store_authenticator,
+    store_session_check,
+)
 
+DRIVER_TEXT = (
+    "(sqlite3.OperationalError) database is locked "
+    "[SQL: UPDATE calls SET note=? WHERE id=?] [parameters: ('card 4970 1012', 7)]"
+)
 SCHEMAS = Path(__file__).parents[2] / "ws_gateway" / "schemas"
 ORIGIN = "http://crm.test:8080"
 
@@ -172,6 +183,10 @@ class Telephony:
             return {"state": args["state"]}
         if name == "admin.users.revoke":
             raise NotFound("no such token", details={"token_id": args["token_id"]})
+        if name == "dialer.skip":
+            # What a store fault looks like from a handler: a driver's text
+            # quoting the statement and its values.
+            raise RuntimeError(DRIVER_TEXT)
         return {}
 
 
@@ -221,7 +236,9 @@ async def make_gateway(
     """``await make_gateway(**settings)``: a started gateway, closed after the test."""
     started: list[Gateway] = []
 
-    async def make(**overrides: Any) -> Gateway:
+    async def make(*, agents: Any = AGENTS, session_check: Any = None, **overrides: Any) -> Gateway:
+        """``agents`` may be a list, changed in place to mimic a config reload;
+        ``session_check`` replaces the store's."""
         settings = GatewaySettings(
             host="127.0.0.1",
             port=0,
@@ -232,9 +249,10 @@ async def make_gateway(
         )
         gateway = Gateway(
             bus,
-            authenticate=store_authenticator(store.users, lambda: AGENTS),
+            authenticate=store_authenticator(store.users, lambda: agents),
             handler=telephony,
             settings=settings,
+            session_check=session_check or store_session_check(store.users, lambda: agents),
         )
         await gateway.start()
         started.append(gateway)

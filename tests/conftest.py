@@ -1,0 +1,29 @@
+"""Session plumbing shared by every test: the PostgreSQL and MQTT broker the tests
+use (tests/_services.py), and the skip allow-list (tests/_skips.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests._services import mqtt_address, postgres_admin_dsn, stop_session_services
+
+pytest_plugins = ["tests._skips"]
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    """The libpq URL of a PostgreSQL database the test may create databases from: the
+    one ``SWITCHBOARD_TEST_PG_URL`` names, or the session's private server's."""
+    return postgres_admin_dsn()
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker() -> tuple[str, int]:
+    """Host and port of the session's MQTT broker (``SWITCHBOARD_TEST_MQTT_URL``, or a
+    private Mosquitto). Shared: use a topic prefix of your own."""
+    return mqtt_address()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the PostgreSQL and Mosquitto this session started, if any."""
+    stop_session_services()
