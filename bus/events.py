@@ -213,6 +213,10 @@ class CallEnded(Event):
     #: The leg whose outcome gave ``reason`` (``agent``/``customer``); None if neither
     #: (an interrupted call, a hang-up requested through the API).
     leg: str | None = None
+    #: Why the call's recording failed (``"no space left on device"``) when it failed
+    #: before the call ended; None otherwise (recorded, not recorded, or the failure
+    #: comes with ``recording.ready``).
+    recording_failed: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,13 +273,18 @@ class CallDtmf(Event):
 
 @dataclass(frozen=True, slots=True)
 class RecordingReady(Event):
-    """A call's recording is complete on disk and linked to the call record."""
+    """A call's recording is complete on disk and linked to the call record, or failed.
+
+    When it failed, ``recording_failed`` says why, ``path`` is empty and
+    ``duration_seconds`` 0, and the call record's ``recording_status`` is ``failed``.
+    """
 
     TYPE: ClassVar[str] = "recording.ready"
 
     call_id: uuid.UUID
     path: str
     duration_seconds: float
+    recording_failed: str | None = None
 
 
 # --- Agents ------------------------------------------------------------------

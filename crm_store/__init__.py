@@ -8,6 +8,7 @@ on the way in, so caller lookup is one indexed equality match.
 
 from __future__ import annotations
 
+from ._journal import StoreHealth
 from .dto import (
     Address,
     ApiToken,
@@ -45,7 +46,7 @@ from .exceptions import (
     StoreUnavailable,
 )
 from .ids import new_id
-from .importing import ImportRejected, RowError, read_numbers
+from .importing import ImportLimits, ImportRejected, RowError, read_numbers
 from .migrate import downgrade, head_revision, upgrade
 from .phones import normalize_phone
 from .repos import (
@@ -86,6 +87,7 @@ __all__ = [
     "DialerRepository",
     "DialerSessionRecord",
     "DoNotCallEntry",
+    "ImportLimits",
     "ImportRejected",
     "InvalidPhone",
     "Lead",
@@ -101,6 +103,7 @@ __all__ = [
     "SchemaOutOfDate",
     "Store",
     "StoreError",
+    "StoreHealth",
     "StoreUnavailable",
     "Task",
     "TaskKind",

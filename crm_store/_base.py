@@ -5,18 +5,19 @@ from __future__ import annotations
 import dataclasses
 import enum
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, literal, literal_column, null, select, union_all
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import _models as m
-from ._engine import SqliteWriter, writer
+from ._engine import SqliteWriter, unavailable_reason, writer
 from ._types import utcnow
 from .dto import (
     Address,
@@ -32,7 +33,7 @@ from .dto import (
     Task,
     User,
 )
-from .exceptions import Conflict
+from .exceptions import Conflict, StoreUnavailable
 from .ids import new_id
 
 Actor = uuid.UUID | None
@@ -58,13 +59,15 @@ class Database:
         self.sqlite_writer: SqliteWriter | None = None
 
     def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        """A connection for reads; its implicit transaction is rolled back on exit."""
-        return self.engine.connect()
+        """A connection for reads; its implicit transaction is rolled back on exit.
+        A database that cannot answer raises :class:`StoreUnavailable`."""
+        return _operational(self.engine.connect())
 
     def write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A transaction committed on normal exit and rolled back on any exception,
-        including cancellation."""
-        return self.writer.begin()
+        including cancellation. A database that cannot answer (or cannot write: a
+        full disk) raises :class:`StoreUnavailable`."""
+        return _operational(self.writer.begin())
 
     async def run_write(self, fn: Callable[[Connection], T]) -> T:
         """``fn(connection)`` in one write transaction, committed when it returns and
@@ -72,12 +75,49 @@ class Database:
 
         On a SQLite file it runs on the store's writer thread in one hand-off
         (:class:`SqliteWriter`; a cancelled caller does not stop it), elsewhere on
-        the async engine (``run_sync``: one implementation of ``fn`` for both).
+        the async engine (``run_sync``: one implementation of ``fn`` for both). A
+        database that cannot answer raises :class:`StoreUnavailable`.
         """
         if self.sqlite_writer is not None:
-            return await self.sqlite_writer.run(fn)
+            try:
+                return await self.sqlite_writer.run(fn)
+            except BaseException as exc:
+                if is_operational(exc):
+                    raise StoreUnavailable(unavailable_reason(exc)) from exc
+                raise
         async with self.write() as conn:
             return await conn.run_sync(fn)
+
+
+def is_operational(exc: BaseException) -> bool:
+    """True if ``exc`` says the database could not do its job (unreachable, lost
+    connection, full disk, pool exhausted) rather than anything about the data."""
+    if isinstance(exc, IntegrityError):
+        return False
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated)
+    # asyncpg's connect lets a refused or reset socket through unwrapped.
+    return isinstance(exc, OSError)
+
+
+@asynccontextmanager
+async def _operational(
+    manager: AbstractAsyncContextManager[AsyncConnection],
+) -> AsyncIterator[AsyncConnection]:
+    # Driver errors that are about the database's health, not the data, become
+    # StoreUnavailable: callers handle StoreError, and a lost connection must not
+    # escape them as an unexpected exception that ends their task.
+    try:
+        async with manager as conn:
+            yield conn
+    except StoreUnavailable:
+        raise
+    except Exception as exc:
+        if is_operational(exc):
+            raise StoreUnavailable(unavailable_reason(exc)) from exc
+        raise
 
 
 def jsonable(value: Any) -> Any:

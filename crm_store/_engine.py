@@ -29,6 +29,7 @@ __all__ = [
 IMMEDIATE = "crm_store_begin_immediate"
 
 BUSY_TIMEOUT_MS = 10_000
+CONNECT_TIMEOUT_S = 5.0
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
@@ -50,6 +51,10 @@ def create_engine(url: str, *, pool_size: int = 5, for_migrations: bool = False)
     memory = sqlite and parsed.database in (None, "", ":memory:")
     if not memory:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2)
+    if parsed.get_backend_name() == "postgresql":
+        # asyncpg waits 60 s for a server that does not answer (a cut network):
+        # callers must learn within seconds that the store is away.
+        kwargs.update(connect_args={"timeout": CONNECT_TIMEOUT_S})
     engine = create_async_engine(parsed, **kwargs)
     if sqlite:
         _configure_sqlite(engine.sync_engine, foreign_keys=not for_migrations)

@@ -226,6 +226,10 @@ class CallRow(Base):
     note: Mapped[str | None] = mapped_column(Text)
     recording_path: Mapped[str | None] = mapped_column(String(500))
     recording_duration: Mapped[float | None] = mapped_column(Float)
+    # "ok" once a recording is attached, "failed" when it could not be written (a full
+    # disk); NULL for a call that was never recorded.
+    recording_status: Mapped[str | None] = mapped_column(String(16))
+    recording_error: Mapped[str | None] = mapped_column(String(200))
     # The site id of the daemon that carried the call: with several daemons on one
     # database, each closes only its own calls after a crash.
     origin: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -165,6 +165,10 @@ class Call:
     line: str | None
     dialer_item_id: uuid.UUID | None
     sip_call_id: str | None
+    recording_status: str | None = None
+    """``"ok"`` (a recording is attached), ``"failed"`` (see ``recording_error``), or
+    ``None`` (not recorded)."""
+    recording_error: str | None = None
 
     @property
     def is_open(self) -> bool:

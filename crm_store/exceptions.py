@@ -10,11 +10,16 @@ can catch the whole package with one clause::
     │                     already ended
     ├── InvalidPhone      a phone number could not be normalised to E.164
     ├── SchemaOutOfDate   the database is not migrated to this code's head revision
-    └── StoreUnavailable  the database cannot be reached or opened (at open or migrate)
+    └── StoreUnavailable  the database cannot be reached, opened or written (at open,
+                          at migrate, or later: a lost connection, a server that is
+                          down, a full disk)
 
-Database driver errors after a successful open (a lost connection, a full disk)
-propagate as SQLAlchemy exceptions: they are operational failures, not answers
-about the data.
+Driver errors that are about the database's health rather than the data (SQLAlchemy's
+``OperationalError`` and ``InterfaceError``, an invalidated connection, a refused
+socket) are raised as :class:`StoreUnavailable`, with the driver's error as its cause,
+so that callers handling :class:`StoreError` survive them. Steps of a call's record are
+not even that: they are queued and written when the database returns (see
+:class:`~crm_store.CallRepository`).
 """
 
 from __future__ import annotations

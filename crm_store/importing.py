@@ -7,24 +7,73 @@ header is line 1) and nothing is returned, so nothing is half-imported. A number
 that is present but not dialable is *not* a bad row: it becomes an ``invalid``
 item with its reason when the list is created
 (:meth:`~crm_store.CallListRepository.create_list`), so the import can be reviewed.
+
+A file is read only within :class:`ImportLimits` (the defaults are the module's
+``MAX_*`` constants): its size in bytes, its rows, its columns and the length of
+every cell. An XLSX workbook is a zip of XML parts, so its *unpacked* size is bounded
+too, and the sheet's own declared dimensions (which a hostile file sets to the whole
+``A1:XFD1048576`` grid) are ignored: only the cells actually present are read. The
+limit hit is reported like a bad row, by the line it was hit on. Cells holding a NUL
+or a character that is not a Unicode scalar value are bad rows too.
+
+:func:`printable` makes file text safe to print on a terminal (report lines of the
+command line): control characters, which could move the cursor or rewrite what the
+operator sees, are removed.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
 from .dto import CallListEntry
 from .exceptions import StoreError
 
-__all__ = ["ImportRejected", "RowError", "read_numbers"]
+__all__ = [
+    "MAX_CELL_CHARS",
+    "MAX_COLUMNS",
+    "MAX_IMPORT_BYTES",
+    "MAX_ROWS",
+    "MAX_UNPACKED_BYTES",
+    "ImportLimits",
+    "ImportRejected",
+    "RowError",
+    "printable",
+    "read_numbers",
+]
 
 Format = Literal["csv", "xlsx"]
 # Longer than any phone number written with spaces and an extension; longer cells are
 # pasted text or a wrong column.
-_MAX_CELL = 64
+_MAX_NUMBER_CELL = 64
+
+MAX_IMPORT_BYTES = 16 * 1024 * 1024
+"""The largest file accepted, in bytes (CSV text or the XLSX zip as uploaded)."""
+MAX_UNPACKED_BYTES = 64 * 1024 * 1024
+"""The largest total unpacked size of an XLSX workbook's parts, in bytes."""
+MAX_ROWS = 100_000
+"""The most rows read, header and empty rows included."""
+MAX_COLUMNS = 256
+"""The most columns a row may have (trailing empty cells are not counted)."""
+MAX_CELL_CHARS = 1024
+"""The longest cell, in characters, in any column (the number column's own limit is
+64: no phone number is longer)."""
+# A workbook has a handful of parts; thousands are a zip made to waste time.
+_MAX_XLSX_PARTS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ImportLimits:
+    """How much of a file :func:`read_numbers` reads before refusing it."""
+
+    max_bytes: int = MAX_IMPORT_BYTES
+    max_unpacked_bytes: int = MAX_UNPACKED_BYTES
+    max_rows: int = MAX_ROWS
+    max_columns: int = MAX_COLUMNS
+    max_cell_chars: int = MAX_CELL_CHARS
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +90,33 @@ class ImportRejected(StoreError):
     def __init__(self, errors: list[RowError]) -> None:
         shown = "; ".join(f"line {e.line}: {e.message}" for e in errors[:10])
         more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
-        super().__init__(f"import rejected: {shown}{more}")
+        super().__init__(printable(f"import rejected: {shown}{more}"))
         self.errors = errors
+
+
+# Bidirectional overrides and isolates (category Cf) reorder what a terminal shows.
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+
+
+def printable(text: str) -> str:
+    """``text`` fit for a terminal: control characters (C0, DEL, C1) and
+    bidirectional controls removed, tabs and line breaks turned into spaces, lone
+    surrogates into U+FFFD."""
+    if text.isascii() and text.isprintable():
+        return text
+    out: list[str] = []
+    for char in text:
+        if char in "\t\r\n":
+            out.append(" ")
+            continue
+        category = unicodedata.category(char)
+        if category == "Cs":
+            out.append("\ufffd")
+        elif category != "Cc" and char not in _BIDI_CONTROLS:
+            out.append(char)
+    return "".join(out)
 
 
 def read_numbers(
@@ -51,16 +125,23 @@ def read_numbers(
     format: Format = "csv",
     column: str | int = 0,
     header: bool = True,
+    limits: ImportLimits = ImportLimits(),
 ) -> list[CallListEntry]:
     """The numbers in ``column`` (a header name, or a 0-based index) of ``data``.
 
     CSV is read as UTF-8 (a BOM is allowed) with the delimiter sniffed among
     ``, ; tab``; XLSX reads the first sheet. Empty rows are ignored. Raises
-    :class:`ImportRejected` when the file cannot be read at all, when the column
-    does not exist, or when any row lacks the column or holds an over-long cell.
+    :class:`ImportRejected` when the file cannot be read at all, when it exceeds
+    ``limits`` (bytes, rows, columns, cell length), when the column does not exist,
+    or when any row lacks the column, holds an over-long cell, or a cell with a NUL
+    or an invalid character.
     """
-    rows = _csv_rows(data) if format == "csv" else _xlsx_rows(data)
-    errors: list[RowError] = []
+    if len(data) > limits.max_bytes:
+        raise ImportRejected([RowError(1, f"the file is larger than {limits.max_bytes} bytes")])
+    rows = _csv_rows(data, limits) if format == "csv" else _xlsx_rows(data, limits)
+    errors = [e for line, cells in rows if (e := _check_row(line, cells, limits)) is not None]
+    if errors:
+        raise ImportRejected(errors)
     index: int
     start = 0
     if header:
@@ -70,7 +151,9 @@ def read_numbers(
         start = 1
         if isinstance(column, str):
             if column.strip().lower() not in names:
-                raise ImportRejected([RowError(rows[0][0], f"no column named {column!r}")])
+                raise ImportRejected(
+                    [RowError(rows[0][0], f"no column named {printable(column)!r}")]
+                )
             index = names.index(column.strip().lower())
         else:
             index = column
@@ -86,8 +169,8 @@ def read_numbers(
             errors.append(RowError(line, f"{len(cells)} fields, no column {index + 1}"))
             continue
         cell = cells[index].strip()
-        if len(cell) > _MAX_CELL:
-            errors.append(RowError(line, f"cell longer than {_MAX_CELL} characters"))
+        if len(cell) > _MAX_NUMBER_CELL:
+            errors.append(RowError(line, f"cell longer than {_MAX_NUMBER_CELL} characters"))
             continue
         entries.append(CallListEntry(cell))
     if errors:
@@ -95,7 +178,29 @@ def read_numbers(
     return entries
 
 
-def _csv_rows(data: bytes) -> list[tuple[int, list[str]]]:
+def _check_row(line: int, cells: list[str], limits: ImportLimits) -> RowError | None:
+    if len(cells) > limits.max_columns:
+        return RowError(line, f"more than {limits.max_columns} columns")
+    for number, cell in enumerate(cells, start=1):
+        if len(cell) > limits.max_cell_chars:
+            return RowError(
+                line, f"column {number}: cell longer than {limits.max_cell_chars} characters"
+            )
+        if "\x00" in cell:
+            return RowError(line, f"column {number}: cell holds a NUL character")
+        if not cell.isascii():
+            try:
+                cell.encode("utf-8")
+            except UnicodeEncodeError:
+                return RowError(line, f"column {number}: cell is not valid Unicode")
+    return None
+
+
+def _too_many_rows(line: int, limits: ImportLimits) -> ImportRejected:
+    return ImportRejected([RowError(line, f"more than {limits.max_rows} rows")])
+
+
+def _csv_rows(data: bytes, limits: ImportLimits) -> list[tuple[int, list[str]]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -111,28 +216,74 @@ def _csv_rows(data: bytes) -> list[tuple[int, list[str]]]:
     rows: list[tuple[int, list[str]]] = []
     try:
         for cells in reader:
+            if len(rows) >= limits.max_rows:
+                raise _too_many_rows(reader.line_num, limits)
             # line_num is the physical line the record ended on (quoted newlines).
             rows.append((reader.line_num, cells))
     except csv.Error as exc:
-        raise ImportRejected([RowError(reader.line_num, f"malformed CSV: {exc}")]) from None
+        # The reader's own refusals (a NUL byte, a field over its size limit).
+        message = printable(str(exc))
+        raise ImportRejected([RowError(reader.line_num, f"malformed CSV: {message}")]) from None
     return rows
 
 
-def _xlsx_rows(data: bytes) -> list[tuple[int, list[str]]]:
+def _xlsx_rows(data: bytes, limits: ImportLimits) -> list[tuple[int, list[str]]]:
     # Imported here: openpyxl is only needed by XLSX imports.
     import zipfile
+    from xml.etree.ElementTree import ParseError
 
     import openpyxl  # type: ignore[import-untyped]
 
     try:
-        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
-        raise ImportRejected([RowError(1, f"not an XLSX workbook: {exc}")]) from None
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            parts = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ImportRejected(
+            [RowError(1, f"not an XLSX workbook: {printable(str(exc))}")]
+        ) from None
+    # zipfile never unpacks a member past its declared size (it stops there and the
+    # CRC check fails), so the declared sizes bound what openpyxl can unpack.
+    if len(parts) > _MAX_XLSX_PARTS:
+        raise ImportRejected(
+            [RowError(1, f"not an XLSX workbook: more than {_MAX_XLSX_PARTS} parts")]
+        )
+    unpacked = sum(part.file_size for part in parts)
+    if unpacked > limits.max_unpacked_bytes:
+        raise ImportRejected(
+            [RowError(1, f"the workbook unpacks to more than {limits.max_unpacked_bytes} bytes")]
+        )
     try:
+        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError, ParseError) as exc:
+        raise ImportRejected(
+            [RowError(1, f"not an XLSX workbook: {printable(str(exc))}")]
+        ) from None
+    try:
+        if not book.worksheets:
+            raise ImportRejected([RowError(1, "the workbook has no sheet")])
         sheet = book.worksheets[0]
+        # The declared dimensions would make openpyxl pad every row to the declared
+        # width and fill rows up to the declared height; forget them and read only
+        # the cells present.
+        sheet.reset_dimensions()
         rows: list[tuple[int, list[str]]] = []
-        for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
-            rows.append((number, [_cell_text(v) for v in values]))
+        line = 0
+        try:
+            for line, values in enumerate(sheet.iter_rows(values_only=True), start=1):
+                if line > limits.max_rows:
+                    raise _too_many_rows(line, limits)
+                cells = list(values)
+                while cells and cells[-1] is None:
+                    cells.pop()
+                if len(cells) > limits.max_columns:
+                    raise ImportRejected(
+                        [RowError(line, f"more than {limits.max_columns} columns")]
+                    )
+                rows.append((line, [_cell_text(v) for v in cells]))
+        except (ParseError, ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile) as exc:
+            raise ImportRejected(
+                [RowError(line + 1, f"unreadable sheet: {printable(str(exc))}")]
+            ) from None
         return rows
     finally:
         book.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._base import Database
 from ._engine import SqliteWriter, create_engine, probe_sqlite_file, unavailable_reason
+from ._journal import CallJournal, StoreHealth
 from ._lookup import SqliteLookup, lookup_e164
 from .dto import CallerMatch
 from .exceptions import SchemaOutOfDate, StoreUnavailable
@@ -75,7 +77,8 @@ class Store:
         self.users = UserRepository(db)
         self.clients = ClientRepository(db)
         self.leads = LeadRepository(db)
-        self.calls = CallRepository(db)
+        self.journal = CallJournal(db)
+        self.calls = CallRepository(db, self.journal)
         self.tasks = TaskRepository(db)
         self.call_lists = CallListRepository(db)
         self.audit = AuditRepository(db)
@@ -119,6 +122,8 @@ class Store:
         if self._closed:
             return
         self._closed = True
+        # Queued call record steps get a last chance while the connections exist.
+        await self.journal.aclose()
         if self._reader_pool is not None and self._reader is not None:
             # Lookups in flight finish in their thread before the reader goes.
             await asyncio.to_thread(self._reader_pool.shutdown, wait=True)
@@ -155,9 +160,33 @@ class Store:
     async def _lookup_e164(self, e164: str) -> CallerMatch | None:
         if self._reader is not None and self._reader_pool is not None:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._reader_pool, self._reader.lookup, e164)
-        async with self.engine.connect() as conn:
+            try:
+                return await loop.run_in_executor(self._reader_pool, self._reader.lookup, e164)
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(str(exc)) from exc
+        async with self._db.read() as conn:
             return await lookup_e164(conn, e164)
+
+    async def check_health(self, *, timeout: float = 5.0) -> StoreHealth:
+        """Whether the database answers (one ``SELECT 1`` within ``timeout`` seconds)
+        and how many call record steps wait for it.
+
+        Never raises for the database's sake: a failure is the answer, with its
+        reason. The store is *degraded* while it does not answer or steps wait
+        (they are written as soon as it does; see :mod:`crm_store._journal`).
+        Cancellation stops the probe.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._db.read() as conn:
+                    await conn.execute(text("SELECT 1"))
+        except StoreUnavailable as exc:
+            self.journal.failed(exc)
+        except TimeoutError:
+            self.journal.failed(StoreUnavailable(f"no answer within {timeout} s"))
+        else:
+            self.journal.recovered()
+        return self.journal.health()
 
     async def schema_revision(self) -> str | None:
         """The Alembic revision of the database, ``None`` if it was never migrated."""

@@ -67,6 +67,7 @@ from crm_store import (
     LeadSource,
     Store,
     StoreError,
+    StoreUnavailable,
 )
 from sip import protocol as p
 from sip.call_state import end_reason
@@ -309,6 +310,13 @@ class DialingSession:
                     self._publish(DialerSessionPaused, reason="restored")
                 await self._persist()
                 await self._loop()
+            except StoreUnavailable as exc:
+                # The store is away (down, full): no number can be claimed or its
+                # result kept, so the session stops between calls instead of ending
+                # the dialer. Its stored state stays active: it resumes at the next
+                # start, or when started again once the store is back.
+                log.error("dialer.store_unavailable", error=str(exc))
+                self._publish(DialerSessionStopped, reason="store_unavailable")
             finally:
                 await asyncio.shield(self._cleanup())
 
@@ -678,8 +686,17 @@ class DialingSession:
             if result == reason.value
             else None
         )
-        await self._store.call_lists.record_result(att.item.id, result, att.call_id, retry_at=retry)
-        self.remaining = await self._store.dialer.remaining(self.list_id)
+        lost: StoreUnavailable | None = None
+        try:
+            await self._store.call_lists.record_result(
+                att.item.id, result, att.call_id, retry_at=retry
+            )
+            self.remaining = await self._store.dialer.remaining(self.list_id)
+        except StoreUnavailable as exc:
+            # The call is over whatever the store says: it is announced, then the
+            # session stops (run). The item's result is repaired from the call
+            # record (queued meanwhile) when the list is dialed again.
+            lost = exc
         self._att = None
         log.info("dialer.result", number=att.number, result=result, sip_code=att.sip_code)
         self._bus.publish(
@@ -692,6 +709,8 @@ class DialingSession:
                 leg=att.ended_by.value if att.ended_by is not None else None,
             )
         )
+        if lost is not None:
+            raise lost
         self._publish(
             DialerResult,
             item_id=att.item.id,
@@ -988,8 +1007,13 @@ class DialingSession:
                 )
                 att.recording = True
             except _GONE as exc:
-                # The conversation matters more than its recording.
+                # The conversation matters more than its recording; the record
+                # says it failed, and why.
                 log.error("dialer.recording_failed", error=str(exc))
+                if isinstance(exc, WorkerCommandError) and exc.code == "recording_failed":
+                    await self._store_step(
+                        self._store.calls.recording_failed(att.call_id, exc.message)
+                    )
         self._bus.publish(
             CallBridged(call_id=att.call_id, agent=self.agent_name, recording=att.recording)
         )
@@ -1000,6 +1024,16 @@ class DialingSession:
                 self._attach_recording(call_id, event.path, event.duration_seconds),
                 f"dialer-recording-{call_id}",
             )
+        elif isinstance(event, p.Error) and event.code == "recording_failed":
+            self._spawn(self._recording_lost(call_id, event.message), f"dialer-recording-{call_id}")
+
+    async def _recording_lost(self, call_id: uuid.UUID, reason: str) -> None:
+        # The worker could not write the recording (a full disk): the call went on.
+        async with asyncio.timeout(_RECORDING_WAIT):
+            await self._store_step(self._store.calls.recording_failed(call_id, reason))
+        self._bus.publish(
+            RecordingReady(call_id=call_id, path="", duration_seconds=0.0, recording_failed=reason)
+        )
 
     async def _attach_recording(self, call_id: uuid.UUID, path: str, duration: float) -> None:
         async with asyncio.timeout(_RECORDING_WAIT):

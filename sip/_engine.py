@@ -29,6 +29,7 @@ import contextlib
 import ipaddress
 import os
 import re
+import shutil
 import socket
 import sys
 import time
@@ -54,6 +55,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 _PJ_LEVELS = {"debug": 5, "info": 3, "warning": 2, "error": 1}
 _PJ_ETOOMANY = 70010
 _RECORDER_CLOSE_TIMEOUT = 2.0
+# A recording holding less than this share of the time it ran, minus the slack (the
+# first and last frames of the conference bridge), lost audio.
+_RECORDING_KEPT = 0.9
+_RECORDING_SLACK = 1.0
+# Free space under which a short recording is put down to a full disk.
+_RECORDING_MIN_FREE = 1024 * 1024
 # Headers of an incoming INVITE copied into ``incoming_call``: custom headers
 # (X-*) and the few standard ones a CRM cares about. Never Authorization.
 _COPIED_HEADERS = ("p-asserted-identity", "diversion", "user-agent", "subject")
@@ -207,6 +214,8 @@ class _Recording:
     partial: Path
     recorder: Any
     sources: set[str] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+    stopped: float | None = None
 
 
 @dataclass(eq=False)
@@ -596,13 +605,27 @@ class Engine:
         # pjsua picks the writer from the file extension and refuses anything
         # but .wav/.mp3, so the partial name is a hidden ``.<name>.part.wav``.
         partial = final.with_name(f".{final.stem}.part.wav")
-        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(final.parent).free
+        except OSError as exc:
+            log("error", "recording.cannot_start", call_id=cmd.call_id, error=str(exc))
+            raise EngineError("recording_failed", "the recording file cannot be created") from None
+        if free < _RECORDING_MIN_FREE:
+            # pjlib writes through stdio buffers: a file started on a full disk is
+            # accepted, and its header and audio are lost without an error.
+            log("error", "recording.cannot_start", call_id=cmd.call_id, free_bytes=free)
+            raise EngineError("recording_failed", "no space left on device")
         recorder = pj.AudioMediaRecorder()
         try:
             recorder.createRecorder(str(partial))
         except pj.Error as exc:
             del recorder
-            raise EngineError("recording_failed", exc.info()) from None
+            # pjsip's text stays in the log; the caller gets the plain reason.
+            log("error", "recording.cannot_start", call_id=cmd.call_id, error=exc.info())
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise EngineError("recording_failed", _start_reason(final.parent)) from None
         rec = _Recording(call_id=cmd.call_id, final=final, partial=partial, recorder=recorder)
         self._recordings[cmd.call_id] = rec
         # The conference bridge writes nothing to a recorder in a tick where no
@@ -1062,6 +1085,7 @@ class Engine:
 
     def _finish_recording(self, call_id: str) -> None:
         rec = self._recordings.pop(call_id)
+        rec.stopped = time.monotonic()
         for source in rec.sources:
             medium = self._port(self._calls.get(source))
             if medium is not None:
@@ -1088,13 +1112,31 @@ class Engine:
         self._deferred.append(complete)
 
     def _publish_recording(self, rec: _Recording) -> None:
+        # pjmedia's WAV writer drops what it cannot write (a full disk) without
+        # telling anyone. The null sound device feeds the recorder every tick, so a
+        # whole recording is as long as the time it ran: one much shorter, or whose
+        # header does not match its size, lost audio.
+        ran = (rec.stopped or time.monotonic()) - rec.started
         try:
+            complete = _wav_complete(rec.partial)
             with wave.open(str(rec.partial), "rb") as wav:
                 duration = wav.getnframes() / wav.getframerate()
+            if not complete or duration < ran * _RECORDING_KEPT - _RECORDING_SLACK:
+                raise _RecordingShort(
+                    f"{_short_reason(rec.partial.parent)}: {duration:.1f} s of {ran:.1f} s written"
+                )
             os.replace(rec.partial, rec.final)
             size = rec.final.stat().st_size
-        except (OSError, wave.Error, EOFError) as exc:
-            self.emit(p.Error(code="recording_failed", message=str(exc), call_id=rec.call_id))
+        except (_RecordingShort, OSError, wave.Error, EOFError) as exc:
+            # A partial file is not a recording, and it holds space that is short.
+            with contextlib.suppress(OSError):
+                rec.partial.unlink()
+            log("error", "recording.failed", call_id=rec.call_id, error=str(exc))
+            # The message reaches clients: plain words, never a server path.
+            reason = (
+                str(exc) if isinstance(exc, _RecordingShort) else _short_reason(rec.final.parent)
+            )
+            self.emit(p.Error(code="recording_failed", message=reason, call_id=rec.call_id))
             return
         self.emit(
             p.RecordingFinished(
@@ -1137,6 +1179,29 @@ class Engine:
         actions, self._deferred = self._deferred, []
         for action in actions:
             action()
+
+
+class _RecordingShort(Exception):
+    """The recording holds less audio than the time it ran."""
+
+
+def _start_reason(directory: Path) -> str:
+    """Why a recording could not start, in plain words."""
+    reason = _short_reason(directory)
+    if reason == "no space left on device":
+        return reason
+    return "the recording file cannot be created"
+
+
+def _short_reason(directory: Path) -> str:
+    """Why a recording came out short: a full disk, if the disk is full."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return "the recording is incomplete"
+    if free < _RECORDING_MIN_FREE:
+        return "no space left on device"
+    return "the recording is incomplete"
 
 
 def _wav_complete(path: Path) -> bool:

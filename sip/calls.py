@@ -134,6 +134,8 @@ class _Session:
     answered_at: float | None = None
     recording: bool = False
     recording_done: bool = False
+    #: Why the recording failed, once it did (start refused, or the worker's word).
+    recording_failed: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     #: The agent leg's id once another leg took its place (attended transfer).
@@ -424,6 +426,8 @@ class CallService(CallTaskService):
                 await self._bridge(s)
         elif isinstance(event, p.Error):
             log.warning("click_to_call.leg_error", leg=leg.value, code=event.code)
+            if event.code == "recording_failed" and s.recording and not s.recording_done:
+                await self._recording_lost(s, event.message)
         elif isinstance(event, p.Dtmf) and leg is Leg.CUSTOMER:
             self._bus.publish(
                 CallDtmf(
@@ -511,8 +515,14 @@ class CallService(CallTaskService):
                 s.recording = True
             except _GONE as exc:
                 # The conversation matters more than its recording: carry on
-                # unrecorded, and say so on the bus (CallBridged.recording).
+                # unrecorded, and say so on the bus (CallBridged.recording) and in
+                # the record (recording_status failed, CallEnded.recording_failed).
                 log.error("click_to_call.recording_failed", error=str(exc))
+                if isinstance(exc, WorkerCommandError) and exc.code == "recording_failed":
+                    s.recording_failed = exc.message
+                    await self._store_step(
+                        self._store.calls.recording_failed(s.call_id, exc.message)
+                    )
         s.state.bridged()
         self._bus.publish(CallBridged(call_id=s.call_id, agent=s.agent_name, recording=s.recording))
 
@@ -545,6 +555,7 @@ class CallService(CallTaskService):
                 agent=s.agent_name,
                 talk_seconds=talk,
                 leg=outcome.leg.value if outcome.leg is not None else None,
+                recording_failed=s.recording_failed,
             )
         )
         if s.recording and not s.recording_done:
@@ -555,6 +566,11 @@ class CallService(CallTaskService):
                         if isinstance(item, _LegEvent):
                             if isinstance(item.event, p.RecordingFinished):
                                 await self._recording_finished(s, item.event)
+                            elif (
+                                isinstance(item.event, p.Error)
+                                and item.event.code == "recording_failed"
+                            ):
+                                await self._recording_lost(s, item.event.message)
                             elif isinstance(item.event, WorkerExited):
                                 return
             except TimeoutError:
@@ -568,6 +584,18 @@ class CallService(CallTaskService):
         self._bus.publish(
             RecordingReady(
                 call_id=s.call_id, path=event.path, duration_seconds=event.duration_seconds
+            )
+        )
+
+    async def _recording_lost(self, s: _Session, reason: str) -> None:
+        # The worker could not write the recording (a full disk): the call went on;
+        # the record and the bus say the recording failed, and why.
+        s.recording_done = True
+        s.recording_failed = reason
+        await self._store_step(self._store.calls.recording_failed(s.call_id, reason))
+        self._bus.publish(
+            RecordingReady(
+                call_id=s.call_id, path="", duration_seconds=0.0, recording_failed=reason
             )
         )
 

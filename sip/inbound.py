@@ -480,6 +480,8 @@ class _Session:
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     recording: bool = False
     recording_done: bool = False
+    #: Why the recording failed, once it did (start refused, or the worker's word).
+    recording_failed: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def put(self, leg: str, event: p.Event) -> None:
@@ -1155,6 +1157,8 @@ class InboundService(CallTaskService):
                 self._bus.publish(transfer_outcome(s.call_id, s.connected_agent, event))
         elif isinstance(event, p.Error):
             log.warning("inbound.leg_error", leg_kind="customer", code=event.code)
+            if event.code == "recording_failed" and s.recording and not s.recording_done:
+                await self._recording_lost(s, event.message)
         elif isinstance(event, p.CallState):
             if event.state == "answered":
                 await self._customer_answered(s)
@@ -1487,8 +1491,15 @@ class InboundService(CallTaskService):
                 )
                 s.recording = True
             except _GONE as exc:
-                # The conversation matters more than its recording.
+                # The conversation matters more than its recording; the record and
+                # CallEnded say it failed, and why.
                 log.error("inbound.recording_failed", error=str(exc))
+                if isinstance(exc, WorkerCommandError) and exc.code == "recording_failed":
+                    s.recording_failed = exc.message
+                    if s.stored:
+                        await self._store_step(
+                            self._store.calls.recording_failed(s.call_id, exc.message)
+                        )
         s.phase = InboundPhase.BRIDGED
         self._bus.publish(
             CallBridged(call_id=s.call_id, agent=s.connected_agent, recording=s.recording)
@@ -1600,6 +1611,7 @@ class InboundService(CallTaskService):
                 agent=agent,
                 talk_seconds=talk,
                 leg=outcome.leg,
+                recording_failed=s.recording_failed,
             )
         )
         self._release_agent(s)
@@ -1611,10 +1623,28 @@ class InboundService(CallTaskService):
                         if isinstance(item, _LegEvent):
                             if isinstance(item.event, p.RecordingFinished):
                                 await self._recording_finished(s, item.event)
+                            elif (
+                                isinstance(item.event, p.Error)
+                                and item.event.code == "recording_failed"
+                            ):
+                                await self._recording_lost(s, item.event.message)
                             elif isinstance(item.event, WorkerExited):
                                 return
             except TimeoutError:
                 log.error("inbound.recording_missing", waited=_RECORDING_WAIT)
+
+    async def _recording_lost(self, s: _Session, reason: str) -> None:
+        # The worker could not write the recording (a full disk): the call went on.
+        assert s.call_id is not None
+        s.recording_done = True
+        s.recording_failed = reason
+        if s.stored:
+            await self._store_step(self._store.calls.recording_failed(s.call_id, reason))
+        self._bus.publish(
+            RecordingReady(
+                call_id=s.call_id, path="", duration_seconds=0.0, recording_failed=reason
+            )
+        )
 
     async def _recording_finished(self, s: _Session, event: p.RecordingFinished) -> None:
         assert s.call_id is not None

@@ -637,8 +637,15 @@ class SipPool:
             )
         elif isinstance(event, p.IncomingCall):
             self._on_incoming(w, event)
-        elif isinstance(event, p.RecordingFinished):
-            listener = w.recordings.pop(event.call_id, None)
+        elif isinstance(event, p.RecordingFinished) or (
+            isinstance(event, p.Error)
+            and event.code == "recording_failed"
+            and event.cmd_id is None
+            and event.call_id in w.recordings
+        ):
+            # A recording ends in its file or in the reason it has none; either
+            # way it goes to the recording's listener (the call may be over).
+            listener = w.recordings.pop(event.call_id or "", None)
             if listener is not None:
                 listener(event)
         else:
@@ -852,7 +859,9 @@ class SipPool:
         self, leg_id: str, listener: LegListener, path: str | None = None
     ) -> None:
         """Record leg ``leg_id`` (and the legs bridged to it); ``listener`` gets the
-        ``RecordingFinished`` (or ``WorkerExited``). ``path`` None means
+        ``RecordingFinished``, or an ``Error`` ``recording_failed`` whose message
+        says why there is no recording (a full disk), or ``WorkerExited``. ``path``
+        None means
         ``<recording.directory>/<leg_id>.wav``."""
         w = self._leg_worker.get(leg_id)
         if w is None:

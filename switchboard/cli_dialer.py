@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from config import Config
 from crm_store import CallListReport, Store
-from crm_store.importing import read_numbers
+from crm_store.importing import MAX_IMPORT_BYTES, printable, read_numbers
 from dialer import screen_entries
 
 __all__ = ["CliProblem", "add_parsers", "run_call", "run_dialer", "run_lists"]
@@ -95,6 +95,11 @@ async def run_lists(cfg: Config, args: argparse.Namespace) -> int:
             column: str | int = int(args.column) if args.column.isdigit() else args.column
             fmt: Literal["csv", "xlsx"] = "xlsx" if args.file.suffix.lower() == ".xlsx" else "csv"
             try:
+                # Checked before reading: the limit must not need the whole file in memory.
+                if args.file.stat().st_size > MAX_IMPORT_BYTES:
+                    raise CliProblem(
+                        f"{args.file}: larger than {MAX_IMPORT_BYTES} bytes; split the list"
+                    )
                 data = args.file.read_bytes()
             except OSError as exc:
                 raise CliProblem(f"{args.file}: cannot read: {exc.strerror}") from exc
@@ -118,9 +123,10 @@ def _print_report(
         file=sys.stderr,
     )
     for raw, reason in report.invalid:
-        print(f"invalid: {raw}: {reason}", file=sys.stderr)
+        # Both come from the file: a cell could hold terminal escape sequences.
+        print(f"invalid: {printable(raw)}: {printable(reason)}", file=sys.stderr)
     for raw, reason in refused:
-        print(f"refused: {raw}: {reason}", file=sys.stderr)
+        print(f"refused: {printable(raw)}: {printable(reason)}", file=sys.stderr)
 
 
 async def run_dialer(cfg: Config, args: argparse.Namespace) -> int:

@@ -117,6 +117,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload_hooks: list[ReloadHook] = []
         self.store: Store | None = None
+        #: What the store's health adds to STATUS while it is degraded, else None.
+        self._store_note: str | None = None
         self.bus: Bus | None = None
         self.pool: SipPool | None = None
         self.calls: CallService | None = None
@@ -353,15 +355,18 @@ class Daemon:
 
     def _status(self) -> str:
         """The ``STATUS=`` line for the daemon as it is now."""
-        if self.bridge is None:
-            return STATUS_SERVING
-        return _MQTT_STATUS[self.bridge.health]
+        status = STATUS_SERVING if self.bridge is None else _MQTT_STATUS[self.bridge.health]
+        if self._store_note is None:
+            return status
+        if status == STATUS_SERVING:
+            return f"{status}; degraded: {self._store_note}"
+        return f"{status}; {self._store_note}"
 
     def _bridge_health(self, health: BridgeHealth) -> None:
         if health is not BridgeHealth.CONNECTED:
             log.warning("daemon.degraded", mqtt=health.value)
         if self._ready:
-            self.notifier.notify(_MQTT_STATUS[health])
+            self.notifier.notify(self._status())
 
     async def _start_pool(
         self, stack: contextlib.AsyncExitStack, store: Store, bus: Bus
@@ -404,13 +409,27 @@ class Daemon:
                 raise StartupError(f"recording.directory: cannot create: {exc}") from exc
 
     async def _health(self) -> None:
-        """Raise if the daemon should no longer vouch for itself to the watchdog:
-        the store does not answer, or the MQTT bridge's supervisor is gone. A bridge
-        merely disconnected or restarting is degraded, not unhealthy."""
+        """Raise if the daemon should no longer vouch for itself to the watchdog: the
+        MQTT bridge's supervisor is gone. A bridge merely disconnected or restarting,
+        and a store that is down or full, are degraded, not unhealthy: they are told
+        in ``STATUS``."""
         if self.bridge is not None and self.bridge.health is BridgeHealth.STOPPED:
             raise _Unhealthy("the MQTT bridge has stopped")
         if self.store is not None:
-            await self.store.schema_revision()
+            # A store that is down or full does not stop the watchdog: restarting
+            # would not bring it back and would drop every call in progress, whose
+            # record steps wait in the store's journal meanwhile. It is reported.
+            health = await self.store.check_health()
+            note = (
+                f"store unavailable, {health.pending} call record steps queued ({health.reason})"
+                if health.degraded
+                else None
+            )
+            if note != self._store_note:
+                self._store_note = note
+                if note is not None:
+                    log.warning("daemon.degraded", store=note)
+                self.notifier.notify(self._status())
 
     async def _reloader(self, requests: asyncio.Queue[None]) -> None:
         while True:

@@ -1,10 +1,21 @@
-"""Call detail records, written when a call starts and completed when it ends."""
+"""Call detail records, written when a call starts and completed when it ends.
+
+The steps of a call's record (:meth:`~CallRepository.create`, ``mark_ringing``,
+``mark_answered``, ``mark_answered_by``, ``set_worker``, ``end``,
+``attach_recording``, ``recording_failed``) survive the store's faults: when the
+database cannot be written they are queued in the store's call journal
+(:mod:`crm_store._journal`), in order, and written when it returns; the method
+returns the record as it will be. See each method for what it promises then.
+"""
 
 from __future__ import annotations
 
 import builtins
+import collections
+import dataclasses
 import uuid
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import structlog
@@ -15,10 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import _models as m
 from .._base import Actor, Database, audit, audit_sync, call_from, is_unique_violation
+from .._journal import CallJournal, JournalStep
 from .._types import utcnow
 from ..dto import Call
 from ..enums import CallDirection, CallEndReason
-from ..exceptions import Conflict, NotFound
+from ..exceptions import Conflict, NotFound, StoreUnavailable
 from ..ids import new_id
 from ..phones import try_normalize_phone
 
@@ -28,13 +40,20 @@ log = structlog.get_logger(__name__)
 
 _c = m.calls
 
+# The last known state of recent calls, to answer a step queued while the store is
+# away with the record as it will be. Enough for every call a daemon carries.
+_KNOWN_MAX = 4096
+_RECORDING_ERROR_CHARS = 200
+
 
 class CallRepository:
     """Call records. Every call is stored at creation, so a crash never loses one:
     records left open are closed as ``interrupted`` at the next start-up."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, journal: CallJournal | None = None) -> None:
         self._db = db
+        self._journal = journal if journal is not None else CallJournal(db)
+        self._known: collections.OrderedDict[uuid.UUID, Call] = collections.OrderedDict()
 
     async def create(
         self,
@@ -57,7 +76,12 @@ class CallRepository:
         """Record a new call. Numbers are stored in E.164 when they normalise and as
         given otherwise (extensions, ``anonymous``). ``call_id`` is the id to give it
         when the caller has already announced the call under that id (a new one by
-        default); a duplicate raises :class:`Conflict`."""
+        default); a duplicate raises :class:`Conflict`.
+
+        While the store is unavailable the new call is carried: its record is queued
+        and written when the store returns, and the record it will have is returned.
+        Once too many steps wait (the journal is full) it raises
+        :class:`StoreUnavailable` instead and nothing is queued: refuse the call."""
         region = self._db.region
         values: dict[str, Any] = {
             "id": call_id or new_id(),
@@ -75,6 +99,8 @@ class CallRepository:
             "created_at": at or utcnow(),
         }
 
+        changes = {k: v for k, v in values.items() if k != "id" and v is not None}
+
         def insert(conn: Connection) -> Call:
             row = conn.execute(_c.insert().values(values).returning(_c)).mappings().one()
             audit_sync(
@@ -83,24 +109,69 @@ class CallRepository:
                 entity_type="call",
                 entity_id=values["id"],
                 action="create",
-                changes={k: v for k, v in values.items() if k != "id" and v is not None},
+                changes=changes,
             )
             return call_from(row)
 
+        step = JournalStep(values["id"], "create", partial(_replay_create, values, changes, actor))
+        if self._journal.waiting:
+            return self._carry_new(step, values)
         try:
-            return await self._db.run_write(insert)
+            call = await self._db.run_write(insert)
         except IntegrityError as exc:
             if call_id is not None and is_unique_violation(exc):
                 raise Conflict(f"call {call_id} already exists") from exc
             raise
+        except StoreUnavailable as exc:
+            self._journal.failed(exc)
+            return self._carry_new(step, values)
+        self._journal.recovered()
+        return self._remember(call)
+
+    def _carry_new(self, step: JournalStep, values: dict[str, Any]) -> Call:
+        if self._journal.full:
+            raise StoreUnavailable(
+                f"the store is unavailable and {self._journal.pending} call record steps"
+                " wait to be written; new calls are refused until it returns"
+            )
+        self._journal.queue(step)
+        blank = {f.name: None for f in dataclasses.fields(Call)}
+        return self._remember(Call(**{**blank, **values}))
+
+    def _remember(self, call: Call) -> Call:
+        self._known[call.id] = call
+        self._known.move_to_end(call.id)
+        while len(self._known) > _KNOWN_MAX:
+            self._known.popitem(last=False)
+        return call
+
+    async def _step(self, call_id: uuid.UUID, action: str, values: dict[str, Any]) -> Call:
+        """Write one step of an open call's record, or queue it while the store is
+        away (see the module docstring) and return the record as it will be."""
+        step = JournalStep(call_id, action, partial(_replay_step, call_id, action, values))
+        if not self._journal.waiting:
+            try:
+                call = await self._open_update(call_id, action, values)
+            except StoreUnavailable as exc:
+                self._journal.failed(exc)
+            else:
+                self._journal.recovered()
+                return self._remember(call)
+        self._journal.queue(step)
+        known = self._known.get(call_id)
+        if known is None:
+            raise StoreUnavailable(
+                f"the store is unavailable; step {action} of call {call_id} is queued"
+            )
+        return self._remember(dataclasses.replace(known, **values))
 
     async def mark_ringing(self, call_id: uuid.UUID, at: datetime | None = None) -> Call:
         """Record when the call started ringing. Raises :class:`Conflict` if ended."""
-        return await self._open_update(call_id, "ringing", {"ringing_at": at or utcnow()})
+        return await self._step(call_id, "ringing", {"ringing_at": at or utcnow()})
 
     async def mark_answered(self, call_id: uuid.UUID, at: datetime | None = None) -> Call:
         """Record when the call was answered. Raises :class:`Conflict` if ended."""
-        return await self._open_update(call_id, "answered", {"answered_at": at or utcnow()})
+        return await self._step(call_id, "answered", {"answered_at": at or utcnow()})
 
     async def mark_answered_by(
         self, call_id: uuid.UUID, agent_user_id: uuid.UUID | None, at: datetime | None = None
@@ -111,12 +182,12 @@ class CallRepository:
         values: dict[str, Any] = {"answered_at": at or utcnow()}
         if agent_user_id is not None:
             values["agent_user_id"] = agent_user_id
-        return await self._open_update(call_id, "answered", values)
+        return await self._step(call_id, "answered", values)
 
     async def set_worker(self, call_id: uuid.UUID, worker_id: str) -> Call:
         """Move the open call to SIP worker ``worker_id`` (the one carrying it, whose
         crash closes it as ``interrupted``). Raises :class:`Conflict` if ended."""
-        return await self._open_update(call_id, "worker", {"worker_id": worker_id})
+        return await self._step(call_id, "worker", {"worker_id": worker_id})
 
     async def end(
         self, call_id: uuid.UUID, reason: CallEndReason, at: datetime | None = None
@@ -124,9 +195,7 @@ class CallRepository:
         """Close the call with ``reason``. Raises :class:`Conflict` if already ended,
         so that two endings of one call cannot overwrite each other."""
         reason = CallEndReason(reason)
-        return await self._open_update(
-            call_id, "end", {"ended_at": at or utcnow(), "end_reason": reason}
-        )
+        return await self._step(call_id, "end", {"ended_at": at or utcnow(), "end_reason": reason})
 
     async def set_disposition(
         self, call_id: uuid.UUID, disposition: str | None, *, actor: Actor = None
@@ -140,10 +209,49 @@ class CallRepository:
     async def attach_recording(
         self, call_id: uuid.UUID, path: str, duration: float | None = None
     ) -> Call:
-        """Record where the call's recording is and its duration in seconds."""
-        return await self._update(
-            call_id, "recording", {"recording_path": path, "recording_duration": duration}, None
+        """Record where the call's recording is and its duration in seconds
+        (``recording_status`` ``"ok"``). Queued like the other steps while the store
+        is unavailable."""
+        values = {
+            "recording_path": path,
+            "recording_duration": duration,
+            "recording_status": "ok",
+            "recording_error": None,
+        }
+        return await self._recording_step(call_id, values)
+
+    async def recording_failed(self, call_id: uuid.UUID, reason: str) -> Call:
+        """Record that the call's recording could not be written (``reason``, such as
+        ``"no space left on device"``): ``recording_status`` ``"failed"``, no path.
+        Queued like the other steps while the store is unavailable."""
+        values = {
+            "recording_path": None,
+            "recording_duration": None,
+            "recording_status": "failed",
+            "recording_error": reason[:_RECORDING_ERROR_CHARS],
+        }
+        return await self._recording_step(call_id, values)
+
+    async def _recording_step(self, call_id: uuid.UUID, values: dict[str, Any]) -> Call:
+        # The recording comes after the end: not an open-call update.
+        step = JournalStep(
+            call_id, "recording", partial(_replay_step, call_id, "recording", values)
         )
+        if not self._journal.waiting:
+            try:
+                call = await self._update(call_id, "recording", values, None)
+            except StoreUnavailable as exc:
+                self._journal.failed(exc)
+            else:
+                self._journal.recovered()
+                return self._remember(call)
+        self._journal.queue(step)
+        known = self._known.get(call_id)
+        if known is None:
+            raise StoreUnavailable(
+                f"the store is unavailable; the recording of call {call_id} is queued"
+            )
+        return self._remember(dataclasses.replace(known, **values))
 
     async def link(
         self,
@@ -283,3 +391,39 @@ class CallRepository:
         async with self._db.read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
         return [call_from(r) for r in rows]
+
+
+def _replay_create(
+    values: dict[str, Any], changes: dict[str, Any], actor: Actor, conn: Connection
+) -> None:
+    """A queued creation: insert the record unless an earlier attempt did."""
+    if conn.execute(select(_c.c.id).where(_c.c.id == values["id"])).first() is not None:
+        return
+    conn.execute(_c.insert().values(values))
+    audit_sync(
+        conn,
+        actor=actor,
+        entity_type="call",
+        entity_id=values["id"],
+        action="create",
+        changes=changes,
+    )
+
+
+def _replay_step(call_id: uuid.UUID, action: str, values: dict[str, Any], conn: Connection) -> None:
+    """A queued step: write ``values`` unless the record already holds them (an earlier
+    attempt committed) or, for a step of an open call, the call has ended since (the
+    pool closed it as interrupted)."""
+    row = conn.execute(select(_c).where(_c.c.id == call_id)).mappings().one_or_none()
+    if row is None:
+        log.error("store.step_orphaned", call_id=str(call_id), step=action)
+        return
+    if all(row[k] == v for k, v in values.items()):
+        return
+    if action != "recording" and row["ended_at"] is not None:
+        log.warning("store.step_after_end", call_id=str(call_id), step=action)
+        return
+    conn.execute(update(_c).where(_c.c.id == call_id).values(values))
+    audit_sync(
+        conn, actor=None, entity_type="call", entity_id=call_id, action=action, changes=values
+    )

@@ -121,6 +121,24 @@ class DaemonProcess:
             if state in lines:
                 return
 
+    def wait_for_prefix(self, prefix: str, timeout: float = 20.0) -> str:
+        """Block until the daemon sends a line starting with ``prefix``; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.seen:
+                if line.startswith(prefix):
+                    return line
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"no {prefix}... within {timeout}s; got {self.seen}; log:\n{self.log()}"
+                )
+            self.notify.settimeout(remaining)
+            try:
+                self.seen.extend(self.notify.recv(4096).decode().split("\n"))
+            except TimeoutError:
+                continue
+
     def signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
 

@@ -158,6 +158,34 @@ def test_dialer_command_without_a_daemon_says_so(tmp_path: Path) -> None:
     assert "cannot reach the daemon" in result.stderr
 
 
+def test_lists_import_report_prints_file_cells_without_terminal_controls(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path / "switchboard.toml"))
+    assert run_cli("--config", cfg, "db", "upgrade").returncode == 0
+    hostile = tmp_path / "hostile.csv"
+    # Not a dialable number: it is kept as invalid and shown in the report.
+    hostile.write_bytes(b"phone\n0612345678\n\x1b[2J\x1b]0;owned\x07123\n")
+    imported = run_cli("--config", cfg, "lists", "import", "may", str(hostile), "--column", "phone")
+    assert imported.returncode == 0, imported.stderr
+    assert "1 invalid" in imported.stderr
+    assert "invalid: [2J]0;owned123:" in imported.stderr
+    assert "\x1b" not in imported.stderr
+    assert "\x07" not in imported.stderr
+
+
+def test_lists_import_refuses_a_file_over_the_size_limit(
+    tmp_path: Path,
+) -> None:
+    cfg = str(write_config(tmp_path / "switchboard.toml"))
+    assert run_cli("--config", cfg, "db", "upgrade").returncode == 0
+    huge = tmp_path / "huge.csv"
+    # Sparse: 64 MiB on paper, nothing on disk.
+    with huge.open("wb") as out:
+        out.truncate(64 * 1024**2)
+    refused = run_cli("--config", cfg, "lists", "import", "big", str(huge), "--column", "0")
+    assert refused.returncode == 1
+    assert "larger than 16777216 bytes" in refused.stderr
+
+
 def test_check_config_refuses_tls_to_the_pbx_with_key_path_and_reason(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "tls.toml")
     cfg.write_text(cfg.read_text().replace("[pbx]\n", '[pbx]\ntransport = "tls"\n', 1))
