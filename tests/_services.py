@@ -30,10 +30,12 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
 __all__ = [
+    "HOST",
     "MQTT_URL_VARIABLE",
     "PG_URL_VARIABLE",
     "SERVICES_VARIABLE",
@@ -264,12 +266,22 @@ class PrivateMosquitto:
     persistence in ``directory`` (so persistent sessions and their queued messages
     survive a restart).
 
+    ``listener_options`` are ``mosquitto.conf`` lines that configure the listener, such
+    as a TLS listener's ``cafile``, ``certfile``, ``keyfile`` and
+    ``require_certificate``; without them the listener is plain MQTT.
+
     ``start()`` and ``stop()`` block until the broker answers or has exited, and may be
     called repeatedly; ``astart()``/``astop()`` do the same off the loop's thread.
     ``close()`` stops it and removes the directory.
     """
 
-    def __init__(self, directory: Path | None = None, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        port: int | None = None,
+        listener_options: Sequence[str] = (),
+    ) -> None:
         self.directory = (
             Path(tempfile.mkdtemp(prefix="sb-mqtt-")) if directory is None else directory
         )
@@ -277,6 +289,7 @@ class PrivateMosquitto:
         self.url = f"mqtt://{HOST}:{self.port}"
         self.host = HOST
         self.logfile = self.directory / "mosquitto.log"
+        self._listener_options = tuple(listener_options)
         self._conf = self.directory / "mosquitto.conf"
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -285,7 +298,8 @@ class PrivateMosquitto:
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         self._conf.write_text(
             f"listener {self.port} {HOST}\n"
-            "allow_anonymous true\n"
+            + "".join(f"{line}\n" for line in self._listener_options)
+            + "allow_anonymous true\n"
             # Run as root, mosquitto switches to the user named here (by default
             # "mosquitto", who could not write this directory).
             f"user {getpass.getuser()}\n"

@@ -28,17 +28,12 @@ from bus.codec import decode
 from bus.mqtt import BridgeHealth, CommandError, MqttBridge, sign_assertion
 from config import Secret
 from crm_store import Role, Store, User, upgrade
-from tests._services import mqtt_address
-
-from .mosquitto import PrivateBroker, requires_mosquitto
+from tests._services import PrivateMosquitto, mqtt_address
 
 pytestmark = pytest.mark.mqtt
 
 HOST, PORT = mqtt_address()
 TIMEOUT = 10.0
-
-
-private_broker = requires_mosquitto
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -135,16 +130,6 @@ async def clear_retained(prefix: str) -> AsyncIterator[list[str]]:
     async with aiomqtt.Client(HOST, PORT, timeout=TIMEOUT) as client:
         for topic in topics:
             await client.publish(topic, b"", qos=1, retain=True)
-
-
-@pytest.fixture
-async def private(tmp_path: Path) -> AsyncIterator[PrivateBroker]:
-    broker = PrivateBroker(tmp_path)
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.stop()
 
 
 # --- events --------------------------------------------------------------------------
@@ -382,29 +367,30 @@ async def test_malformed_commands_get_bad_request_and_the_bridge_keeps_serving(
 # --- broker outages ------------------------------------------------------------------
 
 
-@private_broker
 async def test_broker_restart_loses_no_event_and_repeats_none(
-    private: PrivateBroker, prefix: str
+    private_broker: PrivateMosquitto, prefix: str
 ) -> None:
     events = f"{prefix}/paris/events/#"
     observer_id = f"{prefix}-observer"
     bus = Bus("paris")
-    async with _bridge(bus, private.port, prefix) as bridge:
-        async with _observer(private.port, events, identifier=observer_id, persistent=True) as obs:
+    async with _bridge(bus, private_broker.port, prefix) as bridge:
+        async with _observer(
+            private_broker.port, events, identifier=observer_id, persistent=True
+        ) as obs:
             await bridge.wait_connected(timeout=TIMEOUT)
             before = [bus.publish(_ringing(n)) for n in range(5)]
             await bridge.drain(timeout=TIMEOUT)
             got_before = await _take(obs, 5)
             await _acks_processed(obs)
 
-        await private.stop()
+        await private_broker.astop()
         await bridge.wait_disconnected(timeout=TIMEOUT)
         during = [bus.publish(_ringing(n)) for n in range(5, 10)]
         await bridge._wait_until(lambda: bridge.buffered == 5, TIMEOUT)
         assert bridge.dropped == 0
 
-        await private.start()
-        async with _observer(private.port, identifier=observer_id, persistent=True) as obs:
+        await private_broker.astart()
+        async with _observer(private_broker.port, identifier=observer_id, persistent=True) as obs:
             got_during = await _take(obs, 5)
             await bridge.drain(timeout=TIMEOUT)
             # Anything sent twice would arrive before this one: the broker keeps order.
@@ -417,26 +403,27 @@ async def test_broker_restart_loses_no_event_and_repeats_none(
     assert bridge.published == 11
 
 
-@private_broker
 async def test_buffer_overflow_drops_the_oldest_and_reports_how_many(
-    private: PrivateBroker, prefix: str
+    private_broker: PrivateMosquitto, prefix: str
 ) -> None:
     events = f"{prefix}/paris/events/#"
     observer_id = f"{prefix}-observer"
     # Register the observer's persistent session, then take the broker away.
-    async with _observer(private.port, events, identifier=observer_id, persistent=True):
+    async with _observer(private_broker.port, events, identifier=observer_id, persistent=True):
         pass
-    await private.stop()
+    await private_broker.astop()
 
     bus = Bus("paris")
     with structlog.testing.capture_logs() as logs:
-        async with _bridge(bus, private.port, prefix, buffer_size=3) as bridge:
+        async with _bridge(bus, private_broker.port, prefix, buffer_size=3) as bridge:
             sent = [bus.publish(_ringing(n)) for n in range(10)]
             await bridge._wait_until(lambda: bridge.dropped == 7, TIMEOUT)
             assert bridge.buffered == 3
 
-            await private.start()
-            async with _observer(private.port, identifier=observer_id, persistent=True) as obs:
+            await private_broker.astart()
+            async with _observer(
+                private_broker.port, identifier=observer_id, persistent=True
+            ) as obs:
                 got = [decode(_payload(m)) for m in await _take(obs, 4)]
     assert got[:3] == sent[-3:]
     notice = got[3]
