@@ -229,6 +229,14 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         await store.aclose()
 
 
+@pytest.fixture
+async def token(store: Store) -> str:
+    """An API token of agent ada (extension 1001), issued for "crm"."""
+    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    _, token = await store.users.issue_token(user.id, "crm")
+    return token
+
+
 class Recorder:
     """A command handler that records what it is given and answers like a real one."""
 
@@ -242,6 +250,20 @@ class Recorder:
         if name == "call.barge":
             raise CommandError("forbidden", "agents cannot barge", details={"role": "agent"})
         raise RuntimeError("handler bug")
+
+
+@asynccontextmanager
+async def _commanded(
+    bus: Bus, prefix: str, store: Store, handler: Callable[..., Any], *topics: str
+) -> AsyncIterator[aiomqtt.Client]:
+    """A bridge for ``bus`` that checks tokens against ``store`` and runs ``handler``,
+    connected, and an observer of ``topics`` on the same broker."""
+    async with (
+        _bridge(bus, PORT, prefix, authenticate=store.users.authenticate, handler=handler) as b,
+        _observer(PORT, *topics) as client,
+    ):
+        await b.wait_connected(timeout=TIMEOUT)
+        yield client
 
 
 async def _command(client: aiomqtt.Client, prefix: str, message: object) -> None:
@@ -258,13 +280,7 @@ async def test_command_with_a_valid_token_is_dispatched_and_replied(
     bus = Bus("paris")
     inbox = f"{prefix}/paris/replies/crm/ada"  # a reply topic of the client's own
     with structlog.testing.capture_logs() as logs:
-        async with (
-            _bridge(
-                bus, PORT, prefix, authenticate=store.users.authenticate, handler=handler
-            ) as bridge,
-            _observer(PORT, f"{prefix}/paris/replies/#") as client,
-        ):
-            await bridge.wait_connected(timeout=TIMEOUT)
+        async with _commanded(bus, prefix, store, handler, f"{prefix}/paris/replies/#") as client:
             call_id = str(uuid.uuid4())
             await _command(
                 client,
@@ -448,20 +464,14 @@ class Echo:
 
 
 async def test_deep_json_command_gets_bad_request_and_bridge_goes_on(
-    prefix: str, clear_retained: list[str], store: Store
+    prefix: str, clear_retained: list[str], store: Store, token: str
 ) -> None:
-    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
-    _, token = await store.users.issue_token(user.id, "crm")
     bus = Bus("paris")
     base = f"{prefix}/paris"
     with structlog.testing.capture_logs() as logs:
-        async with (
-            _bridge(
-                bus, PORT, prefix, authenticate=store.users.authenticate, handler=Echo()
-            ) as bridge,
-            _observer(PORT, f"{base}/replies/#", f"{base}/events/#") as client,
-        ):
-            await bridge.wait_connected(timeout=TIMEOUT)
+        async with _commanded(
+            bus, prefix, store, Echo(), f"{base}/replies/#", f"{base}/events/#"
+        ) as client:
             await _command(client, prefix, b"[" * 60_000)
             [reply] = await _take(client, 1)
             assert reply.topic.value == f"{base}/replies"
@@ -481,18 +491,14 @@ async def test_deep_json_command_gets_bad_request_and_bridge_goes_on(
 
 
 async def test_surrogate_reason_over_mqtt_is_refused_and_nothing_is_published(
-    prefix: str, clear_retained: list[str], store: Store
+    prefix: str, clear_retained: list[str], store: Store, token: str
 ) -> None:
-    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
-    _, token = await store.users.issue_token(user.id, "crm")
     handler = Recorder()
     bus = Bus("paris")
     base = f"{prefix}/paris"
-    async with (
-        _bridge(bus, PORT, prefix, authenticate=store.users.authenticate, handler=handler) as b,
-        _observer(PORT, f"{base}/replies/#", f"{base}/events/#") as client,
-    ):
-        await b.wait_connected(timeout=TIMEOUT)
+    async with _commanded(
+        bus, prefix, store, handler, f"{base}/replies/#", f"{base}/events/#"
+    ) as client:
         # json.dumps writes the lone surrogate as the six characters \ud800.
         command = {
             "id": "s1",
@@ -517,17 +523,11 @@ async def test_surrogate_reason_over_mqtt_is_refused_and_nothing_is_published(
 
 
 async def test_internal_error_text_never_reaches_an_mqtt_reply(
-    prefix: str, clear_retained: list[str], store: Store
+    prefix: str, clear_retained: list[str], store: Store, token: str
 ) -> None:
-    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
-    _, token = await store.users.issue_token(user.id, "crm")
     bus = Bus("paris")
     with structlog.testing.capture_logs() as logs:
-        async with (
-            _bridge(bus, PORT, prefix, authenticate=store.users.authenticate, handler=Echo()) as b,
-            _observer(PORT, f"{prefix}/paris/replies/#") as client,
-        ):
-            await b.wait_connected(timeout=TIMEOUT)
+        async with _commanded(bus, prefix, store, Echo(), f"{prefix}/paris/replies/#") as client:
             await _command(client, prefix, {"id": "l1", "token": token, "name": "leak"})
             [reply] = await _take(client, 1)
     assert json.loads(_payload(reply))["error"] == {"code": "internal", "message": "internal error"}
@@ -544,10 +544,8 @@ def _task(name: str) -> asyncio.Task[Any]:
 
 @pytest.mark.parametrize("inner", ["mqtt-connection", "mqtt-collect"])
 async def test_a_killed_inner_task_is_restarted_and_the_bridge_serves_again(
-    prefix: str, clear_retained: list[str], store: Store, inner: str
+    prefix: str, clear_retained: list[str], store: Store, token: str, inner: str
 ) -> None:
-    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
-    _, token = await store.users.issue_token(user.id, "crm")
     bus = Bus("paris")
     base = f"{prefix}/paris"
     seen: list[BridgeHealth] = []
@@ -588,18 +586,14 @@ async def test_a_killed_inner_task_is_restarted_and_the_bridge_serves_again(
 
 
 async def test_a_reply_to_outside_the_sites_replies_is_refused_and_nothing_runs(
-    prefix: str, clear_retained: list[str], store: Store
+    prefix: str, clear_retained: list[str], store: Store, token: str
 ) -> None:
-    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
-    _, token = await store.users.issue_token(user.id, "crm")
     handler = Recorder()
     bus = Bus("paris")
     elsewhere = f"{prefix}-crm/inbox"
-    async with (
-        _bridge(bus, PORT, prefix, authenticate=store.users.authenticate, handler=handler) as b,
-        _observer(PORT, f"{prefix}/+/replies/#", elsewhere) as client,
-    ):
-        await b.wait_connected(timeout=TIMEOUT)
+    async with _commanded(
+        bus, prefix, store, handler, f"{prefix}/+/replies/#", elsewhere
+    ) as client:
         for n, reply_to in enumerate([f"{prefix}/lyon/replies/x", elsewhere]):
             await _command(
                 client,
