@@ -477,6 +477,23 @@ def test_a_gateway_without_a_broker_is_a_usage_error(tmp_path: Path) -> None:
     assert "secret" not in done.stderr
 
 
+async def _paris_gateway_and_supervisor(scaleout: Scaleout) -> tuple[Site, DaemonProcess, Client]:
+    """The site paris, a gateway relaying from the broker, and supervisor sue's client
+    of it."""
+    paris = await scaleout.site("paris")
+    process, port = await scaleout.gateway()
+    sue, _ = await Client.open(scaleout.stack, port, scaleout.tokens["sue"])
+    return paris, process, sue
+
+
+async def _a_new_call_reaches(client: Client, site: Site) -> None:
+    """Publish a new call of alice's at ``site``; return once it is the next event
+    ``client`` receives."""
+    _, created = _call("alice")
+    [sent] = await site.publish(created)
+    assert await client.events(1) == [_wire(sent)]
+
+
 async def _publish_raw(topic: str, payload: bytes) -> None:
     """Publish ``payload`` as it is, the way any client with broker rights could."""
     async with aiomqtt.Client(HOST, PORT, timeout=TIMEOUT) as client:
@@ -486,9 +503,7 @@ async def _publish_raw(topic: str, payload: bytes) -> None:
 async def test_overflowing_number_in_the_feed_is_dropped_and_the_next_event_arrives(
     scaleout: Scaleout,
 ) -> None:
-    paris = await scaleout.site("paris")
-    process, port = await scaleout.gateway()
-    sue, _ = await Client.open(scaleout.stack, port, scaleout.tokens["sue"])
+    paris, process, sue = await _paris_gateway_and_supervisor(scaleout)
 
     call_id = uuid.uuid4()
     ended = _wire(
@@ -506,9 +521,7 @@ async def test_overflowing_number_in_the_feed_is_dropped_and_the_next_event_arri
     await _publish_raw(f"{scaleout.prefix}/paris/events/call.ended", text.encode())
     await _publish_raw(f"{scaleout.prefix}/paris/events/call.ringing", b"[" * 60_000)
 
-    _, created = _call("alice")
-    [sent] = await paris.publish(created)
-    assert await sue.events(1) == [_wire(sent)]
+    await _a_new_call_reaches(sue, paris)
     log = await _stop(process)
     assert log.count('"feed.unreadable"') == 2
     assert "feed.message_failed" not in log
@@ -517,18 +530,14 @@ async def test_overflowing_number_in_the_feed_is_dropped_and_the_next_event_arri
 async def test_an_event_whose_origin_is_not_its_topics_site_is_ignored(
     scaleout: Scaleout,
 ) -> None:
-    paris = await scaleout.site("paris")
-    process, port = await scaleout.gateway()
-    sue, _ = await Client.open(scaleout.stack, port, scaleout.tokens["sue"])
+    paris, process, sue = await _paris_gateway_and_supervisor(scaleout)
 
     forged_id, forged = _call("alice")
     envelope = Envelope(origin="paris", seq=1000, at=datetime.now(UTC), event=forged)
     # A client of the lyon topics speaking for paris.
     await _publish_raw(f"{scaleout.prefix}/lyon/events/call.created", encode(envelope))
 
-    _, created = _call("alice")
-    [sent] = await paris.publish(created)
-    assert await sue.events(1) == [_wire(sent)]
+    await _a_new_call_reaches(sue, paris)
     # The forged call was not learnt as paris's (commands for it go nowhere).
     reply = await sue.command("call.hangup", {"call_id": str(forged_id)})
     assert reply["type"] == "error"
