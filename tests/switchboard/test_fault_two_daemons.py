@@ -96,9 +96,11 @@ class Agent:
                     self.events.append(message["event"])
 
 
-def _write_config(
+async def _agent(
+    stack: AsyncExitStack,
     lab: Lab,
     directory: Path,
+    start_daemon: StartDaemon,
     store_url: str,
     *,
     site: str,
@@ -107,8 +109,8 @@ def _write_config(
     line: str,
     gap: float,
     lease: float,
-) -> tuple[Path, int]:
-    directory.mkdir()
+) -> Agent:
+    await asyncio.to_thread(directory.mkdir)
     config = directory / "switchboard.toml"
     config.write_text(
         lab_config_text(
@@ -124,27 +126,6 @@ def _write_config(
             websocket_port=(ws_port := free_tcp_port()),
         )
     )
-    return config, ws_port
-
-
-async def _agent(
-    stack: AsyncExitStack,
-    lab: Lab,
-    directory: Path,
-    start_daemon: StartDaemon,
-    store_url: str,
-    *,
-    site: str,
-    user: str,
-    phone: str,
-    line: str,
-    gap: float,
-    lease: float,
-) -> Agent:
-    config, ws_port = _write_config(
-        lab, directory, store_url, site=site, user=user, phone=phone, line=line, gap=gap,
-        lease=lease,
-    )  # fmt: skip
     added = run_cli("--config", str(config), "users", "add", user, "--name", user.title())
     assert added.returncode == 0, added.stderr
     token = run_cli("--config", str(config), "users", "token", user).stdout.strip()
