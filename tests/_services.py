@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -388,6 +389,20 @@ def _configured(variable: str) -> str | None:
     return value
 
 
+_Server = TypeVar("_Server", PrivatePostgres, PrivateMosquitto)
+
+
+def _started(server: _Server) -> _Server:
+    """``server``, started; if it cannot start, it is closed (its directory removed)
+    and the error raised."""
+    try:
+        server.start()
+    except BaseException:
+        server.close()
+        raise
+    return server
+
+
 def postgres_admin_dsn() -> str:
     """The libpq URL of a database the tests may create databases from: the one in
     ``SWITCHBOARD_TEST_PG_URL``, or the ``test`` database of this session's private
@@ -398,13 +413,7 @@ def postgres_admin_dsn() -> str:
         return configured
     with _lock:
         if _postgres is None:
-            server = PrivatePostgres()
-            try:
-                server.start()
-            except BaseException:
-                server.close()
-                raise
-            _postgres = server
+            _postgres = _started(PrivatePostgres())
         return _postgres.admin_dsn
 
 
@@ -419,13 +428,7 @@ def mqtt_address() -> tuple[str, int]:
         return parts.hostname or HOST, parts.port or 1883
     with _lock:
         if _mosquitto is None:
-            broker = PrivateMosquitto()
-            try:
-                broker.start()
-            except BaseException:
-                broker.close()
-                raise
-            _mosquitto = broker
+            _mosquitto = _started(PrivateMosquitto())
         return _mosquitto.host, _mosquitto.port
 
 
