@@ -30,10 +30,13 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 __all__ = [
+    "HOST",
     "MQTT_URL_VARIABLE",
     "PG_URL_VARIABLE",
     "SERVICES_VARIABLE",
@@ -264,12 +267,22 @@ class PrivateMosquitto:
     persistence in ``directory`` (so persistent sessions and their queued messages
     survive a restart).
 
+    ``listener_options`` are ``mosquitto.conf`` lines that configure the listener, such
+    as a TLS listener's ``cafile``, ``certfile``, ``keyfile`` and
+    ``require_certificate``; without them the listener is plain MQTT.
+
     ``start()`` and ``stop()`` block until the broker answers or has exited, and may be
     called repeatedly; ``astart()``/``astop()`` do the same off the loop's thread.
     ``close()`` stops it and removes the directory.
     """
 
-    def __init__(self, directory: Path | None = None, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        *,
+        port: int | None = None,
+        listener_options: Sequence[str] = (),
+    ) -> None:
         self.directory = (
             Path(tempfile.mkdtemp(prefix="sb-mqtt-")) if directory is None else directory
         )
@@ -277,6 +290,7 @@ class PrivateMosquitto:
         self.url = f"mqtt://{HOST}:{self.port}"
         self.host = HOST
         self.logfile = self.directory / "mosquitto.log"
+        self._listener_options = tuple(listener_options)
         self._conf = self.directory / "mosquitto.conf"
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -285,7 +299,8 @@ class PrivateMosquitto:
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         self._conf.write_text(
             f"listener {self.port} {HOST}\n"
-            "allow_anonymous true\n"
+            + "".join(f"{line}\n" for line in self._listener_options)
+            + "allow_anonymous true\n"
             # Run as root, mosquitto switches to the user named here (by default
             # "mosquitto", who could not write this directory).
             f"user {getpass.getuser()}\n"
@@ -374,6 +389,20 @@ def _configured(variable: str) -> str | None:
     return value
 
 
+_Server = TypeVar("_Server", PrivatePostgres, PrivateMosquitto)
+
+
+def _started(server: _Server) -> _Server:
+    """``server``, started; if it cannot start, it is closed (its directory removed)
+    and the error raised."""
+    try:
+        server.start()
+    except BaseException:
+        server.close()
+        raise
+    return server
+
+
 def postgres_admin_dsn() -> str:
     """The libpq URL of a database the tests may create databases from: the one in
     ``SWITCHBOARD_TEST_PG_URL``, or the ``test`` database of this session's private
@@ -384,13 +413,7 @@ def postgres_admin_dsn() -> str:
         return configured
     with _lock:
         if _postgres is None:
-            server = PrivatePostgres()
-            try:
-                server.start()
-            except BaseException:
-                server.close()
-                raise
-            _postgres = server
+            _postgres = _started(PrivatePostgres())
         return _postgres.admin_dsn
 
 
@@ -405,13 +428,7 @@ def mqtt_address() -> tuple[str, int]:
         return parts.hostname or HOST, parts.port or 1883
     with _lock:
         if _mosquitto is None:
-            broker = PrivateMosquitto()
-            try:
-                broker.start()
-            except BaseException:
-                broker.close()
-                raise
-            _mosquitto = broker
+            _mosquitto = _started(PrivateMosquitto())
         return _mosquitto.host, _mosquitto.port
 
 

@@ -1,11 +1,19 @@
 """Session plumbing shared by every test: the PostgreSQL and MQTT broker the tests
-use (tests/_services.py), and the skip allow-list (tests/_skips.py)."""
+use and a private broker for a test to take away (tests/_services.py), and the skip
+allow-list (tests/_skips.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from tests._services import mqtt_address, postgres_admin_dsn, stop_session_services
+from tests._services import (
+    PrivateMosquitto,
+    mqtt_address,
+    postgres_admin_dsn,
+    stop_session_services,
+)
 
 pytest_plugins = ["tests._skips"]
 
@@ -22,6 +30,18 @@ def mqtt_broker() -> tuple[str, int]:
     """Host and port of the session's MQTT broker (``SWITCHBOARD_TEST_MQTT_URL``, or a
     private Mosquitto). Shared: use a topic prefix of your own."""
     return mqtt_address()
+
+
+@pytest.fixture
+def private_broker() -> Iterator[PrivateMosquitto]:
+    """A started Mosquitto of this test's own (plain listener, persistence on), which
+    the test may stop and start again; stopped and its data removed afterwards."""
+    broker = PrivateMosquitto()
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

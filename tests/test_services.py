@@ -26,16 +26,6 @@ def postgres() -> Iterator[PrivatePostgres]:
         server.close()
 
 
-@pytest.fixture
-def mosquitto() -> Iterator[PrivateMosquitto]:
-    broker = PrivateMosquitto()
-    try:
-        broker.start()
-        yield broker
-    finally:
-        broker.close()
-
-
 async def test_private_postgres_keeps_its_data_across_a_stop_and_start(
     postgres: PrivatePostgres,
 ) -> None:
@@ -72,19 +62,19 @@ async def test_private_postgres_stop_cuts_open_connections(postgres: PrivatePost
 
 
 async def test_private_mosquitto_delivers_a_persistent_sessions_messages_after_a_restart(
-    mosquitto: PrivateMosquitto,
+    private_broker: PrivateMosquitto,
 ) -> None:
     observer = {"identifier": "observer", "clean_session": False, "timeout": TIMEOUT}
-    async with aiomqtt.Client(mosquitto.host, mosquitto.port, **observer) as client:
+    async with aiomqtt.Client(private_broker.host, private_broker.port, **observer) as client:
         await client.subscribe("kept/#", qos=1)
-    async with aiomqtt.Client(mosquitto.host, mosquitto.port, timeout=TIMEOUT) as client:
+    async with aiomqtt.Client(private_broker.host, private_broker.port, timeout=TIMEOUT) as client:
         await client.publish("kept/1", b"one", qos=1)
 
-    await mosquitto.astop()
-    assert not mosquitto.running
-    await mosquitto.astart()
+    await private_broker.astop()
+    assert not private_broker.running
+    await private_broker.astart()
 
-    async with aiomqtt.Client(mosquitto.host, mosquitto.port, **observer) as client:
+    async with aiomqtt.Client(private_broker.host, private_broker.port, **observer) as client:
         async with asyncio.timeout(TIMEOUT):
             message = await anext(aiter(client.messages))
     assert (message.topic.value, message.payload) == ("kept/1", b"one")

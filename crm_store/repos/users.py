@@ -8,6 +8,7 @@ import secrets
 import uuid
 from collections.abc import Collection
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import select, update
@@ -123,41 +124,28 @@ class UserRepository:
 
     async def set_active(self, user_id: uuid.UUID, active: bool, *, actor: Actor = None) -> User:
         """Enable or disable a user. A disabled user's tokens stop authenticating."""
-        async with self._db.write() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        update(m.users)
-                        .where(m.users.c.id == user_id)
-                        .values(active=active)
-                        .returning(m.users)
-                    )
-                )
-                .mappings()
-                .one_or_none()
-            )
-            if row is None:
-                raise NotFound("user", user_id)
-            await audit(
-                conn,
-                actor=actor,
-                entity_type="user",
-                entity_id=user_id,
-                action="activate" if active else "deactivate",
-                changes={"active": active},
-            )
-        return user_from(row)
+        action = "activate" if active else "deactivate"
+        return await self._change(user_id, {"active": active}, action=action, actor=actor)
 
     async def set_role(self, user_id: uuid.UUID, role: Role, *, actor: Actor = None) -> User:
         """Give the user ``role``. Open websocket sessions of the user are re-checked
         by the gateway and closed when their rights changed."""
+        user = await self._change(user_id, {"role": Role(role)}, action="set_role", actor=actor)
+        log.info("user_role_set", user_id=str(user_id), role=str(role))
+        return user
+
+    async def _change(
+        self, user_id: uuid.UUID, changes: dict[str, Any], *, action: str, actor: Actor
+    ) -> User:
+        """Set ``changes`` (column: value) on the user and audit them as ``action``, in
+        one transaction; raise :class:`NotFound` if there is no such user."""
         async with self._db.write() as conn:
             row = (
                 (
                     await conn.execute(
                         update(m.users)
                         .where(m.users.c.id == user_id)
-                        .values(role=Role(role))
+                        .values(**changes)
                         .returning(m.users)
                     )
                 )
@@ -171,10 +159,9 @@ class UserRepository:
                 actor=actor,
                 entity_type="user",
                 entity_id=user_id,
-                action="set_role",
-                changes={"role": Role(role)},
+                action=action,
+                changes=changes,
             )
-        log.info("user_role_set", user_id=str(user_id), role=str(role))
         return user_from(row)
 
     async def issue_token(

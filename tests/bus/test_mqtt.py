@@ -28,17 +28,12 @@ from bus.codec import decode
 from bus.mqtt import BridgeHealth, CommandError, MqttBridge, sign_assertion
 from config import Secret
 from crm_store import Role, Store, User, upgrade
-from tests._services import mqtt_address
-
-from .mosquitto import PrivateBroker, requires_mosquitto
+from tests._services import PrivateMosquitto, mqtt_address
 
 pytestmark = pytest.mark.mqtt
 
 HOST, PORT = mqtt_address()
 TIMEOUT = 10.0
-
-
-private_broker = requires_mosquitto
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -135,16 +130,6 @@ async def clear_retained(prefix: str) -> AsyncIterator[list[str]]:
     async with aiomqtt.Client(HOST, PORT, timeout=TIMEOUT) as client:
         for topic in topics:
             await client.publish(topic, b"", qos=1, retain=True)
-
-
-@pytest.fixture
-async def private(tmp_path: Path) -> AsyncIterator[PrivateBroker]:
-    broker = PrivateBroker(tmp_path)
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.stop()
 
 
 # --- events --------------------------------------------------------------------------
@@ -244,6 +229,14 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         await store.aclose()
 
 
+@pytest.fixture
+async def token(store: Store) -> str:
+    """An API token of agent ada (extension 1001), issued for "crm"."""
+    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
+    _, token = await store.users.issue_token(user.id, "crm")
+    return token
+
+
 class Recorder:
     """A command handler that records what it is given and answers like a real one."""
 
@@ -257,6 +250,20 @@ class Recorder:
         if name == "call.barge":
             raise CommandError("forbidden", "agents cannot barge", details={"role": "agent"})
         raise RuntimeError("handler bug")
+
+
+@asynccontextmanager
+async def _commanded(
+    bus: Bus, prefix: str, store: Store, handler: Callable[..., Any], *topics: str
+) -> AsyncIterator[aiomqtt.Client]:
+    """A bridge for ``bus`` that checks tokens against ``store`` and runs ``handler``,
+    connected, and an observer of ``topics`` on the same broker."""
+    async with (
+        _bridge(bus, PORT, prefix, authenticate=store.users.authenticate, handler=handler) as b,
+        _observer(PORT, *topics) as client,
+    ):
+        await b.wait_connected(timeout=TIMEOUT)
+        yield client
 
 
 async def _command(client: aiomqtt.Client, prefix: str, message: object) -> None:
@@ -273,13 +280,7 @@ async def test_command_with_a_valid_token_is_dispatched_and_replied(
     bus = Bus("paris")
     inbox = f"{prefix}/paris/replies/crm/ada"  # a reply topic of the client's own
     with structlog.testing.capture_logs() as logs:
-        async with (
-            _bridge(
-                bus, PORT, prefix, authenticate=store.users.authenticate, handler=handler
-            ) as bridge,
-            _observer(PORT, f"{prefix}/paris/replies/#") as client,
-        ):
-            await bridge.wait_connected(timeout=TIMEOUT)
+        async with _commanded(bus, prefix, store, handler, f"{prefix}/paris/replies/#") as client:
             call_id = str(uuid.uuid4())
             await _command(
                 client,
@@ -382,29 +383,30 @@ async def test_malformed_commands_get_bad_request_and_the_bridge_keeps_serving(
 # --- broker outages ------------------------------------------------------------------
 
 
-@private_broker
 async def test_broker_restart_loses_no_event_and_repeats_none(
-    private: PrivateBroker, prefix: str
+    private_broker: PrivateMosquitto, prefix: str
 ) -> None:
     events = f"{prefix}/paris/events/#"
     observer_id = f"{prefix}-observer"
     bus = Bus("paris")
-    async with _bridge(bus, private.port, prefix) as bridge:
-        async with _observer(private.port, events, identifier=observer_id, persistent=True) as obs:
+    async with _bridge(bus, private_broker.port, prefix) as bridge:
+        async with _observer(
+            private_broker.port, events, identifier=observer_id, persistent=True
+        ) as obs:
             await bridge.wait_connected(timeout=TIMEOUT)
             before = [bus.publish(_ringing(n)) for n in range(5)]
             await bridge.drain(timeout=TIMEOUT)
             got_before = await _take(obs, 5)
             await _acks_processed(obs)
 
-        await private.stop()
+        await private_broker.astop()
         await bridge.wait_disconnected(timeout=TIMEOUT)
         during = [bus.publish(_ringing(n)) for n in range(5, 10)]
         await bridge._wait_until(lambda: bridge.buffered == 5, TIMEOUT)
         assert bridge.dropped == 0
 
-        await private.start()
-        async with _observer(private.port, identifier=observer_id, persistent=True) as obs:
+        await private_broker.astart()
+        async with _observer(private_broker.port, identifier=observer_id, persistent=True) as obs:
             got_during = await _take(obs, 5)
             await bridge.drain(timeout=TIMEOUT)
             # Anything sent twice would arrive before this one: the broker keeps order.
@@ -417,26 +419,27 @@ async def test_broker_restart_loses_no_event_and_repeats_none(
     assert bridge.published == 11
 
 
-@private_broker
 async def test_buffer_overflow_drops_the_oldest_and_reports_how_many(
-    private: PrivateBroker, prefix: str
+    private_broker: PrivateMosquitto, prefix: str
 ) -> None:
     events = f"{prefix}/paris/events/#"
     observer_id = f"{prefix}-observer"
     # Register the observer's persistent session, then take the broker away.
-    async with _observer(private.port, events, identifier=observer_id, persistent=True):
+    async with _observer(private_broker.port, events, identifier=observer_id, persistent=True):
         pass
-    await private.stop()
+    await private_broker.astop()
 
     bus = Bus("paris")
     with structlog.testing.capture_logs() as logs:
-        async with _bridge(bus, private.port, prefix, buffer_size=3) as bridge:
+        async with _bridge(bus, private_broker.port, prefix, buffer_size=3) as bridge:
             sent = [bus.publish(_ringing(n)) for n in range(10)]
             await bridge._wait_until(lambda: bridge.dropped == 7, TIMEOUT)
             assert bridge.buffered == 3
 
-            await private.start()
-            async with _observer(private.port, identifier=observer_id, persistent=True) as obs:
+            await private_broker.astart()
+            async with _observer(
+                private_broker.port, identifier=observer_id, persistent=True
+            ) as obs:
                 got = [decode(_payload(m)) for m in await _take(obs, 4)]
     assert got[:3] == sent[-3:]
     notice = got[3]
@@ -461,20 +464,14 @@ class Echo:
 
 
 async def test_deep_json_command_gets_bad_request_and_bridge_goes_on(
-    prefix: str, clear_retained: list[str], store: Store
+    prefix: str, clear_retained: list[str], store: Store, token: str
 ) -> None:
-    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
-    _, token = await store.users.issue_token(user.id, "crm")
     bus = Bus("paris")
     base = f"{prefix}/paris"
     with structlog.testing.capture_logs() as logs:
-        async with (
-            _bridge(
-                bus, PORT, prefix, authenticate=store.users.authenticate, handler=Echo()
-            ) as bridge,
-            _observer(PORT, f"{base}/replies/#", f"{base}/events/#") as client,
-        ):
-            await bridge.wait_connected(timeout=TIMEOUT)
+        async with _commanded(
+            bus, prefix, store, Echo(), f"{base}/replies/#", f"{base}/events/#"
+        ) as client:
             await _command(client, prefix, b"[" * 60_000)
             [reply] = await _take(client, 1)
             assert reply.topic.value == f"{base}/replies"
@@ -494,18 +491,14 @@ async def test_deep_json_command_gets_bad_request_and_bridge_goes_on(
 
 
 async def test_surrogate_reason_over_mqtt_is_refused_and_nothing_is_published(
-    prefix: str, clear_retained: list[str], store: Store
+    prefix: str, clear_retained: list[str], store: Store, token: str
 ) -> None:
-    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
-    _, token = await store.users.issue_token(user.id, "crm")
     handler = Recorder()
     bus = Bus("paris")
     base = f"{prefix}/paris"
-    async with (
-        _bridge(bus, PORT, prefix, authenticate=store.users.authenticate, handler=handler) as b,
-        _observer(PORT, f"{base}/replies/#", f"{base}/events/#") as client,
-    ):
-        await b.wait_connected(timeout=TIMEOUT)
+    async with _commanded(
+        bus, prefix, store, handler, f"{base}/replies/#", f"{base}/events/#"
+    ) as client:
         # json.dumps writes the lone surrogate as the six characters \ud800.
         command = {
             "id": "s1",
@@ -530,17 +523,11 @@ async def test_surrogate_reason_over_mqtt_is_refused_and_nothing_is_published(
 
 
 async def test_internal_error_text_never_reaches_an_mqtt_reply(
-    prefix: str, clear_retained: list[str], store: Store
+    prefix: str, clear_retained: list[str], store: Store, token: str
 ) -> None:
-    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
-    _, token = await store.users.issue_token(user.id, "crm")
     bus = Bus("paris")
     with structlog.testing.capture_logs() as logs:
-        async with (
-            _bridge(bus, PORT, prefix, authenticate=store.users.authenticate, handler=Echo()) as b,
-            _observer(PORT, f"{prefix}/paris/replies/#") as client,
-        ):
-            await b.wait_connected(timeout=TIMEOUT)
+        async with _commanded(bus, prefix, store, Echo(), f"{prefix}/paris/replies/#") as client:
             await _command(client, prefix, {"id": "l1", "token": token, "name": "leak"})
             [reply] = await _take(client, 1)
     assert json.loads(_payload(reply))["error"] == {"code": "internal", "message": "internal error"}
@@ -557,10 +544,8 @@ def _task(name: str) -> asyncio.Task[Any]:
 
 @pytest.mark.parametrize("inner", ["mqtt-connection", "mqtt-collect"])
 async def test_a_killed_inner_task_is_restarted_and_the_bridge_serves_again(
-    prefix: str, clear_retained: list[str], store: Store, inner: str
+    prefix: str, clear_retained: list[str], store: Store, token: str, inner: str
 ) -> None:
-    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
-    _, token = await store.users.issue_token(user.id, "crm")
     bus = Bus("paris")
     base = f"{prefix}/paris"
     seen: list[BridgeHealth] = []
@@ -601,18 +586,14 @@ async def test_a_killed_inner_task_is_restarted_and_the_bridge_serves_again(
 
 
 async def test_a_reply_to_outside_the_sites_replies_is_refused_and_nothing_runs(
-    prefix: str, clear_retained: list[str], store: Store
+    prefix: str, clear_retained: list[str], store: Store, token: str
 ) -> None:
-    user = await store.users.add("ada", "Ada", Role.AGENT, extension="1001")
-    _, token = await store.users.issue_token(user.id, "crm")
     handler = Recorder()
     bus = Bus("paris")
     elsewhere = f"{prefix}-crm/inbox"
-    async with (
-        _bridge(bus, PORT, prefix, authenticate=store.users.authenticate, handler=handler) as b,
-        _observer(PORT, f"{prefix}/+/replies/#", elsewhere) as client,
-    ):
-        await b.wait_connected(timeout=TIMEOUT)
+    async with _commanded(
+        bus, prefix, store, handler, f"{prefix}/+/replies/#", elsewhere
+    ) as client:
         for n, reply_to in enumerate([f"{prefix}/lyon/replies/x", elsewhere]):
             await _command(
                 client,

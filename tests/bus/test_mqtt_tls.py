@@ -11,7 +11,7 @@ import asyncio
 import datetime
 import ipaddress
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +27,9 @@ from bus import Bus, CallRinging
 from bus.codec import decode
 from bus.mqtt import BridgeHealth, MqttBridge, tls_context
 from config import BusConfig
+from tests._services import HOST, PrivateMosquitto
 
-from .mosquitto import HOST, TIMEOUT, PrivateBroker, requires_mosquitto
-
-pytestmark = requires_mosquitto
+TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -119,22 +118,20 @@ def pki(tmp_path: Path) -> Pki:
 
 
 @pytest.fixture
-async def tls_broker(tmp_path: Path, pki: Pki) -> AsyncIterator[PrivateBroker]:
-    broker = PrivateBroker(
-        tmp_path,
-        listener=(
-            f"listener {{port}} {HOST}\n"
-            f"cafile {pki.ca}\n"
-            f"certfile {pki.server_cert}\n"
-            f"keyfile {pki.server_key}\n"
-            "require_certificate true\n"
-        ),
+def tls_broker(pki: Pki) -> Iterator[PrivateMosquitto]:
+    broker = PrivateMosquitto(
+        listener_options=[
+            f"cafile {pki.ca}",
+            f"certfile {pki.server_cert}",
+            f"keyfile {pki.server_key}",
+            "require_certificate true",
+        ]
     )
-    await broker.start()
     try:
+        broker.start()
         yield broker
     finally:
-        await broker.stop()
+        broker.close()
 
 
 def _config(url: str, pki: Pki, *, client_cert: bool = True) -> BusConfig:
@@ -167,7 +164,7 @@ def _bridge(bus: Bus, config: BusConfig) -> MqttBridge[object]:
 
 
 async def test_bridge_publishes_over_mqtts_with_a_ca_file_and_a_client_certificate(
-    tls_broker: PrivateBroker, pki: Pki
+    tls_broker: PrivateMosquitto, pki: Pki
 ) -> None:
     config = _config(f"mqtts://{HOST}:{tls_broker.port}", pki)
     bus = Bus("paris")
@@ -186,7 +183,7 @@ async def test_bridge_publishes_over_mqtts_with_a_ca_file_and_a_client_certifica
 
 @pytest.mark.parametrize("how", ["plain mqtt://", "no client certificate"])
 async def test_a_connection_the_tls_listener_refuses_fails_cleanly_and_is_retried(
-    tls_broker: PrivateBroker, pki: Pki, how: str
+    tls_broker: PrivateMosquitto, pki: Pki, how: str
 ) -> None:
     url = f"mqtt://{HOST}:{tls_broker.port}"
     if how == "no client certificate":

@@ -11,7 +11,7 @@ import itertools
 import random
 import shutil
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ from sip.calls import CallService
 from sip.client import WorkerClient
 from sip.inbound import InboundService, PresenceBook
 from sip.pool import SipPool
+from tests._toml import toml_keys
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 E = TypeVar("E", bound=p.Event)
@@ -253,7 +254,7 @@ class BusLog:
 
 LAB_CONFIG = """\
 [site]
-id = "t"
+id = "{site_id}"
 default_region = "{region}"
 {site}
 [pbx]
@@ -280,15 +281,33 @@ directory = "recordings"
 retention_days = 0
 
 [store]
-url = "sqlite+aiosqlite:///{db}"
+{store}
 
 [dialer]
 {dialer}
 
 [outbound]
 {outbound}
+{daemon}{extra}"""
+
+# What a ``switchboard run`` process adds: its listening ports, and logs the tests read.
+DAEMON_SECTIONS = """
+[websocket]
+port = {websocket_port}
+
+[http]
+port = {http_port}
+
+[logging]
+format = "json"
 """
 
+
+# ``site`` lines for a daemon that dials: every day, all day, whatever day the test runs.
+EVERY_DAY = (
+    'working_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]\n'
+    'working_hours = "00:00-23:59"\n'
+)
 
 # The lab's customers have Berlin numbers (+49 30 199...), and the dialer's tests
 # judge calling hours of numbers abroad: every country, whatever the test's region.
@@ -315,15 +334,26 @@ def lab_config_text(
     reception: Sequence[str] = (),
     transport: str = "udp",
     region: str = "FR",
+    site_id: str = "t",
     site: str = "",
+    names: Mapping[str, str] | None = None,
+    supervisors: Collection[str] = (),
     dialer: Mapping[str, Any] | None = None,
     max_workers: int = 8,
     outbound: str = LAB_OUTBOUND,
+    store: Mapping[str, Any] | None = None,
+    websocket_port: int | None = None,
+    extra: str = "",
 ) -> str:
     """The TOML of a daemon for the lab ``running``: ``agents`` maps a user name to
-    (phone, line); ``reception`` lists reception lines; ``site`` adds lines to
-    ``[site]``; ``dialer`` sets ``[dialer]`` keys (default ``ring_timeout = 10``);
-    ``outbound`` is the body of ``[outbound]`` (default: every country allowed)."""
+    (phone, line); ``names`` gives agents' names (default: the user name, titled) and
+    ``supervisors`` the users who supervise; ``reception`` lists reception lines;
+    ``site`` adds lines to ``[site]``; ``dialer`` sets ``[dialer]`` keys (default
+    ``ring_timeout = 10``); ``outbound`` is the body of ``[outbound]`` (default: every
+    country allowed); ``store`` sets ``[store]`` keys (default: a SQLite file in
+    ``tmp_path``). With ``websocket_port``, the config is a ``switchboard run``
+    process's: its websocket on that port, its HTTP on a free one, JSON logs.
+    ``extra`` is TOML appended at the end."""
     roles = [(line, "agent") for _phone, line in agents.values()]
     roles += [(line, "reception") for line in reception]
     # No display_name: pjsua puts it in the Contact, and the lab customers' SIPp
@@ -334,16 +364,19 @@ def lab_config_text(
         for ext, role in roles
     )
     agent_text = "\n".join(
-        f'[[agents]]\nname = "{user.title()}"\nextension = "{phone}"\nline = "{line}"\n'
-        f'user = "{user}"\n'
+        f'[[agents]]\nname = "{(names or {}).get(user, user.title())}"\nextension = "{phone}"\n'
+        f'line = "{line}"\nuser = "{user}"\n'
+        + ("supervisor = true\n" if user in supervisors else "")
         for user, (phone, line) in agents.items()
     )
-    dialer_text = "\n".join(
-        f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value!r}"
-        for key, value in (dialer if dialer is not None else {"ring_timeout": 10}).items()
-    )
+    daemon = ""
+    if websocket_port is not None:
+        daemon = DAEMON_SECTIONS.format(
+            websocket_port=websocket_port, http_port=free_port(socket.SOCK_STREAM)
+        )
     rtp_first = random.randrange(32000, 39000, 100)
     return LAB_CONFIG.format(
+        site_id=site_id,
         region=region,
         site=site,
         pbx_host=running.pbx_host,
@@ -356,9 +389,15 @@ def lab_config_text(
         rtp_last=rtp_first + 799,
         lines=line_text,
         agents=agent_text,
-        db=tmp_path / "store.sqlite3",
-        dialer=dialer_text,
+        store=toml_keys(
+            store
+            if store is not None
+            else {"url": f"sqlite+aiosqlite:///{tmp_path / 'store.sqlite3'}"}
+        ),
+        dialer=toml_keys(dialer if dialer is not None else {"ring_timeout": 10}),
         outbound=outbound,
+        daemon=daemon,
+        extra=extra,
     )
 
 

@@ -12,42 +12,39 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests._toml import toml_keys
 
 SWITCHBOARD = [sys.executable, "-m", "switchboard"]
 LINE_SECRET = "line-secret-7f3a9c-never-print"
 
 CONFIG_TEMPLATE = """\
 [site]
-id = "test-site"
+id = "{site_id}"
 default_region = "FR"
 
 [pbx]
 host = "127.0.0.1"
 domain = "switchboard.lab"
 
-[[lines]]
-extension = "2001"
-secret = "{secret}"
-role = "agent"
+{lines}
 
-[[agents]]
-name = "Alice Martin"
-extension = "1001"
-line = "2001"
+{agents}
 
 [recording]
 directory = "recordings"
 
 [store]
-url = "sqlite+aiosqlite:///{db}"
+{store}
 
 [websocket]
-port = {ws_port}
+{websocket}
 
 [http]
 port = {http_port}
@@ -57,17 +54,42 @@ format = "json"
 level = "{level}"
 """
 
+ALICE = {"name": "Alice Martin", "extension": "1001", "line": "2001"}
 
-def write_config(path: Path, *, level: str = "info", extra: str = "") -> Path:
-    """Write a small valid configuration (plus ``extra`` TOML) to ``path``."""
-    db = path.parent / "switchboard.sqlite3"
+
+def write_config(
+    path: Path,
+    *,
+    level: str = "info",
+    site_id: str = "test-site",
+    agents: Sequence[Mapping[str, str]] = (ALICE,),
+    store: Mapping[str, Any] | None = None,
+    websocket: Mapping[str, Any] | None = None,
+    extra: str = "",
+) -> Path:
+    """Write a small valid configuration (plus ``extra`` TOML) to ``path``: ``agents``
+    are the ``[[agents]]`` tables (default: Alice Martin on phone 1001 and line 2001),
+    each with an agent line of secret :data:`LINE_SECRET`; ``store`` and ``websocket``
+    add or override keys of those sections (defaults: a SQLite file next to ``path``,
+    a free port)."""
+    lines = "\n\n".join(
+        f'[[lines]]\nextension = "{agent["line"]}"\nsecret = "{LINE_SECRET}"\nrole = "agent"'
+        for agent in agents
+    )
     path.write_text(
         CONFIG_TEMPLATE.format(
-            secret=LINE_SECRET,
-            db=db,
-            level=level,
-            ws_port=free_tcp_port(),
+            site_id=site_id,
+            lines=lines,
+            agents="\n\n".join(f"[[agents]]\n{toml_keys(agent)}" for agent in agents),
+            store=toml_keys(
+                {
+                    "url": f"sqlite+aiosqlite:///{path.parent / 'switchboard.sqlite3'}",
+                    **(store or {}),
+                }
+            ),
+            websocket=toml_keys({"port": free_tcp_port(), **(websocket or {})}),
             http_port=free_tcp_port(),
+            level=level,
         )
         + extra
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import signal
 import uuid
 from pathlib import Path
@@ -23,77 +22,15 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from crm_store import open_store
-from lab import free_port_block
 from lab.phones import PhoneSpec
 from lab.pytest_plugin import lab, lab_extensions
 from lab.runner import Lab
+from tests.sip.conftest import lab_config_text
 
 from .conftest import DaemonProcess, free_tcp_port, run_cli
 from .test_daemon_lab import StartDaemon, Widget
 
 __all__ = ["lab", "lab_extensions"]
-
-CONFIG = """\
-[site]
-id = "e2e"
-default_region = "DE"
-
-[pbx]
-host = "{pbx_host}"
-port = {pbx_port}
-domain = "{domain}"
-
-[sip]
-port_range_start = {sip_base}
-max_workers = 3
-rtp_port_range = [{rtp_first}, {rtp_last}]
-
-[[lines]]
-extension = "2001"
-secret = "{secret_2001}"
-role = "agent"
-
-[[lines]]
-extension = "2002"
-secret = "{secret_2002}"
-role = "agent"
-
-[[lines]]
-extension = "2100"
-secret = "{secret_2100}"
-role = "reception"
-
-[[agents]]
-name = "Alice Martin"
-extension = "1001"
-line = "2001"
-user = "alice"
-
-[[agents]]
-name = "Sam Chef"
-extension = "1002"
-line = "2002"
-user = "sam"
-supervisor = true
-
-[recording]
-directory = "recordings"
-
-[store]
-url = "sqlite+aiosqlite:///{db}"
-
-[websocket]
-port = {ws_port}
-
-[http]
-port = {http_port}
-
-[inbound]
-no_agent_timeout = 20
-
-[logging]
-format = "json"
-"""
 
 
 @pytest.fixture
@@ -118,22 +55,22 @@ async def _start(
 ) -> tuple[DaemonProcess, int, dict[str, str]]:
     """A daemon on the lab with agent alice and supervisor sam; returns it, its
     websocket port and the users' API tokens."""
-    rtp_first = random.randrange(33000, 39000, 100)
     config = tmp_path / "switchboard.toml"
     config.write_text(
-        CONFIG.format(
-            pbx_host=lab.pbx_host,
-            pbx_port=lab.pbx_port,
-            domain=lab.domain,
-            sip_base=free_port_block(3),
-            rtp_first=rtp_first,
-            rtp_last=rtp_first + 599,
-            secret_2001=lab.extensions["2001"],
-            secret_2002=lab.extensions["2002"],
-            secret_2100=lab.extensions["2100"],
-            db=tmp_path / "store.sqlite3",
-            ws_port=(ws_port := free_tcp_port()),
-            http_port=free_tcp_port(),
+        lab_config_text(
+            lab,
+            tmp_path,
+            agents={"alice": ("1001", "2001"), "sam": ("1002", "2002")},
+            names={"alice": "Alice Martin", "sam": "Sam Chef"},
+            supervisors=("sam",),
+            reception=("2100",),
+            site_id="e2e",
+            region="DE",
+            max_workers=3,
+            dialer={},
+            outbound="",
+            websocket_port=(ws_port := free_tcp_port()),
+            extra="\n[inbound]\nno_agent_timeout = 20\n",
         )
     )
     assert run_cli("--config", str(config), "db", "upgrade").returncode == 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -19,72 +18,17 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from lab import audio, free_port_block
+from lab import audio
 from lab.customers import Behaviour, customer_number
 from lab.pytest_plugin import lab, lab_extensions
 from lab.runner import Lab
+from tests.sip.conftest import EVERY_DAY, lab_config_text
 
 from .conftest import DaemonProcess, free_tcp_port, run_cli
 
 __all__ = ["lab", "lab_extensions"]
 
 StartDaemon = Callable[..., DaemonProcess]
-
-CONFIG = """\
-[site]
-id = "e2e"
-default_region = "FR"
-# Every day, all day: the tests must dial whatever day they run.
-working_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-working_hours = "00:00-23:59"
-
-[pbx]
-host = "{pbx_host}"
-port = {pbx_port}
-domain = "{domain}"
-
-[sip]
-port_range_start = {sip_base}
-max_workers = 2
-rtp_port_range = [{rtp_first}, {rtp_last}]
-
-[[lines]]
-extension = "2001"
-secret = "{secret}"
-role = "agent"
-display_name = "Switchboard 2001"
-
-[[agents]]
-name = "Alice Martin"
-extension = "1001"
-line = "2001"
-user = "alice"
-
-[recording]
-directory = "recordings"
-
-[store]
-url = "sqlite+aiosqlite:///{db}"
-
-[websocket]
-port = {ws_port}
-
-[http]
-port = {http_port}
-
-[dialer]
-gap_seconds = 1
-# One attempt per number, so the session finishes instead of waiting to retry.
-max_attempts = 1
-
-[logging]
-format = "json"
-
-[outbound]
-# The lab's customers have Berlin numbers; 1002 is a colleague's phone (no agent here).
-allowed_countries = ["DE"]
-extensions = ["1002"]
-"""
 
 
 @pytest.fixture
@@ -141,20 +85,22 @@ async def _start(
 ) -> tuple[DaemonProcess, int, str]:
     """A daemon on the lab with agent alice (phone 1001); returns it, its
     websocket port and alice's API token."""
-    rtp_first = random.randrange(33000, 39000, 100)
     config = tmp_path / "switchboard.toml"
     config.write_text(
-        CONFIG.format(
-            pbx_host=lab.pbx_host,
-            pbx_port=lab.pbx_port,
-            domain=lab.domain,
-            sip_base=free_port_block(2),
-            rtp_first=rtp_first,
-            rtp_last=rtp_first + 399,
-            secret=lab.extensions["2001"],
-            db=tmp_path / "store.sqlite3",
-            ws_port=(ws_port := free_tcp_port()),
-            http_port=free_tcp_port(),
+        lab_config_text(
+            lab,
+            tmp_path,
+            agents={"alice": ("1001", "2001")},
+            names={"alice": "Alice Martin"},
+            site_id="e2e",
+            site=EVERY_DAY,
+            max_workers=2,
+            # One attempt per number, so the session finishes instead of waiting to retry.
+            dialer={"gap_seconds": 1, "max_attempts": 1},
+            # The lab's customers have Berlin numbers; 1002 is a colleague's phone (no
+            # agent here).
+            outbound='allowed_countries = ["DE"]\nextensions = ["1002"]',
+            websocket_port=(ws_port := free_tcp_port()),
         )
     )
     assert run_cli("--config", str(config), "db", "upgrade").returncode == 0

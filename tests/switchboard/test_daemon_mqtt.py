@@ -24,9 +24,8 @@ from switchboard.daemon import (
     STATUS_SERVING,
     Daemon,
 )
-from tests._services import mqtt_address
+from tests._services import PrivateMosquitto, mqtt_address
 
-from ..bus.mosquitto import PrivateBroker, requires_mosquitto
 from .conftest import DaemonProcess, run_cli, write_config
 
 StartDaemon = Callable[..., DaemonProcess]
@@ -120,34 +119,28 @@ def _status_becomes(daemon: DaemonProcess, status: str, timeout: float = 20.0) -
         daemon.wait_for(status, timeout)
 
 
-@requires_mosquitto
 async def test_broker_loss_shows_as_degraded_status_and_the_watchdog_keeps_being_pinged(
-    tmp_path: Path, start_daemon: StartDaemon
+    tmp_path: Path, start_daemon: StartDaemon, private_broker: PrivateMosquitto
 ) -> None:
-    broker = PrivateBroker(tmp_path)
-    await broker.start()
-    try:
-        cfg = write_config(
-            tmp_path / "switchboard.toml",
-            extra=f'\n[bus]\nmqtt_url = "mqtt://127.0.0.1:{broker.port}"\n',
-        )
-        assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
-        daemon = start_daemon(cfg)
-        await asyncio.to_thread(daemon.wait_for, "READY=1")
-        await asyncio.to_thread(_status_becomes, daemon, STATUS_SERVING)
+    cfg = write_config(
+        tmp_path / "switchboard.toml",
+        extra=f'\n[bus]\nmqtt_url = "{private_broker.url}"\n',
+    )
+    assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
+    daemon = start_daemon(cfg)
+    await asyncio.to_thread(daemon.wait_for, "READY=1")
+    await asyncio.to_thread(_status_becomes, daemon, STATUS_SERVING)
 
-        await broker.stop()
-        await asyncio.to_thread(_status_becomes, daemon, STATUS_MQTT_DISCONNECTED)
-        # Degraded, not unhealthy: calls go on, so systemd must not restart us.
-        await asyncio.to_thread(daemon.wait_for, "WATCHDOG=1")
-        await asyncio.to_thread(daemon.wait_for, "WATCHDOG=1")
+    await private_broker.astop()
+    await asyncio.to_thread(_status_becomes, daemon, STATUS_MQTT_DISCONNECTED)
+    # Degraded, not unhealthy: calls go on, so systemd must not restart us.
+    await asyncio.to_thread(daemon.wait_for, "WATCHDOG=1")
+    await asyncio.to_thread(daemon.wait_for, "WATCHDOG=1")
 
-        await broker.start()
-        await asyncio.to_thread(_status_becomes, daemon, STATUS_SERVING, 40.0)
-        daemon.signal(signal.SIGTERM)
-        assert await asyncio.to_thread(daemon.wait_exit) == 0
-    finally:
-        await broker.stop()
+    await private_broker.astart()
+    await asyncio.to_thread(_status_becomes, daemon, STATUS_SERVING, 40.0)
+    daemon.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(daemon.wait_exit) == 0
     assert '"daemon.degraded"' in daemon.log()
     assert "daemon.unhealthy" not in daemon.log()
 

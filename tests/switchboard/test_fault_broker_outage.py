@@ -16,7 +16,7 @@ import json
 import re
 import secrets
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +36,6 @@ OUTAGE = 60.0  # the issue's figure: the point of the test, not a wait for a sta
 EVERY = 5.0
 TIMEOUT = 20.0
 AGENT = "Alice Martin"
-
-
-@pytest.fixture
-def broker() -> Iterator[PrivateMosquitto]:
-    private = PrivateMosquitto()
-    try:
-        private.start()
-        yield private
-    finally:
-        private.close()
 
 
 class Supervisor:
@@ -101,13 +91,13 @@ async def _reasons(
 
 
 async def test_events_published_while_the_broker_is_down_for_a_minute_all_arrive_in_order(
-    tmp_path: Path, start_daemon: StartDaemon, broker: PrivateMosquitto
+    tmp_path: Path, start_daemon: StartDaemon, private_broker: PrivateMosquitto
 ) -> None:
     prefix = f"sbfault{secrets.token_hex(4)}"
     topic = f"{prefix}/test-site/events/agent.state"
     cfg = write_config(
         tmp_path / "switchboard.toml",
-        extra=f'\n[bus]\nmqtt_url = "{broker.url}"\ntopic_prefix = "{prefix}"\n',
+        extra=f'\n[bus]\nmqtt_url = "{private_broker.url}"\ntopic_prefix = "{prefix}"\n',
     )
     found = re.search(r"^\[websocket\]\nport = (\d+)$", cfg.read_text(), re.MULTILINE)
     assert found is not None
@@ -127,12 +117,12 @@ async def test_events_published_while_the_broker_is_down_for_a_minute_all_arrive
 
         # The subscriber's persistent session exists, and the bridge is connected: an
         # event set now reaches it.
-        async with aiomqtt.Client(broker.host, broker.port, **observer) as client:
+        async with aiomqtt.Client(private_broker.host, private_broker.port, **observer) as client:
             await client.subscribe(topic, qos=1)
             await supervisor.set_reason("outage-before")
             assert await _reasons(client, topic, "outage-before") == ["outage-before"]
 
-        await broker.astop()
+        await private_broker.astop()
         during: list[str] = []
         loop = asyncio.get_running_loop()
         back_at = loop.time() + OUTAGE
@@ -142,9 +132,9 @@ async def test_events_published_while_the_broker_is_down_for_a_minute_all_arrive
             await asyncio.sleep(min(EVERY, max(0.0, back_at - loop.time())))
         assert len(during) >= OUTAGE / EVERY
         assert daemon.proc.poll() is None, "the daemon runs on without its broker"
-        await broker.astart()
+        await private_broker.astart()
 
-        async with aiomqtt.Client(broker.host, broker.port, **observer) as client:
+        async with aiomqtt.Client(private_broker.host, private_broker.port, **observer) as client:
             # After a minute of failures the bridge's reconnect delay is at its ceiling
             # (MqttBridge reconnect_max, 30 s, half of it random): it may wait that
             # long before it tries again.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -25,11 +24,11 @@ import asyncpg
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from lab import free_port_block
 from lab.customers import Behaviour, customer_number
 from lab.pytest_plugin import lab, lab_extensions
 from lab.runner import Lab
 from tests._services import postgres_admin_dsn
+from tests.sip.conftest import EVERY_DAY, lab_config_text
 
 from .conftest import DaemonProcess, free_tcp_port, run_cli
 
@@ -39,61 +38,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.fault]
 
 StartDaemon = Callable[..., DaemonProcess]
 TIMEOUT = 30.0
-
-CONFIG = """\
-[site]
-id = "{site}"
-default_region = "FR"
-# Every day, all day: the tests must dial whatever day they run.
-working_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-working_hours = "00:00-23:59"
-
-[pbx]
-host = "{pbx_host}"
-port = {pbx_port}
-domain = "{domain}"
-
-[sip]
-port_range_start = {sip_base}
-max_workers = 2
-rtp_port_range = [{rtp_first}, {rtp_last}]
-
-[[lines]]
-extension = "{line}"
-secret = "{secret}"
-role = "agent"
-
-[[agents]]
-name = "{name}"
-extension = "{phone}"
-line = "{line}"
-user = "{user}"
-
-[outbound]
-# The lab's customers have Berlin numbers.
-allowed_countries = ["DE"]
-
-[recording]
-directory = "recordings"
-
-[store]
-url = "{store_url}"
-auto_migrate = false
-
-[websocket]
-port = {ws_port}
-
-[http]
-port = {http_port}
-
-[dialer]
-gap_seconds = {gap}
-max_attempts = 1
-claim_lease_seconds = {lease}
-
-[logging]
-format = "json"
-"""
 
 
 @pytest.fixture
@@ -152,45 +96,6 @@ class Agent:
                     self.events.append(message["event"])
 
 
-def _write_config(
-    lab: Lab,
-    directory: Path,
-    store_url: str,
-    *,
-    site: str,
-    user: str,
-    phone: str,
-    line: str,
-    gap: float,
-    lease: float,
-) -> tuple[Path, int]:
-    directory.mkdir()
-    rtp_first = random.randrange(33000, 39000, 100)
-    config = directory / "switchboard.toml"
-    config.write_text(
-        CONFIG.format(
-            site=site,
-            pbx_host=lab.pbx_host,
-            pbx_port=lab.pbx_port,
-            domain=lab.domain,
-            sip_base=free_port_block(2),
-            rtp_first=rtp_first,
-            rtp_last=rtp_first + 399,
-            line=line,
-            secret=lab.extensions[line],
-            name=user.title(),
-            phone=phone,
-            user=user,
-            store_url=store_url,
-            ws_port=(ws_port := free_tcp_port()),
-            http_port=free_tcp_port(),
-            gap=gap,
-            lease=lease,
-        )
-    )
-    return config, ws_port
-
-
 async def _agent(
     stack: AsyncExitStack,
     lab: Lab,
@@ -205,10 +110,22 @@ async def _agent(
     gap: float,
     lease: float,
 ) -> Agent:
-    config, ws_port = _write_config(
-        lab, directory, store_url, site=site, user=user, phone=phone, line=line, gap=gap,
-        lease=lease,
-    )  # fmt: skip
+    await asyncio.to_thread(directory.mkdir)
+    config = directory / "switchboard.toml"
+    config.write_text(
+        lab_config_text(
+            lab,
+            directory,
+            agents={user: (phone, line)},
+            site_id=site,
+            site=EVERY_DAY,
+            max_workers=2,
+            dialer={"gap_seconds": gap, "max_attempts": 1, "claim_lease_seconds": lease},
+            outbound='allowed_countries = ["DE"]',  # the lab's customers are in Berlin
+            store={"url": store_url, "auto_migrate": False},
+            websocket_port=(ws_port := free_tcp_port()),
+        )
+    )
     added = run_cli("--config", str(config), "users", "add", user, "--name", user.title())
     assert added.returncode == 0, added.stderr
     token = run_cli("--config", str(config), "users", "token", user).stdout.strip()

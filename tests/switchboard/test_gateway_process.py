@@ -49,8 +49,9 @@ from config import Secret
 from crm_store import Role, Store, User, upgrade
 from switchboard.gateway import STATUS_RELAYING, Arrivals, MqttFeed, Routes
 from tests._services import mqtt_address
+from tests._toml import toml_keys
 
-from .conftest import LINE_SECRET, SWITCHBOARD, DaemonProcess, run_cli
+from .conftest import SWITCHBOARD, DaemonProcess, free_tcp_port, run_cli, write_config
 
 HOST, PORT = mqtt_address()
 TIMEOUT = 10.0
@@ -60,64 +61,28 @@ GATEWAY_SECRET = "gateway-secret-5b0e7d2c41a9f8e3-never-print"
 
 pytestmark = pytest.mark.mqtt
 
-CONFIG = """\
-[site]
-id = "gw-test"
-
-[pbx]
-host = "127.0.0.1"
-domain = "switchboard.lab"
-
-[[lines]]
-extension = "2001"
-secret = "{secret}"
-role = "agent"
-
-[[lines]]
-extension = "2002"
-secret = "{secret}"
-role = "agent"
-
-[[agents]]
-name = "Alice"
-extension = "1001"
-line = "2001"
-user = "alice"
-
-[[agents]]
-name = "Bob"
-extension = "1002"
-line = "2002"
-user = "bob"
-
-[recording]
-directory = "recordings"
-
-[store]
-url = "sqlite+aiosqlite:///{db}"
-auto_migrate = false
-
-[bus]
-mqtt_url = "mqtt://{host}:{port}"
-topic_prefix = "{prefix}"
-gateway_secret = "{gateway_secret}"
-
-[websocket]
-host = "127.0.0.1"
-port = {ws_port}
-allowed_origins = ["{origin}"]
-
-[logging]
-format = "json"
-level = "debug"
-"""
+AGENTS = (
+    {"name": "Alice", "extension": "1001", "line": "2001", "user": "alice"},
+    {"name": "Bob", "extension": "1002", "line": "2002", "user": "bob"},
+)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def _write_gateway_config(path: Path, db: Path, prefix: str, *, broker: bool = True) -> int:
+    """Write the gateway's configuration to ``path`` (its store is ``db``; without
+    ``broker``, no ``bus.mqtt_url``) and return its websocket port."""
+    ws_port = free_tcp_port()
+    bus = {"mqtt_url": f"mqtt://{HOST}:{PORT}"} if broker else {}
+    bus |= {"topic_prefix": prefix, "gateway_secret": GATEWAY_SECRET}
+    write_config(
+        path,
+        level="debug",
+        site_id="gw-test",
+        agents=AGENTS,
+        store={"url": f"sqlite+aiosqlite:///{db}", "auto_migrate": False},
+        websocket={"host": "127.0.0.1", "port": ws_port, "allowed_origins": [ORIGIN]},
+        extra=f"\n[bus]\n{toml_keys(bus)}\n",
+    )
+    return ws_port
 
 
 def _wire(envelope: Envelope) -> dict[str, Any]:
@@ -212,20 +177,8 @@ class Scaleout:
     async def gateway(self, *args: str) -> tuple[DaemonProcess, int]:
         """Start ``switchboard gateway ARGS``; return once it relays from the broker."""
         n = len(self.processes)
-        ws_port = _free_port()
         config = self.tmp_path / f"gateway-{n}.toml"
-        config.write_text(
-            CONFIG.format(
-                secret=LINE_SECRET,
-                db=self.tmp_path / "crm.sqlite3",
-                host=HOST,
-                port=PORT,
-                prefix=self.prefix,
-                ws_port=ws_port,
-                origin=ORIGIN,
-                gateway_secret=GATEWAY_SECRET,
-            )
-        )
+        ws_port = _write_gateway_config(config, self.tmp_path / "crm.sqlite3", self.prefix)
         sock_path = self.tmp_path / f"notify-{n}.sock"
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(sock_path))
@@ -515,23 +468,30 @@ async def test_sigint_stops_the_gateway_cleanly(scaleout: Scaleout) -> None:
 
 def test_a_gateway_without_a_broker_is_a_usage_error(tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
-    text = CONFIG.format(
-        secret=LINE_SECRET,
-        db=tmp_path / "crm.sqlite3",
-        host=HOST,
-        port=PORT,
-        prefix="unused",
-        ws_port=_free_port(),
-        origin=ORIGIN,
-        gateway_secret=GATEWAY_SECRET,
-    )
-    config.write_text(text.replace(f'mqtt_url = "mqtt://{HOST}:{PORT}"\n', ""))
+    _write_gateway_config(config, tmp_path / "crm.sqlite3", "unused", broker=False)
     done = run_cli("--config", str(config), "gateway")
     assert done.returncode == 2
     assert "no broker: set bus.mqtt_url or give --mqtt URL" in done.stderr
     done = run_cli("--config", str(config), "gateway", "--mqtt", "mqtt://u:secret@broker")
     assert done.returncode == 2
     assert "secret" not in done.stderr
+
+
+async def _paris_gateway_and_supervisor(scaleout: Scaleout) -> tuple[Site, DaemonProcess, Client]:
+    """The site paris, a gateway relaying from the broker, and supervisor sue's client
+    of it."""
+    paris = await scaleout.site("paris")
+    process, port = await scaleout.gateway()
+    sue, _ = await Client.open(scaleout.stack, port, scaleout.tokens["sue"])
+    return paris, process, sue
+
+
+async def _a_new_call_reaches(client: Client, site: Site) -> None:
+    """Publish a new call of alice's at ``site``; return once it is the next event
+    ``client`` receives."""
+    _, created = _call("alice")
+    [sent] = await site.publish(created)
+    assert await client.events(1) == [_wire(sent)]
 
 
 async def _publish_raw(topic: str, payload: bytes) -> None:
@@ -543,9 +503,7 @@ async def _publish_raw(topic: str, payload: bytes) -> None:
 async def test_overflowing_number_in_the_feed_is_dropped_and_the_next_event_arrives(
     scaleout: Scaleout,
 ) -> None:
-    paris = await scaleout.site("paris")
-    process, port = await scaleout.gateway()
-    sue, _ = await Client.open(scaleout.stack, port, scaleout.tokens["sue"])
+    paris, process, sue = await _paris_gateway_and_supervisor(scaleout)
 
     call_id = uuid.uuid4()
     ended = _wire(
@@ -563,9 +521,7 @@ async def test_overflowing_number_in_the_feed_is_dropped_and_the_next_event_arri
     await _publish_raw(f"{scaleout.prefix}/paris/events/call.ended", text.encode())
     await _publish_raw(f"{scaleout.prefix}/paris/events/call.ringing", b"[" * 60_000)
 
-    _, created = _call("alice")
-    [sent] = await paris.publish(created)
-    assert await sue.events(1) == [_wire(sent)]
+    await _a_new_call_reaches(sue, paris)
     log = await _stop(process)
     assert log.count('"feed.unreadable"') == 2
     assert "feed.message_failed" not in log
@@ -574,18 +530,14 @@ async def test_overflowing_number_in_the_feed_is_dropped_and_the_next_event_arri
 async def test_an_event_whose_origin_is_not_its_topics_site_is_ignored(
     scaleout: Scaleout,
 ) -> None:
-    paris = await scaleout.site("paris")
-    process, port = await scaleout.gateway()
-    sue, _ = await Client.open(scaleout.stack, port, scaleout.tokens["sue"])
+    paris, process, sue = await _paris_gateway_and_supervisor(scaleout)
 
     forged_id, forged = _call("alice")
     envelope = Envelope(origin="paris", seq=1000, at=datetime.now(UTC), event=forged)
     # A client of the lyon topics speaking for paris.
     await _publish_raw(f"{scaleout.prefix}/lyon/events/call.created", encode(envelope))
 
-    _, created = _call("alice")
-    [sent] = await paris.publish(created)
-    assert await sue.events(1) == [_wire(sent)]
+    await _a_new_call_reaches(sue, paris)
     # The forged call was not learnt as paris's (commands for it go nowhere).
     reply = await sue.command("call.hangup", {"call_id": str(forged_id)})
     assert reply["type"] == "error"
