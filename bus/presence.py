@@ -140,7 +140,7 @@ class AgentPresence:
             raise InvalidPresence("busy follows the agent's calls; it cannot be declared")
         self.agent = agent
         self._now = now
-        self._declared = declared
+        self._declared: PresenceState = declared
         self._reason = reason if declared is PresenceState.PAUSED else None
         self._since = since if since is not None else now()
         self._calls = 0
@@ -181,16 +181,12 @@ class AgentPresence:
             calls=self._calls,
         )
 
-    def declare(
-        self, state: PresenceState | str, reason: str | None = None, *, at: datetime | None = None
-    ) -> bool:
-        """Move to the declared ``state`` (``reason`` is kept only for ``paused``).
-
-        ``at`` is when it happened (default: now; a state restored from the
-        store gives its own). Returns whether the declared state or reason changed. Raises
-        :class:`InvalidPresence` for an unknown state, ``busy``, or a transition
-        the table refuses.
-        """
+    def check(
+        self, state: PresenceState | str, reason: str | None = None
+    ) -> tuple[PresenceState, str | None] | None:
+        """What :meth:`declare` would do, without doing it: the declared state and
+        reason it would move to, or None if that is no change. Raises
+        :class:`InvalidPresence` as :meth:`declare` does."""
         try:
             new = PresenceState(state)
         except ValueError:
@@ -201,7 +197,23 @@ class AgentPresence:
             raise InvalidPresence(f"agent {self.agent!r}: {self._declared} cannot become {new}")
         new_reason = reason if new is PresenceState.PAUSED else None
         if (new, new_reason) == (self._declared, self._reason):
+            return None
+        return new, new_reason
+
+    def declare(
+        self, state: PresenceState | str, reason: str | None = None, *, at: datetime | None = None
+    ) -> bool:
+        """Move to the declared ``state`` (``reason`` is kept only for ``paused``).
+
+        ``at`` is when it happened (default: now; a state restored from the
+        store gives its own). Returns whether the declared state or reason changed. Raises
+        :class:`InvalidPresence` for an unknown state, ``busy``, or a transition
+        the table refuses.
+        """
+        target = self.check(state, reason)
+        if target is None:
             return False
+        new, new_reason = target
         old_state = self.state
         self._declared, self._reason = new, new_reason
         if self.state is not old_state or new is PresenceState.PAUSED:
@@ -324,6 +336,12 @@ class PresenceBook:
             self._idle_since[agent] = self._clock()
         self._changed()
         return changed
+
+    def check(
+        self, agent: str, state: PresenceState | str, reason: str | None = None
+    ) -> tuple[PresenceState, str | None] | None:
+        """What :meth:`declare` would change for ``agent`` (see :meth:`AgentPresence.check`)."""
+        return self._know(agent).check(state, reason)
 
     def set_available(self, agent: str) -> None:
         """``agent`` takes calls (their idle time starts now, unless on a call)."""
