@@ -96,7 +96,7 @@ class AgentStates:
             if row is None:
                 continue
             try:
-                self.presence.declare(agent, row.state, row.reason, since=row.since)
+                self.presence.restore(agent, row.state, row.reason, row.since)
             except InvalidPresence as exc:
                 log.warning(
                     "agent.state.unrestorable", agent=agent, state=row.state, error=str(exc)

@@ -343,6 +343,37 @@ class PresenceBook:
         """What :meth:`declare` would change for ``agent`` (see :meth:`AgentPresence.check`)."""
         return self._know(agent).check(state, reason)
 
+    def restore(
+        self, agent: str, state: PresenceState | str, reason: str | None, since: datetime
+    ) -> None:
+        """Give ``agent``, not on a call, the declared ``state`` kept from before a
+        restart (any declared state, whatever the agent has now: this is no
+        transition). Logged as one; listeners are told. Raises
+        :class:`InvalidPresence` for ``busy`` or an unknown state, or if the agent
+        is on a call; nothing changes then."""
+        machine = self._know(agent)
+        if machine.calls:
+            raise InvalidPresence(f"agent {agent!r} is on a call; nothing to restore")
+        try:
+            declared = PresenceState(state)
+        except ValueError:
+            raise InvalidPresence(f"unknown agent state {state!r}") from None
+        old = machine.state
+        self._agents[agent] = AgentPresence(
+            agent, declared=declared, reason=reason, since=since, now=self._now
+        )
+        if declared is PresenceState.AVAILABLE:
+            self._idle_since[agent] = self._clock()
+        log.info(
+            "presence.transition",
+            agent=agent,
+            old=str(old),
+            new=str(declared),
+            declared=str(declared),
+            reason=self._agents[agent].reason,
+        )
+        self._changed()
+
     def set_available(self, agent: str) -> None:
         """``agent`` takes calls (their idle time starts now, unless on a call)."""
         self.declare(agent, PresenceState.AVAILABLE)

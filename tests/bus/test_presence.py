@@ -177,3 +177,18 @@ def test_book_restores_a_state_with_its_own_since() -> None:
     book.declare("alice", "paused", "meeting", since=T0)
     status = book.status("alice")
     assert (status.state, status.reason, status.since) == (PresenceState.PAUSED, "meeting", T0)
+
+
+def test_book_restores_any_declared_state_but_not_busy_nor_over_a_call() -> None:
+    book = PresenceBook(["alice", "bob"], clock=lambda: 5.0)
+    book.restore("alice", "wrap_up", None, T0)
+    assert (book.state("alice"), book.status("alice").since) == (PresenceState.WRAP_UP, T0)
+    book.restore("bob", "available", None, T0)
+    assert (book.offer_order(), book.idle_since("bob")) == (["bob"], 5.0)
+    with pytest.raises(InvalidPresence):
+        book.restore("alice", "busy", None, T0)
+    book.call_started("bob")
+    with pytest.raises(InvalidPresence):
+        book.restore("bob", "offline", None, T0)
+    assert book.state("bob") is PresenceState.BUSY
+    assert book.state("alice") is PresenceState.WRAP_UP

@@ -146,3 +146,15 @@ async def test_reload_removing_an_agent_forgets_its_stored_presence(store: Store
     assert [(e.agent, e.state) for e in _published(sub)][-1] == ("Bob Durand", "offline")
     with pytest.raises(KeyError):
         agents.state("Bob Durand")
+
+
+async def test_a_stored_state_the_model_does_not_know_leaves_the_agent_offline(
+    store: Store,
+) -> None:
+    await store.presence.save("alice", state="on_holiday", reason=None, since=T0)
+    await store.presence.save("Bob Durand", state="wrap_up", reason=None, since=T1)
+    agents = AgentStates(_config(), Bus("site"), store=store.presence)
+    await agents.restore()
+    assert agents.state("alice") == ("offline", None)
+    assert agents.state("Bob Durand") == ("wrap_up", None)
+    assert agents.presence.status("Bob Durand").since == T1
