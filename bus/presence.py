@@ -12,15 +12,16 @@ calls: an agent with a call in progress is busy whatever they declared, and
 goes back to the declared state when the last call ends. Transitions of the
 declared state (``since`` is when the agent's state last changed)::
 
-    offline ──> available <──> paused ──> offline
-                   │  ^          ^
-                   v  │          │
-                  wrap_up ───────┘──> offline
+    from        may become
+    offline     available, paused
+    available   paused, wrap_up, offline
+    paused      available, offline
+    wrap_up     available, paused, offline
 
-    any state ──(call started)──> busy ──(last call ended)──> the declared state
+    any, no call ──(call started)──> busy ──(last call ended)──> the declared state
 
-Declaring the state one already has is allowed and changes nothing (a paused
-agent may give a new reason); ``busy``, or ``wrap_up`` from anything but
+Declaring the state (and reason) one already has is allowed and changes
+nothing; a paused agent may give a new reason. ``busy``, or ``wrap_up`` from anything but
 ``available``, raises :class:`InvalidPresence`.
 """
 
