@@ -49,16 +49,18 @@ class SavedPresence(Protocol):
 class PresenceStore(Protocol):
     """Where declared presence is kept (``crm_store.PresenceRepository``)."""
 
-    async def load(self) -> Mapping[str, SavedPresence]:
-        """Every stored presence, by agent key."""
+    async def load(self, site: str) -> Mapping[str, SavedPresence]:
+        """Every presence stored for ``site``, by agent key."""
         ...
 
-    async def save(self, agent: str, *, state: str, reason: str | None, since: datetime) -> None:
-        """Replace ``agent``'s stored presence."""
+    async def save(
+        self, site: str, agent: str, *, state: str, reason: str | None, since: datetime
+    ) -> None:
+        """Replace ``agent``'s presence stored for ``site``."""
         ...
 
-    async def forget(self, agent: str) -> None:
-        """Delete ``agent``'s stored presence."""
+    async def forget(self, site: str, agent: str) -> None:
+        """Delete ``agent``'s presence stored for ``site``."""
         ...
 
 
@@ -74,6 +76,8 @@ class AgentStates:
     def __init__(self, config: Config, bus: Bus, *, store: PresenceStore) -> None:
         self._bus = bus
         self._store = store
+        # Sites sharing one database keep their agents apart.
+        self._site = config.site.id
         self._users = {a.key: a.user for a in config.agents}
         #: What inbound routing reads: the states, plus who is on a call and
         #: since when each agent is idle (see :meth:`follow_calls`).
@@ -90,7 +94,7 @@ class AgentStates:
         does not know is logged and ignored. Raises ``StoreError`` if the store
         cannot be read; the states are then unchanged.
         """
-        saved = await self._store.load()
+        saved = await self._store.load(self._site)
         for agent in self._users:
             row = saved.get(agent)
             if row is None:
@@ -148,7 +152,9 @@ class AgentStates:
                 return
             new, new_reason = target
             since = datetime.now(UTC)
-            await self._store.save(agent, state=str(new), reason=new_reason, since=since)
+            await self._store.save(
+                self._site, agent, state=str(new), reason=new_reason, since=since
+            )
             self.presence.declare(agent, new, new_reason, since=since)
             log.info("agent.state", agent=agent, state=str(new), reason=new_reason)
             self._bus.publish(
@@ -164,7 +170,7 @@ class AgentStates:
         keys = {a.key: a.user for a in config.agents}
         for gone in [k for k in self._users if k not in keys]:
             await self.set(gone, PresenceState.OFFLINE)
-            await self._store.forget(gone)
+            await self._store.forget(self._site, gone)
             del self._users[gone]
         for key, user in keys.items():
             known = key in self._users
@@ -172,7 +178,7 @@ class AgentStates:
             if not known:
                 # A row left from an earlier life of this agent must not come back
                 # at the next restart: an agent added by a reload starts offline.
-                await self._store.forget(key)
+                await self._store.forget(self._site, key)
                 self.presence.set_offline(key)
                 log.info("agent.state", agent=key, state="offline", reason=None)
                 self._bus.publish(AgentStateChanged(agent=key, user=user, state="offline"))

@@ -344,6 +344,9 @@ class AgentPresenceRow(Base):
 
     __tablename__ = "agent_presence"
 
+    # The daemon's site (``site.id``): agents of sites sharing one database are
+    # apart even when their keys are alike.
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
     # The agent's key in the configuration (its CRM user name, else its name).
     agent: Mapped[str] = mapped_column(String(128), primary_key=True)
     # available | paused | wrap_up | offline; free text so that a new state is no

@@ -31,33 +31,37 @@ class AgentPresenceRecord:
 
 
 class PresenceRepository:
-    """Agents' declared presence, one row per agent key."""
+    """Agents' declared presence, one row per site and agent key."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def load(self) -> dict[str, AgentPresenceRecord]:
-        """Every stored presence, by agent key."""
+    async def load(self, site: str) -> dict[str, AgentPresenceRecord]:
+        """Every presence stored for ``site``, by agent key."""
         async with self._db.read() as conn:
-            rows = (await conn.execute(select(_p))).all()
+            rows = (await conn.execute(select(_p).where(_p.c.site == site))).all()
         return {
             row.agent: AgentPresenceRecord(row.agent, row.state, row.reason, row.since)
             for row in rows
         }
 
-    async def save(self, agent: str, *, state: str, reason: str | None, since: datetime) -> None:
-        """Store ``agent``'s presence, replacing the one stored before (one transaction).
+    async def save(
+        self, site: str, agent: str, *, state: str, reason: str | None, since: datetime
+    ) -> None:
+        """Store ``agent``'s presence in ``site``, replacing the one stored before
+        (one transaction).
 
         Raises :class:`StoreUnavailable` when the database cannot write; nothing
         is stored then.
         """
         values = {"state": state, "reason": reason, "since": since}
         async with self._db.write() as conn:
-            result = await conn.execute(update(_p).where(_p.c.agent == agent).values(values))
+            mine = (_p.c.site == site) & (_p.c.agent == agent)
+            result = await conn.execute(update(_p).where(mine).values(values))
             if result.rowcount == 0:
-                await conn.execute(insert(_p).values(agent=agent, **values))
+                await conn.execute(insert(_p).values(site=site, agent=agent, **values))
 
-    async def forget(self, agent: str) -> None:
-        """Delete ``agent``'s stored presence (gone from the configuration)."""
+    async def forget(self, site: str, agent: str) -> None:
+        """Delete ``agent``'s presence stored for ``site`` (gone from the configuration)."""
         async with self._db.write() as conn:
-            await conn.execute(delete(_p).where(_p.c.agent == agent))
+            await conn.execute(delete(_p).where((_p.c.site == site) & (_p.c.agent == agent)))

@@ -17,7 +17,12 @@ from crm_store import AgentPresenceRecord, Store, StoreError, open_store, upgrad
 T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 T1 = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)
 
-CONFIG = """\
+SITE = "east"
+
+CONFIG = f"""\
+[site]
+id = "{SITE}"
+
 [pbx]
 host = "127.0.0.1"
 domain = "switchboard.lab"
@@ -64,17 +69,27 @@ def _published(sub: Subscription) -> list[AgentStateChanged]:
 
 
 async def test_presence_is_saved_replaced_and_forgotten(store: Store) -> None:
-    assert await store.presence.load() == {}
-    await store.presence.save("alice", state="available", reason=None, since=T0)
-    await store.presence.save("alice", state="paused", reason="lunch", since=T1)
-    await store.presence.save("Bob Durand", state="offline", reason=None, since=T0)
-    assert await store.presence.load() == {
+    assert await store.presence.load("east") == {}
+    await store.presence.save("east", "alice", state="available", reason=None, since=T0)
+    await store.presence.save("east", "alice", state="paused", reason="lunch", since=T1)
+    await store.presence.save("east", "Bob Durand", state="offline", reason=None, since=T0)
+    assert await store.presence.load("east") == {
         "alice": AgentPresenceRecord("alice", "paused", "lunch", T1),
         "Bob Durand": AgentPresenceRecord("Bob Durand", "offline", None, T0),
     }
-    await store.presence.forget("alice")
-    await store.presence.forget("nobody")
-    assert set(await store.presence.load()) == {"Bob Durand"}
+    await store.presence.forget("east", "alice")
+    await store.presence.forget("east", "nobody")
+    assert set(await store.presence.load("east")) == {"Bob Durand"}
+
+
+async def test_sites_sharing_a_database_keep_their_agents_apart(store: Store) -> None:
+    await store.presence.save("east", "alice", state="available", reason=None, since=T0)
+    await store.presence.save("west", "alice", state="paused", reason="away", since=T1)
+    await store.presence.forget("west", "alice")
+    assert await store.presence.load("east") == {
+        "alice": AgentPresenceRecord("alice", "available", None, T0)
+    }
+    assert await store.presence.load("west") == {}
 
 
 async def test_declared_states_come_back_in_a_new_service(store: Store) -> None:
@@ -107,7 +122,7 @@ async def test_a_refused_change_is_neither_stored_nor_published(store: Store) ->
         await agents.set("alice", "wrap_up")  # only from available
     with pytest.raises(KeyError):
         await agents.set("carol", "available")
-    assert await store.presence.load() == {}
+    assert await store.presence.load(SITE) == {}
     assert _published(sub) == []
     assert agents.presence.state("alice") is PresenceState.OFFLINE
 
@@ -131,7 +146,7 @@ async def test_a_store_that_cannot_write_changes_nothing(tmp_path: Path) -> None
         with sqlite3.connect(db) as other:
             other.execute("ALTER TABLE agent_presence_elsewhere RENAME TO agent_presence")
         await agents.set("alice", "offline")
-        assert (await store.presence.load())["alice"].state == "offline"
+        assert (await store.presence.load(SITE))["alice"].state == "offline"
 
 
 async def test_reload_removing_an_agent_forgets_its_stored_presence(store: Store) -> None:
@@ -142,7 +157,7 @@ async def test_reload_removing_an_agent_forgets_its_stored_presence(store: Store
     await agents.set("Bob Durand", "available")
     only_alice = config.model_copy(update={"agents": config.agents[:1]})
     await agents.reconfigure(only_alice)
-    assert set(await store.presence.load()) == {"alice"}
+    assert set(await store.presence.load(SITE)) == {"alice"}
     assert [(e.agent, e.state) for e in _published(sub)][-1] == ("Bob Durand", "offline")
     with pytest.raises(KeyError):
         agents.state("Bob Durand")
@@ -151,8 +166,8 @@ async def test_reload_removing_an_agent_forgets_its_stored_presence(store: Store
 async def test_a_stored_state_the_model_does_not_know_leaves_the_agent_offline(
     store: Store,
 ) -> None:
-    await store.presence.save("alice", state="on_holiday", reason=None, since=T0)
-    await store.presence.save("Bob Durand", state="wrap_up", reason=None, since=T1)
+    await store.presence.save(SITE, "alice", state="on_holiday", reason=None, since=T0)
+    await store.presence.save(SITE, "Bob Durand", state="wrap_up", reason=None, since=T1)
     agents = AgentStates(_config(), Bus("site"), store=store.presence)
     await agents.restore()
     assert agents.state("alice") == ("offline", None)

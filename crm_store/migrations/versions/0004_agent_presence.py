@@ -21,11 +21,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "agent_presence",
+        sa.Column("site", sa.String(length=64), nullable=False),
         sa.Column("agent", sa.String(length=128), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("reason", sa.String(length=200), nullable=True),
         sa.Column("since", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("agent", name=op.f("pk_agent_presence")),
+        sa.PrimaryKeyConstraint("site", "agent", name=op.f("pk_agent_presence")),
     )
 
 
