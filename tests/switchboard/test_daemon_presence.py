@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -19,20 +18,9 @@ StartDaemon = Callable[..., DaemonProcess]
 ALICE = {"name": "Alice Martin", "extension": "1001", "line": "2001", "user": "alice"}
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _setup(tmp_path: Path) -> tuple[Path, int, str]:
     """A config with agent alice, its store migrated, and alice's token."""
-    # A SIP port of its own: other daemons may hold the default one.
-    cfg = write_config(
-        tmp_path / "switchboard.toml",
-        agents=[ALICE],
-        extra=f"\n[sip]\nport_range_start = {_free_udp_port()}\n",
-    )
+    cfg = write_config(tmp_path / "switchboard.toml", agents=[ALICE])
     port = tomllib.loads(cfg.read_text())["websocket"]["port"]
     assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
     added = run_cli("--config", str(cfg), "users", "add", "alice", "--role", "agent")
