@@ -46,6 +46,7 @@ import pjsua2 as pj  # type: ignore[import-untyped]
 from bus.safejson import clean_text
 from sip import _sockfilter
 from sip import protocol as p
+from sip.media_graph import MediaGraph, MediaGraphError, Rewire
 
 __all__ = ["Engine", "EngineError", "redact"]
 
@@ -229,34 +230,9 @@ class _CallRecord:
     hangup_requested: bool = False
     media_active: bool = False
     last_state: str = ""
-    bridged: set[str] = field(default_factory=set)
-    held: bool = False  # hold sent and no resume since: no audio in or out
     transfer_pending: bool = False  # REFER sent, no final NOTIFY yet
     transfer_target: str = ""  # the Refer-To URI of the last REFER
     transferred: bool = False  # hung up after a successful blind transfer
-
-
-@dataclass(eq=False)
-class _Supervision:
-    """A supervisor's leg listening to (or talking into) a customer/agent bridge."""
-
-    supervisor: str
-    customer: str
-    agent: str
-    mode: p.SuperviseMode
-
-    def legs(self) -> tuple[str, str, str]:
-        return (self.customer, self.agent, self.supervisor)
-
-    def edges(self) -> set[tuple[str, str]]:
-        """Conference-bridge connections (source, sink) this mode needs."""
-        c, a, s = self.customer, self.agent, self.supervisor
-        edges = {(c, s), (a, s)}
-        if self.mode in ("whisper", "barge"):
-            edges.add((s, a))
-        if self.mode == "barge":
-            edges.add((s, c))
-        return edges
 
 
 class Engine:
@@ -271,8 +247,8 @@ class Engine:
         self._lines: dict[str, _Account] = {}
         self._calls: dict[str, _CallRecord] = {}
         self._recordings: dict[str, _Recording] = {}
-        # Keyed by the supervisor's call id.
-        self._supervisions: dict[str, _Supervision] = {}
+        # Who hears whom: bridges, supervisions, holds (pure bookkeeping).
+        self._graph = MediaGraph()
         self._deferred: list[Callable[[], None]] = []
         self._closing_recordings: set[_Recording] = set()
         self._unregistering: set[str] = set()
@@ -448,7 +424,7 @@ class Engine:
             )
         try:
             handler(cmd)
-        except EngineError as exc:
+        except (EngineError, MediaGraphError) as exc:
             return p.Error(cmd_id=cmd.cmd_id, call_id=call_id, code=exc.code, message=exc.message)
         except pj.Error as exc:
             return p.Error(cmd_id=cmd.cmd_id, call_id=call_id, code="sip_error", message=exc.info())
@@ -530,6 +506,7 @@ class Engine:
             prm.txOption.headers.append(hdr)
         record = _CallRecord(call_id=cmd.call_id, call=call, line=cmd.line, incoming=False)
         self._calls[cmd.call_id] = record
+        self._graph.add(cmd.call_id)
         try:
             call.makeCall(cmd.to_uri, prm)
         except pj.Error as exc:
@@ -537,6 +514,7 @@ class Engine:
             # follow. But pjsua may already have reported it DISCONNECTED from
             # inside makeCall, and then _release_call has taken it (deferred).
             if self._calls.pop(cmd.call_id, None) is not None:
+                self._graph.remove(cmd.call_id)
                 del record.call
             del call
             if exc.status == _PJ_ETOOMANY:
@@ -571,25 +549,16 @@ class Engine:
 
     def _cmd_bridge(self, cmd: p.Bridge) -> None:
         a, b = self._record(cmd.call_a), self._record(cmd.call_b)
-        if a is b:
-            raise EngineError("invalid_bridge", "cannot bridge a call with itself")
+        self._graph.check_bridge(a.call_id, b.call_id)
         if self._audio(a) is None or self._audio(b) is None:
             raise EngineError("media_not_active", "both calls need active audio")
-        before = self._edges()
-        a.bridged.add(b.call_id)
-        b.bridged.add(a.call_id)
-        self._apply(before, touched={a.call_id, b.call_id})
+        self._rewire(self._graph.bridge(a.call_id, b.call_id))
         # A recording of either leg now hears the other leg too.
         self._sync_recordings()
 
     def _cmd_unbridge(self, cmd: p.Unbridge) -> None:
         a, b = self._record(cmd.call_a), self._record(cmd.call_b)
-        if b.call_id not in a.bridged:
-            raise EngineError("not_bridged", "the calls are not bridged")
-        before = self._edges()
-        a.bridged.discard(b.call_id)
-        b.bridged.discard(a.call_id)
-        self._apply(before, touched=set())
+        self._rewire(self._graph.unbridge(a.call_id, b.call_id))
         self._sync_recordings()
 
     def _cmd_record_start(self, cmd: p.RecordStart) -> None:
@@ -646,10 +615,8 @@ class Engine:
         # The held party hears nobody and is heard by nobody until resume
         # (its recording keeps running); the connections stay booked and are
         # made again when the resumed media comes up (_on_media_state).
-        record.held = True
-        for src, dst in self._edges():
-            if record.call_id in (src, dst):
-                self._stop(src, dst)
+        for src, dst in self._graph.hold(record.call_id):
+            self._stop(src, dst)
 
     def _cmd_resume(self, cmd: p.Resume) -> None:
         record = self._record(cmd.call_id)
@@ -658,7 +625,7 @@ class Engine:
         prm.opt.audioCount = 1
         prm.opt.videoCount = 0
         record.call.reinvite(prm)
-        record.held = False
+        self._graph.resume(record.call_id)
         # If pjsua kept the stream, no media callback may follow: connect now
         # (does nothing while the media is still on hold).
         self._reconnect(record)
@@ -675,48 +642,19 @@ class Engine:
 
     def _cmd_transfer_attended(self, cmd: p.TransferAttended) -> None:
         a, b = self._record(cmd.call_id), self._record(cmd.consult_call_id)
-        if a is b:
-            raise EngineError("invalid_bridge", "cannot connect a call with itself")
+        self._graph.check_connect(a.call_id, b.call_id)
         if self._audio(a) is None or self._audio(b) is None:
             raise EngineError("media_not_active", "both calls need active audio")
-        before = self._edges()
-        for record in (a, b):
-            for other in record.bridged:
-                if other in self._calls:
-                    self._calls[other].bridged.discard(record.call_id)
-            record.bridged.clear()
-        a.bridged.add(b.call_id)
-        b.bridged.add(a.call_id)
-        self._apply(before, touched={a.call_id, b.call_id})
+        self._rewire(self._graph.connect(a.call_id, b.call_id))
         self._sync_recordings()
 
     def _cmd_supervise(self, cmd: p.Supervise) -> None:
         customer = self._record(cmd.call_id)
         supervisor = self._record(cmd.supervisor_call_id)
-        if customer is supervisor:
-            raise EngineError("invalid_bridge", "a call cannot supervise itself")
-        if len(customer.bridged) != 1:
-            raise EngineError(
-                "invalid_state", "the supervised call must be bridged to exactly one other call"
-            )
-        (agent_id,) = customer.bridged
-        if supervisor.bridged or supervisor.call_id == agent_id:
-            raise EngineError("invalid_state", "the supervisor's call is bridged to a call")
-        current = self._supervisions.get(supervisor.call_id)
-        if current is not None and current.customer != customer.call_id:
-            raise EngineError("invalid_state", "the supervisor's call supervises another call")
-        if any(s.customer == supervisor.call_id for s in self._supervisions.values()):
-            raise EngineError("invalid_state", "the supervisor's call is itself supervised")
+        self._graph.check_supervise(customer.call_id, supervisor.call_id)
         if self._audio(supervisor) is None:
             raise EngineError("media_not_active", "the supervisor's call has no active audio")
-        before = self._edges()
-        self._supervisions[supervisor.call_id] = _Supervision(
-            supervisor=supervisor.call_id,
-            customer=customer.call_id,
-            agent=agent_id,
-            mode=cmd.mode,
-        )
-        self._apply(before, touched={customer.call_id, agent_id, supervisor.call_id})
+        self._rewire(self._graph.supervise(customer.call_id, supervisor.call_id, cmd.mode))
         self._sync_recordings()
 
     def _cmd_dtmf(self, cmd: p.SendDtmf) -> None:
@@ -732,6 +670,7 @@ class Engine:
         call = _Call(self, account, call_id, prm.callId)
         record = _CallRecord(call_id=call_id, call=call, line=account.line, incoming=True)
         self._calls[call_id] = record
+        self._graph.add(call_id)
         if not self._allowed(source):
             # pjsip has parsed the INVITE already (it cannot be filtered from
             # Python earlier); refuse it without telling the daemon.
@@ -791,18 +730,12 @@ class Engine:
                 self._finish_recording(rec_id)
             else:
                 rec.sources.discard(record.call_id)
-        for other in record.bridged:
-            if other in self._calls:
-                self._calls[other].bridged.discard(record.call_id)
-        record.bridged.clear()
+        self._graph.drop_bridges(record.call_id)
         # A supervision ends with any of its three legs; the connections
         # between the two remaining legs go with it.
-        ended = [s for s in self._supervisions.values() if record.call_id in s.legs()]
-        if ended:
-            before = self._edges()
-            for supervision in ended:
-                del self._supervisions[supervision.supervisor]
-            self._apply(before, touched=set())
+        ended = self._graph.end_supervisions(record.call_id)
+        if ended is not None:
+            self._rewire(ended)
             self._sync_recordings()
         if record.announce:
             self.emit(
@@ -942,7 +875,7 @@ class Engine:
 
     def _audio(self, record: _CallRecord) -> Any:
         """Return the call's active audio media (None if inactive or held)."""
-        if record.held or record.call is None:
+        if self._graph.is_held(record.call_id) or record.call is None:
             return None
         try:
             info = record.call.getInfo()
@@ -968,26 +901,16 @@ class Engine:
             return None
         return None
 
-    # Conference-bridge connections. The wanted set is derived from the
-    # bookkeeping (bridges both ways, supervision per mode); commands change
-    # the bookkeeping, then _apply makes the bridge match it.
+    # Conference-bridge connections. The wanted set is derived from the media
+    # graph (bridges both ways, supervision per mode); commands change the
+    # graph, then _rewire makes the bridge match it.
 
-    def _edges(self) -> set[tuple[str, str]]:
-        """Every connection (source call, sink call) the bookkeeping asks for."""
-        edges = {(r.call_id, other) for r in self._calls.values() for other in r.bridged}
-        for supervision in self._supervisions.values():
-            edges |= supervision.edges()
-        return edges
-
-    def _apply(self, before: set[tuple[str, str]], *, touched: set[str]) -> None:
-        """Stop the connections no longer wanted, make the new ones and those of
-        ``touched`` calls."""
-        after = self._edges()
-        for src, dst in before - after:
+    def _rewire(self, rewire: Rewire) -> None:
+        """Stop the connections no longer wanted, then make the new ones."""
+        for src, dst in rewire.stop:
             self._stop(src, dst)
-        for src, dst in after:
-            if (src, dst) not in before or src in touched or dst in touched:
-                self._transmit(src, dst)
+        for src, dst in rewire.start:
+            self._transmit(src, dst)
 
     def _transmit(self, src: str, dst: str) -> None:
         a, b = self._calls.get(src), self._calls.get(dst)
@@ -1007,33 +930,17 @@ class Engine:
         medium = self._audio(record)
         if medium is None:
             return
-        for src, dst in self._edges():
-            if record.call_id in (src, dst):
-                self._transmit(src, dst)
+        for src, dst in self._graph.edges_of(record.call_id):
+            self._transmit(src, dst)
         for rec in self._recordings.values():
             if record.call_id in rec.sources:
                 medium.startTransmit(rec.recorder)
         self._sync_recordings()
 
-    def _wanted_sources(self, call_id: str) -> set[str]:
-        """What a recording of ``call_id`` hears: the call itself, the calls bridged
-        to it, a barging supervisor (whisper and listen are not recorded), and for a
-        supervisor's own leg the two legs it listens to."""
-        record = self._calls.get(call_id)
-        if record is None:
-            return set()
-        wanted = {call_id} | record.bridged
-        for supervision in self._supervisions.values():
-            if supervision.supervisor == call_id:
-                wanted |= {supervision.customer, supervision.agent}
-            elif supervision.mode == "barge" and call_id in supervision.legs():
-                wanted.add(supervision.supervisor)
-        return {c for c in wanted if c in self._calls}
-
     def _sync_recordings(self) -> None:
         """Connect every recording to what it should hear, and only that."""
         for rec in self._recordings.values():
-            wanted = self._wanted_sources(rec.call_id)
+            wanted = self._graph.recording_sources(rec.call_id)
             for gone in rec.sources - wanted:
                 port = self._port(self._calls.get(gone))
                 if port is not None:
@@ -1151,6 +1058,7 @@ class Engine:
         record = self._calls.pop(call_id, None)
         if record is None:
             return
+        self._graph.remove(call_id)
         holder = [record.call]
         record.call = None
         # Deleting a Call inside its own callback is a use-after-free in C++.
