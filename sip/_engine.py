@@ -20,7 +20,7 @@ Lifetime rules (each one is a trap that crashes or hangs pjsua2):
 * All calls, recorders and accounts are released before ``libDestroy``; the
   ``LogWriter`` after it (``libDestroy`` still logs).
 * No exception may propagate out of a callback into C++: each callback body is
-  wrapped by :func:`_guard`.
+  wrapped by :func:`sip._pj.guard`.
 """
 
 from __future__ import annotations
@@ -31,30 +31,39 @@ import os
 import re
 import shutil
 import socket
-import sys
 import time
-import traceback
 import uuid
 import wave
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pjsua2 as pj  # type: ignore[import-untyped]
 
-from bus.safejson import clean_text
+from sip import _sipmsg as sipmsg
 from sip import _sockfilter
 from sip import protocol as p
+from sip._pj import (
+    PJ_ETOOMANY,
+    PJ_LEVELS,
+    Account,
+    Call,
+    CallRecord,
+    Endpoint,
+    EngineError,
+    LogWriter,
+    codec_of,
+    log,
+    set_codecs,
+)
+from sip._sipmsg import redact
 from sip.media_graph import MediaGraph, MediaGraphError, Rewire
 
 __all__ = ["Engine", "EngineError", "redact"]
 
 Emit = Callable[[p.Event], None]
-F = TypeVar("F", bound=Callable[..., Any])
 
-_PJ_LEVELS = {"debug": 5, "info": 3, "warning": 2, "error": 1}
-_PJ_ETOOMANY = 70010
 _RECORDER_CLOSE_TIMEOUT = 2.0
 # A recording holding less than this share of the time it ran, minus the slack (the
 # first and last frames of the conference bridge), lost audio.
@@ -62,150 +71,8 @@ _RECORDING_KEPT = 0.9
 _RECORDING_SLACK = 1.0
 # Free space under which a short recording is put down to a full disk.
 _RECORDING_MIN_FREE = 1024 * 1024
-# Headers of an incoming INVITE copied into ``incoming_call``: custom headers
-# (X-*) and the few standard ones a CRM cares about. Never Authorization.
-_COPIED_HEADERS = ("p-asserted-identity", "diversion", "user-agent", "subject")
-_USER_RE = re.compile(r"sips?:([^@;>]+)@")
-# pjsip's message dumps (log level 5) carry the digest answers: the header and
-# any continuation lines of it are replaced before a line leaves the process.
-_AUTH_HEADER_RE = re.compile(
-    r"^((?:proxy-)?authorization[ \t]*:)[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*",
-    re.IGNORECASE | re.MULTILINE,
-)
-# Text copied from SIP messages into events: valid Unicode, no control
-# characters, bounded (bus.safejson.clean_text).
-_MAX_TEXT = 1024
-_MAX_HEADERS = 32
-# Registration failures pjsua would retry: timeouts, server errors, global failures.
-_RETRYABLE = frozenset({408, 480, 500, 502, 503, 504})
-_RETRY_AFTER_RE = re.compile(r"^retry-after[ \t]*:[ \t]*(\d{1,9})", re.IGNORECASE | re.MULTILINE)
 # How often the SIP socket's drop counter is read for the "not allowed" log line.
 _DROPS_EVERY = 1.0
-
-
-def redact(message: str) -> str:
-    """``message`` with the value of every Authorization/Proxy-Authorization header
-    replaced by ``<redacted>``."""
-    return _AUTH_HEADER_RE.sub(r"\1 <redacted>", message)
-
-
-class EngineError(Exception):
-    """A command cannot be carried out; ``code`` goes into the ``error`` event."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def log(level: str, message: str, **context: object) -> None:
-    """Write one log line to stderr (stdout carries protocol frames only)."""
-    extra = " ".join(f"{k}={v}" for k, v in context.items())
-    sys.stderr.write(f"{level} {message} {extra}".rstrip() + "\n")
-    sys.stderr.flush()
-
-
-def _guard(fn: F) -> F:
-    """Keep exceptions from crossing into C++ (SWIG directors would abort or hang)."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except BaseException:
-            log("error", f"callback {fn.__name__} failed", tb=repr(traceback.format_exc()))
-            return None
-
-    wrapper.__name__ = fn.__name__
-    return wrapper  # type: ignore[return-value]
-
-
-class _LogWriter(pj.LogWriter):  # type: ignore[misc]
-    """Route pjsip's own log to stderr; its console output is switched off."""
-
-    @_guard
-    def write(self, entry: Any) -> None:
-        # Every line gets the prefix, continuation lines of a message dump too:
-        # a peer's text must never start a line the daemon reads as the
-        # worker's own "error"/"warning".
-        lines = redact(entry.msg.rstrip()).splitlines() or [""]
-        sys.stderr.write("".join(f"pj{entry.level} {line}\n" for line in lines))
-        sys.stderr.flush()
-
-
-class _Endpoint(pj.Endpoint):  # type: ignore[misc]
-    def __init__(self, engine: Engine) -> None:
-        super().__init__()
-        self._engine = engine
-
-    @_guard
-    def onTransportState(self, prm: Any) -> None:
-        if prm.state == pj.PJSIP_TP_STATE_DISCONNECTED:
-            self._engine._on_connection_lost()
-
-
-class _Account(pj.Account):  # type: ignore[misc]
-    def __init__(self, engine: Engine, line: str | None) -> None:
-        super().__init__()
-        self._engine = engine
-        self.line = line
-
-    @_guard
-    def onRegStarted(self, prm: Any) -> None:
-        if self.line is not None and prm.renew:
-            self._engine._emit_registration(self.line, "registering", 0, "", 0)
-
-    @_guard
-    def onRegState(self, prm: Any) -> None:
-        if self.line is None:
-            return
-        code, expires = int(prm.code), int(prm.expiration)
-        self._engine._unregistering.discard(self.line)
-        state = "failed"
-        if code // 100 == 2:
-            state = "registered" if expires > 0 else "unregistered"
-        self._engine._emit_registration(self.line, state, code, str(prm.reason), expires)
-        self._engine._after_registration(self, code, expires, str(prm.rdata.wholeMsg))
-
-    @_guard
-    def onIncomingCall(self, prm: Any) -> None:
-        self._engine._on_incoming(self, prm)
-
-
-class _Call(pj.Call):  # type: ignore[misc]
-    def __init__(self, engine: Engine, account: _Account, call_id: str, pj_id: int = -1) -> None:
-        super().__init__(account, pj_id)
-        self._engine = engine
-        self.call_id = call_id
-
-    @_guard
-    def onCallState(self, prm: Any) -> None:
-        self._engine._on_call_state(self.call_id, self.getInfo())
-
-    @_guard
-    def onCallMediaState(self, prm: Any) -> None:
-        self._engine._on_media_state(self.call_id, self.getInfo())
-
-    @_guard
-    def onDtmfDigit(self, prm: Any) -> None:
-        self._engine.emit(p.Dtmf(call_id=self.call_id, digit=str(prm.digit)))
-
-    @_guard
-    def onCallTransferStatus(self, prm: Any) -> None:
-        self._engine._on_transfer_status(self.call_id, prm)
-
-    @_guard
-    def onCallTransferRequest(self, prm: Any) -> None:
-        # A REFER *received* on one of our calls. Accepting it would make pjsua
-        # place a call the daemon never asked for (and, without a new Call
-        # object, reuse this one for it): transfers are the daemon's decision.
-        log("warning", "REFER received: refused 603", call_id=self.call_id)
-        prm.statusCode = 603
-
-    @_guard
-    def onCallReplaceRequest(self, prm: Any) -> None:
-        # An INVITE with Replaces aimed at this call: refused for the same reason.
-        log("warning", "INVITE with Replaces received: refused 603", call_id=self.call_id)
-        prm.statusCode = 603
 
 
 @dataclass(eq=False)
@@ -219,22 +86,6 @@ class _Recording:
     stopped: float | None = None
 
 
-@dataclass(eq=False)
-class _CallRecord:
-    call_id: str
-    call: Any  # _Call, released on DISCONNECTED
-    line: str | None
-    incoming: bool
-    announce: bool = True  # False for calls refused by the source filter
-    answered: bool = False
-    hangup_requested: bool = False
-    media_active: bool = False
-    last_state: str = ""
-    transfer_pending: bool = False  # REFER sent, no final NOTIFY yet
-    transfer_target: str = ""  # the Refer-To URI of the last REFER
-    transferred: bool = False  # hung up after a successful blind transfer
-
-
 class Engine:
     """One pjsua2 endpoint, driven by protocol commands, reporting protocol events."""
 
@@ -243,9 +94,9 @@ class Engine:
         self.settings: p.WorkerSettings | None = None
         self._ep: Any = None
         self._writer: Any = None
-        self._local: _Account | None = None
-        self._lines: dict[str, _Account] = {}
-        self._calls: dict[str, _CallRecord] = {}
+        self._local: Account | None = None
+        self._lines: dict[str, Account] = {}
+        self._calls: dict[str, CallRecord] = {}
         self._recordings: dict[str, _Recording] = {}
         # Who hears whom: bridges, supervisions, holds (pure bookkeeping).
         self._graph = MediaGraph()
@@ -274,7 +125,7 @@ class Engine:
             raise EngineError("already_configured", "configure may be sent only once")
         self.settings = settings
         self._networks = [ipaddress.ip_network(s, strict=False) for s in settings.allowed_sources]
-        ep = _Endpoint(self)
+        ep = Endpoint(self)
         ep.libCreate()  # makes this thread the pj "main" thread
         self._ep = ep
         cfg = pj.EpConfig()
@@ -287,11 +138,11 @@ class Engine:
         # thread; with none, RTP is handled inside libHandleEvents too.
         cfg.medConfig.threadCnt = 0
         cfg.medConfig.hasIoqueue = True
-        self._writer = _LogWriter()
+        self._writer = LogWriter()
         cfg.logConfig.writer = self._writer
         # pjsua hands a line to the writer only up to consoleLevel (with a writer
         # set nothing goes to the console itself): both are the configured level.
-        cfg.logConfig.level = _PJ_LEVELS[settings.log_level]
+        cfg.logConfig.level = PJ_LEVELS[settings.log_level]
         cfg.logConfig.consoleLevel = cfg.logConfig.level
         cfg.logConfig.decor = 0  # pjsip's time/thread prefixes: stderr reader adds its own
         ep.libInit(cfg)
@@ -307,14 +158,14 @@ class Engine:
         self._transport_ids = {settings.pbx_transport: transport}
         self._filter_sources()
         ep.libStart()
-        _set_codecs(ep, settings.codecs)
+        set_codecs(ep, settings.codecs)
 
         # The local identity receives calls addressed to this worker directly
         # and places calls with line=None. It uses one of the account slots.
         acfg = self._account_config()
-        acfg.idUri = f"sip:{_host(settings.bind_address)}:{self.sip_port}"
+        acfg.idUri = f"sip:{sipmsg.host(settings.bind_address)}:{self.sip_port}"
         acfg.regConfig.registrarUri = ""
-        self._local = _Account(self, None)
+        self._local = Account(self, None)
         self._local.create(acfg, True)
         log("info", "configured", sip_port=self.sip_port)
         return self.sip_port
@@ -459,7 +310,7 @@ class Engine:
         self._refusals.pop(cmd.line, None)
         self._retry_tokens.pop(cmd.line, None)
         self._leaving.discard(cmd.line)
-        account = _Account(self, cmd.line)
+        account = Account(self, cmd.line)
         self._lines[cmd.line] = account
         try:
             account.create(acfg, False)
@@ -488,7 +339,7 @@ class Engine:
             raise EngineError("unknown_line", f"no line {cmd.line}")
         if len(self._calls) >= s.max_calls:
             raise EngineError("too_many_calls", f"worker holds {s.max_calls} calls already")
-        call = _Call(self, account, cmd.call_id)
+        call = Call(self, account, cmd.call_id)
         prm = pj.CallOpParam(True)
         prm.opt.audioCount = 1
         prm.opt.videoCount = 0
@@ -504,7 +355,7 @@ class Engine:
             hdr.hName = name
             hdr.hValue = value
             prm.txOption.headers.append(hdr)
-        record = _CallRecord(call_id=cmd.call_id, call=call, line=cmd.line, incoming=False)
+        record = CallRecord(call_id=cmd.call_id, call=call, line=cmd.line, incoming=False)
         self._calls[cmd.call_id] = record
         self._graph.add(cmd.call_id)
         try:
@@ -517,7 +368,7 @@ class Engine:
                 self._graph.remove(cmd.call_id)
                 del record.call
             del call
-            if exc.status == _PJ_ETOOMANY:
+            if exc.status == PJ_ETOOMANY:
                 raise EngineError("too_many_calls", exc.info()) from None
             raise EngineError("originate_failed", exc.info()) from None
 
@@ -664,11 +515,11 @@ class Engine:
 
     # ------------------------------------------------------------------ callbacks
 
-    def _on_incoming(self, account: _Account, prm: Any) -> None:
-        source = _source_host(str(prm.rdata.srcAddress))
+    def _on_incoming(self, account: Account, prm: Any) -> None:
+        source = sipmsg.source_host(str(prm.rdata.srcAddress))
         call_id = str(uuid.uuid4())
-        call = _Call(self, account, call_id, prm.callId)
-        record = _CallRecord(call_id=call_id, call=call, line=account.line, incoming=True)
+        call = Call(self, account, call_id, prm.callId)
+        record = CallRecord(call_id=call_id, call=call, line=account.line, incoming=True)
         self._calls[call_id] = record
         self._graph.add(call_id)
         if not self._allowed(source):
@@ -682,15 +533,15 @@ class Engine:
             call.hangup(op)
             return
         info = call.getInfo()
-        headers = _headers(str(prm.rdata.wholeMsg))
+        headers = sipmsg.headers(str(prm.rdata.wholeMsg))
         self.emit(
             p.IncomingCall(
                 call_id=call_id,
                 line=account.line,
-                from_number=_text(_user(str(info.remoteUri))),
-                from_uri=_text(str(info.remoteUri)),
-                to_number=_text(_user(str(info.localUri))),
-                sip_call_id=_text(str(info.callIdString)),
+                from_number=sipmsg.text(sipmsg.user(str(info.remoteUri))),
+                from_uri=sipmsg.text(str(info.remoteUri)),
+                to_number=sipmsg.text(sipmsg.user(str(info.localUri))),
+                sip_call_id=sipmsg.text(str(info.callIdString)),
                 headers=headers,
                 source_address=source,
             )
@@ -721,10 +572,10 @@ class Engine:
             return
         record.last_state = name
         self.emit(
-            p.CallState(call_id=call_id, state=name, sip_code=code, reason=_text(reason))  # type: ignore[arg-type]
+            p.CallState(call_id=call_id, state=name, sip_code=code, reason=sipmsg.text(reason))  # type: ignore[arg-type]
         )
 
-    def _on_disconnected(self, record: _CallRecord, code: int, reason: str) -> None:
+    def _on_disconnected(self, record: CallRecord, code: int, reason: str) -> None:
         for rec_id, rec in list(self._recordings.items()):
             if rec_id == record.call_id:
                 self._finish_recording(rec_id)
@@ -743,8 +594,8 @@ class Engine:
                     call_id=record.call_id,
                     state="ended",
                     sip_code=code,
-                    reason=_text(reason),
-                    end_reason=_end_reason(record, code),
+                    reason=sipmsg.text(reason),
+                    end_reason=sipmsg.end_reason(record, code),
                 )
             )
         self._release_call(record.call_id)
@@ -761,7 +612,7 @@ class Engine:
         self._reconnect(record)
         if not record.media_active:
             record.media_active = True
-            self.emit(p.MediaActive(call_id=call_id, codec=_codec_of(record.call)))
+            self.emit(p.MediaActive(call_id=call_id, codec=codec_of(record.call)))
 
     def _on_transfer_status(self, call_id: str, prm: Any) -> None:
         record = self._calls.get(call_id)
@@ -772,9 +623,9 @@ class Engine:
             p.TransferStatus(
                 call_id=call_id,
                 code=code,
-                reason=_text(str(prm.reason)),
+                reason=sipmsg.text(str(prm.reason)),
                 final=final,
-                target=_text(record.transfer_target),
+                target=sipmsg.text(record.transfer_target),
             )
         )
         if not final:
@@ -796,7 +647,7 @@ class Engine:
                 line=line,
                 state=state,  # type: ignore[arg-type]
                 code=code,
-                reason=clean_text(reason, max_chars=_MAX_TEXT),
+                reason=sipmsg.text(reason),
                 expires=exp,
             )
         )
@@ -812,7 +663,7 @@ class Engine:
             if line not in self._retry_tokens and line not in self._leaving:
                 self._schedule_register(line, account, float(s.register_retry_seconds))
 
-    def _after_registration(self, account: _Account, code: int, expires: int, msg: str) -> None:
+    def _after_registration(self, account: Account, code: int, expires: int, msg: str) -> None:
         """Schedule the next attempt after a failed registration.
 
         A PBX that *answered* 5xx/6xx is asked again after the retry interval,
@@ -831,20 +682,20 @@ class Engine:
             return
         s = self._settings()
         answered = bool(msg)
-        if answered and code not in _RETRYABLE and code < 600:
+        if answered and code not in sipmsg.RETRYABLE and code < 600:
             return
         delay = float(s.register_retry_seconds)
         if answered:
             refusals = self._refusals.get(line, 0) + 1
             self._refusals[line] = refusals
             delay = min(delay * 2 ** (refusals - 1), float(s.register_retry_max_seconds))
-            match = _RETRY_AFTER_RE.search(msg)
+            match = sipmsg.RETRY_AFTER_RE.search(msg)
             if match is not None:
                 delay = min(max(delay, float(match.group(1))), float(s.register_retry_max_seconds))
         log("info", "registration retry scheduled", line=line, code=code, delay=delay)
         self._schedule_register(line, account, delay)
 
-    def _schedule_register(self, line: str, account: _Account, delay: float) -> None:
+    def _schedule_register(self, line: str, account: Account, delay: float) -> None:
         """Send a REGISTER for ``line`` in ``delay`` seconds, replacing any pending one."""
         token = object()
         self._retry_tokens[line] = token
@@ -867,13 +718,13 @@ class Engine:
         assert self.settings is not None
         return self.settings
 
-    def _record(self, call_id: str) -> _CallRecord:
+    def _record(self, call_id: str) -> CallRecord:
         record = self._calls.get(call_id)
         if record is None or not record.announce:
             raise EngineError("unknown_call", f"no call {call_id}")
         return record
 
-    def _audio(self, record: _CallRecord) -> Any:
+    def _audio(self, record: CallRecord) -> Any:
         """Return the call's active audio media (None if inactive or held)."""
         if self._graph.is_held(record.call_id) or record.call is None:
             return None
@@ -888,7 +739,7 @@ class Engine:
             return None
         return None
 
-    def _port(self, record: _CallRecord | None) -> Any:
+    def _port(self, record: CallRecord | None) -> Any:
         """Return the call's audio media while it has a conference port (held too)."""
         if record is None or record.call is None:
             return None
@@ -925,7 +776,7 @@ class Engine:
             with contextlib.suppress(pj.Error):
                 med_a.stopTransmit(med_b)
 
-    def _reconnect(self, record: _CallRecord) -> None:
+    def _reconnect(self, record: CallRecord) -> None:
         """Make every wanted connection of this call (after its media came up again)."""
         medium = self._audio(record)
         if medium is None:
@@ -982,7 +833,7 @@ class Engine:
             acfg.sipConfig.transportId = transport
         return acfg
 
-    def _record_source(self, rec: _Recording, record: _CallRecord) -> None:
+    def _record_source(self, rec: _Recording, record: CallRecord) -> None:
         if record.call_id in rec.sources:
             return
         medium = self._audio(record)
@@ -1126,113 +977,3 @@ def _wav_complete(path: Path) -> bool:
         and int.from_bytes(head[4:], "little") + 8 == size
         and size >= 44
     )
-
-
-def _host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
-
-
-def _source_host(src: str) -> str:
-    """``1.2.3.4:5060`` / ``[::1]:5060`` → the bare address."""
-    if src.startswith("["):
-        return src[1:].split("]", 1)[0]
-    return src.rsplit(":", 1)[0] if src.count(":") == 1 else src
-
-
-def _user(uri: str) -> str:
-    match = _USER_RE.search(uri)
-    return match.group(1) if match else ""
-
-
-def _set_codecs(ep: Any, wanted: Sequence[str]) -> None:
-    """Give the ``wanted`` codecs (names, or ``name/rate``) falling priorities in
-    their order and disable every other one. Raises :class:`EngineError` when
-    none of them is available in this build."""
-    enabled = []
-    for codec in ep.codecEnum2():
-        codec_id = str(codec.codecId)  # "PCMA/8000/1"
-        rank = _codec_rank(codec_id, wanted)
-        ep.codecSetPriority(codec_id, 0 if rank is None else 255 - rank)
-        if rank is not None:
-            enabled.append(codec_id)
-    if not enabled:
-        available = ", ".join(str(c.codecId) for c in ep.codecEnum2())
-        raise EngineError(
-            "no_codec",
-            f"none of the codecs {list(wanted)} is available (this build has {available})",
-        )
-    log("info", "codecs", enabled=enabled)
-
-
-def _codec_rank(codec_id: str, wanted: Sequence[str]) -> int | None:
-    """The position in ``wanted`` of the first entry naming ``codec_id``, or None."""
-    parts = codec_id.lower().split("/")
-    for rank, entry in enumerate(wanted):
-        asked = entry.lower().split("/")
-        if parts[: len(asked)] == asked:
-            return rank
-    return None
-
-
-def _codec_of(call: Any) -> str:
-    """The negotiated audio codec of ``call`` as ``name/rate``, or "" if unknown."""
-    try:
-        info = call.getStreamInfo(0)
-    except pj.Error:
-        return ""
-    return f"{info.codecName}/{info.codecClockRate}"
-
-
-def _text(value: str) -> str:
-    """SIP text made fit for an event (valid Unicode, no control characters, bounded)."""
-    return clean_text(value, max_chars=_MAX_TEXT)
-
-
-def _headers(message: str) -> dict[str, str]:
-    """The copied headers of ``message`` (at most ``_MAX_HEADERS``), cleaned."""
-    head = message.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
-    out: dict[str, str] = {}
-    for line in _unfold(head):
-        name, sep, value = line.partition(":")
-        key = _text(name.strip())
-        if sep and (key.lower().startswith("x-") or key.lower() in _COPIED_HEADERS):
-            if len(out) >= _MAX_HEADERS and key not in out:
-                break
-            out[key] = _text(value.strip())
-    return out
-
-
-def _unfold(lines: list[str]) -> Iterator[str]:
-    current = ""
-    for line in lines:
-        if line[:1] in (" ", "\t") and current:
-            current += " " + line.strip()
-            continue
-        if current:
-            yield current
-        current = line
-    if current:
-        yield current
-
-
-def _end_reason(record: _CallRecord, code: int) -> str:
-    """Classify why a call ended; see docs/sip-worker.md for the list."""
-    if record.transferred:
-        return "transferred"
-    if record.answered:
-        return "local_hangup" if record.hangup_requested else "remote_hangup"
-    if record.hangup_requested:
-        return "rejected" if record.incoming else "cancelled"
-    if record.incoming:
-        return "caller_cancelled"
-    if code in (486, 600):
-        return "busy"
-    if code in (603, 607):
-        return "declined"
-    if code in (408, 480):
-        return "no_answer" if code == 480 else "timeout"
-    if code in (404, 484, 604):
-        return "not_found"
-    if code in (502, 503, 504) or code < 100:
-        return "unreachable"
-    return "failed"
