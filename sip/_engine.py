@@ -27,15 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import os
 import re
-import shutil
 import socket
 import time
 import uuid
-import wave
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +53,7 @@ from sip._pj import (
     log,
     set_codecs,
 )
+from sip._recorder import RECORDER_CLOSE_TIMEOUT, Recorder
 from sip._sipmsg import redact
 from sip.media_graph import MediaGraph, MediaGraphError, Rewire
 
@@ -64,26 +61,8 @@ __all__ = ["Engine", "EngineError", "redact"]
 
 Emit = Callable[[p.Event], None]
 
-_RECORDER_CLOSE_TIMEOUT = 2.0
-# A recording holding less than this share of the time it ran, minus the slack (the
-# first and last frames of the conference bridge), lost audio.
-_RECORDING_KEPT = 0.9
-_RECORDING_SLACK = 1.0
-# Free space under which a short recording is put down to a full disk.
-_RECORDING_MIN_FREE = 1024 * 1024
 # How often the SIP socket's drop counter is read for the "not allowed" log line.
 _DROPS_EVERY = 1.0
-
-
-@dataclass(eq=False)
-class _Recording:
-    call_id: str
-    final: Path
-    partial: Path
-    recorder: Any
-    sources: set[str] = field(default_factory=set)
-    started: float = field(default_factory=time.monotonic)
-    stopped: float | None = None
 
 
 class Engine:
@@ -97,11 +76,17 @@ class Engine:
         self._local: Account | None = None
         self._lines: dict[str, Account] = {}
         self._calls: dict[str, CallRecord] = {}
-        self._recordings: dict[str, _Recording] = {}
         # Who hears whom: bridges, supervisions, holds (pure bookkeeping).
         self._graph = MediaGraph()
+        self._recorder = Recorder(
+            emit=emit,
+            defer=lambda action: self._deferred.append(action),
+            audio=self._audio_of,
+            port=lambda call_id: self._port(self._calls.get(call_id)),
+            sources=self._graph.recording_sources,
+            silence=lambda: self._ep.audDevManager().getCaptureDevMedia(),
+        )
         self._deferred: list[Callable[[], None]] = []
-        self._closing_recordings: set[_Recording] = set()
         self._unregistering: set[str] = set()
         self._networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self.sip_port = 0
@@ -229,12 +214,12 @@ class Engine:
         deadline = time.monotonic() + grace
         while self._calls and time.monotonic() < deadline:
             self.poll(20)
-        for call_id in list(self._recordings):
-            self._finish_recording(call_id)
+        for call_id in list(self._recorder.recordings):
+            self._recorder.finish(call_id)
         for record in list(self._calls.values()):
             self._release_call(record.call_id)
-        deadline = time.monotonic() + _RECORDER_CLOSE_TIMEOUT + 0.5
-        while self._closing_recordings and time.monotonic() < deadline:
+        deadline = time.monotonic() + RECORDER_CLOSE_TIMEOUT + 0.5
+        while self._recorder.closing and time.monotonic() < deadline:
             self.poll(10)
         self._run_deferred()
         # Unregister the lines and wait (bounded) for the PBX's answers here,
@@ -405,60 +390,27 @@ class Engine:
             raise EngineError("media_not_active", "both calls need active audio")
         self._rewire(self._graph.bridge(a.call_id, b.call_id))
         # A recording of either leg now hears the other leg too.
-        self._sync_recordings()
+        self._recorder.sync()
 
     def _cmd_unbridge(self, cmd: p.Unbridge) -> None:
         a, b = self._record(cmd.call_a), self._record(cmd.call_b)
         self._rewire(self._graph.unbridge(a.call_id, b.call_id))
-        self._sync_recordings()
+        self._recorder.sync()
 
     def _cmd_record_start(self, cmd: p.RecordStart) -> None:
         s = self._settings()
         record = self._record(cmd.call_id)
-        if cmd.call_id in self._recordings:
+        if cmd.call_id in self._recorder:
             raise EngineError("already_recording", "the call is being recorded")
         if self._audio(record) is None:
             raise EngineError("media_not_active", "the call has no active audio")
         final = Path(cmd.path) if cmd.path else Path(s.recording_dir) / f"{cmd.call_id}.wav"
-        if final.suffix.lower() != ".wav":
-            raise EngineError("invalid_path", "recordings are WAV files: path must end in .wav")
-        # pjsua picks the writer from the file extension and refuses anything
-        # but .wav/.mp3, so the partial name is a hidden ``.<name>.part.wav``.
-        partial = final.with_name(f".{final.stem}.part.wav")
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            free = shutil.disk_usage(final.parent).free
-        except OSError as exc:
-            log("error", "recording.cannot_start", call_id=cmd.call_id, error=str(exc))
-            raise EngineError("recording_failed", "the recording file cannot be created") from None
-        if free < _RECORDING_MIN_FREE:
-            # pjlib writes through stdio buffers: a file started on a full disk is
-            # accepted, and its header and audio are lost without an error.
-            log("error", "recording.cannot_start", call_id=cmd.call_id, free_bytes=free)
-            raise EngineError("recording_failed", "no space left on device")
-        recorder = pj.AudioMediaRecorder()
-        try:
-            recorder.createRecorder(str(partial))
-        except pj.Error as exc:
-            del recorder
-            # pjsip's text stays in the log; the caller gets the plain reason.
-            log("error", "recording.cannot_start", call_id=cmd.call_id, error=exc.info())
-            with contextlib.suppress(OSError):
-                partial.unlink()
-            raise EngineError("recording_failed", _start_reason(final.parent)) from None
-        rec = _Recording(call_id=cmd.call_id, final=final, partial=partial, recorder=recorder)
-        self._recordings[cmd.call_id] = rec
-        # The conference bridge writes nothing to a recorder in a tick where no
-        # source delivered audio (a held call's stream does not decode), which
-        # would cut that time out of the WAV. The null sound device's port
-        # delivers silence on every tick: with it the file keeps wall-clock time.
-        self._ep.audDevManager().getCaptureDevMedia().startTransmit(recorder)
-        self._sync_recordings()
+        self._recorder.start(cmd.call_id, final)
 
     def _cmd_record_stop(self, cmd: p.RecordStop) -> None:
-        if cmd.call_id not in self._recordings:
+        if cmd.call_id not in self._recorder:
             raise EngineError("not_recording", "the call is not being recorded")
-        self._finish_recording(cmd.call_id)
+        self._recorder.finish(cmd.call_id)
 
     def _cmd_hold(self, cmd: p.Hold) -> None:
         record = self._record(cmd.call_id)
@@ -497,7 +449,7 @@ class Engine:
         if self._audio(a) is None or self._audio(b) is None:
             raise EngineError("media_not_active", "both calls need active audio")
         self._rewire(self._graph.connect(a.call_id, b.call_id))
-        self._sync_recordings()
+        self._recorder.sync()
 
     def _cmd_supervise(self, cmd: p.Supervise) -> None:
         customer = self._record(cmd.call_id)
@@ -506,7 +458,7 @@ class Engine:
         if self._audio(supervisor) is None:
             raise EngineError("media_not_active", "the supervisor's call has no active audio")
         self._rewire(self._graph.supervise(customer.call_id, supervisor.call_id, cmd.mode))
-        self._sync_recordings()
+        self._recorder.sync()
 
     def _cmd_dtmf(self, cmd: p.SendDtmf) -> None:
         if not cmd.digits or not re.fullmatch(r"[0-9A-Da-d*#]+", cmd.digits):
@@ -576,18 +528,14 @@ class Engine:
         )
 
     def _on_disconnected(self, record: CallRecord, code: int, reason: str) -> None:
-        for rec_id, rec in list(self._recordings.items()):
-            if rec_id == record.call_id:
-                self._finish_recording(rec_id)
-            else:
-                rec.sources.discard(record.call_id)
+        self._recorder.call_ended(record.call_id)
         self._graph.drop_bridges(record.call_id)
         # A supervision ends with any of its three legs; the connections
         # between the two remaining legs go with it.
         ended = self._graph.end_supervisions(record.call_id)
         if ended is not None:
             self._rewire(ended)
-            self._sync_recordings()
+            self._recorder.sync()
         if record.announce:
             self.emit(
                 p.CallState(
@@ -739,6 +687,10 @@ class Engine:
             return None
         return None
 
+    def _audio_of(self, call_id: str) -> Any:
+        record = self._calls.get(call_id)
+        return self._audio(record) if record is not None else None
+
     def _port(self, record: CallRecord | None) -> Any:
         """Return the call's audio media while it has a conference port (held too)."""
         if record is None or record.call is None:
@@ -783,23 +735,8 @@ class Engine:
             return
         for src, dst in self._graph.edges_of(record.call_id):
             self._transmit(src, dst)
-        for rec in self._recordings.values():
-            if record.call_id in rec.sources:
-                medium.startTransmit(rec.recorder)
-        self._sync_recordings()
-
-    def _sync_recordings(self) -> None:
-        """Connect every recording to what it should hear, and only that."""
-        for rec in self._recordings.values():
-            wanted = self._graph.recording_sources(rec.call_id)
-            for gone in rec.sources - wanted:
-                port = self._port(self._calls.get(gone))
-                if port is not None:
-                    with contextlib.suppress(pj.Error):
-                        port.stopTransmit(rec.recorder)
-                rec.sources.discard(gone)
-            for new in wanted - rec.sources:
-                self._record_source(rec, self._calls[new])
+        self._recorder.reconnect(record.call_id, medium)
+        self._recorder.sync()
 
     def _allowed(self, host: str) -> bool:
         try:
@@ -832,78 +769,6 @@ class Engine:
         if transport is not None:
             acfg.sipConfig.transportId = transport
         return acfg
-
-    def _record_source(self, rec: _Recording, record: CallRecord) -> None:
-        if record.call_id in rec.sources:
-            return
-        medium = self._audio(record)
-        if medium is not None:
-            medium.startTransmit(rec.recorder)
-            rec.sources.add(record.call_id)
-
-    def _finish_recording(self, call_id: str) -> None:
-        rec = self._recordings.pop(call_id)
-        rec.stopped = time.monotonic()
-        for source in rec.sources:
-            medium = self._port(self._calls.get(source))
-            if medium is not None:
-                with contextlib.suppress(pj.Error):
-                    medium.stopTransmit(rec.recorder)
-        with contextlib.suppress(pj.Error):
-            self._ep.audDevManager().getCaptureDevMedia().stopTransmit(rec.recorder)
-        # Dropping the last reference destroys the recorder, but since
-        # pjproject 2.14 the conference bridge removes ports asynchronously:
-        # the WAV writer flushes and writes its header only on a later clock
-        # tick. So wait (polling, never blocking the loop) for a complete
-        # header before the rename.
-        rec.recorder = None
-        deadline = time.monotonic() + _RECORDER_CLOSE_TIMEOUT
-
-        def complete() -> None:
-            if not _wav_complete(rec.partial) and time.monotonic() < deadline:
-                self._deferred.append(complete)
-                return
-            self._closing_recordings.discard(rec)
-            self._publish_recording(rec)
-
-        self._closing_recordings.add(rec)
-        self._deferred.append(complete)
-
-    def _publish_recording(self, rec: _Recording) -> None:
-        # pjmedia's WAV writer drops what it cannot write (a full disk) without
-        # telling anyone. The null sound device feeds the recorder every tick, so a
-        # whole recording is as long as the time it ran: one much shorter, or whose
-        # header does not match its size, lost audio.
-        ran = (rec.stopped or time.monotonic()) - rec.started
-        try:
-            complete = _wav_complete(rec.partial)
-            with wave.open(str(rec.partial), "rb") as wav:
-                duration = wav.getnframes() / wav.getframerate()
-            if not complete or duration < ran * _RECORDING_KEPT - _RECORDING_SLACK:
-                raise _RecordingShort(
-                    f"{_short_reason(rec.partial.parent)}: {duration:.1f} s of {ran:.1f} s written"
-                )
-            os.replace(rec.partial, rec.final)
-            size = rec.final.stat().st_size
-        except (_RecordingShort, OSError, wave.Error, EOFError) as exc:
-            # A partial file is not a recording, and it holds space that is short.
-            with contextlib.suppress(OSError):
-                rec.partial.unlink()
-            log("error", "recording.failed", call_id=rec.call_id, error=str(exc))
-            # The message reaches clients: plain words, never a server path.
-            reason = (
-                str(exc) if isinstance(exc, _RecordingShort) else _short_reason(rec.final.parent)
-            )
-            self.emit(p.Error(code="recording_failed", message=reason, call_id=rec.call_id))
-            return
-        self.emit(
-            p.RecordingFinished(
-                call_id=rec.call_id,
-                path=str(rec.final),
-                duration_seconds=round(duration, 3),
-                bytes=size,
-            )
-        )
 
     def _release_call(self, call_id: str) -> None:
         record = self._calls.pop(call_id, None)
@@ -938,42 +803,3 @@ class Engine:
         actions, self._deferred = self._deferred, []
         for action in actions:
             action()
-
-
-class _RecordingShort(Exception):
-    """The recording holds less audio than the time it ran."""
-
-
-def _start_reason(directory: Path) -> str:
-    """Why a recording could not start, in plain words."""
-    reason = _short_reason(directory)
-    if reason == "no space left on device":
-        return reason
-    return "the recording file cannot be created"
-
-
-def _short_reason(directory: Path) -> str:
-    """Why a recording came out short: a full disk, if the disk is full."""
-    try:
-        free = shutil.disk_usage(directory).free
-    except OSError:
-        return "the recording is incomplete"
-    if free < _RECORDING_MIN_FREE:
-        return "no space left on device"
-    return "the recording is incomplete"
-
-
-def _wav_complete(path: Path) -> bool:
-    """Whether the RIFF header of ``path`` accounts for the whole file."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(8)
-            size = os.fstat(f.fileno()).st_size
-    except OSError:
-        return False
-    return (
-        len(head) == 8
-        and head[:4] == b"RIFF"
-        and int.from_bytes(head[4:], "little") + 8 == size
-        and size >= 44
-    )
