@@ -32,7 +32,8 @@ each call, in one task (see ``docs/sip-pool.md``):
    ``cancelled`` when the caller hung up first, with ``agent`` None) and, for a
    recorded call, ``RecordingReady``.
 
-:class:`PresenceBook` is an in-memory :class:`Presence` the daemon may use as is.
+:class:`Presence` is what the service reads of the agents' presence; the one
+presence model, :class:`bus.presence.PresenceBook`, implements it (re-exported here).
 The call's phase is a pure state machine (:class:`~sip.inbound.state.InboundCall`);
 the service does the I/O and feeds it. The steps from the bridge on are
 :class:`sip.conversation.Conversation`'s.
@@ -40,14 +41,13 @@ the service does the I/O and feeds it. The steps from the bridge on are
 
 from sip.inbound.branches import losing_branch_code
 from sip.inbound.card import caller_card
-from sip.inbound.presence import AgentState, Presence, PresenceBook, Strategy
+from sip.inbound.presence import Presence, PresenceBook, Strategy
 from sip.inbound.service import InboundService
 from sip.inbound.session import ActiveInboundCall, InboundStats
 from sip.inbound.state import InboundCall, InboundPhase, Outcome
 
 __all__ = [
     "ActiveInboundCall",
-    "AgentState",
     "InboundCall",
     "InboundPhase",
     "InboundService",
