@@ -43,9 +43,8 @@ class CallEvents(CallFlow):
         if isinstance(item, AnswerRequest):
             await self._answer_request(s, item)
         elif isinstance(item, HangupRequest):
-            if s.outcome is None:
-                reason = CallEndReason.COMPLETED if s.answer_sent else CallEndReason.CANCELLED
-                self._decide_outcome(s, Outcome(reason, 0, None))
+            if s.state.hangup_requested():
+                self._ended_by(s, s.state.outcome)
         elif isinstance(item, Wake):
             if s.phase is InboundPhase.NEW:
                 await self._maybe_decide(s)
@@ -155,14 +154,8 @@ class CallEvents(CallFlow):
             await self._customer_answered(s)
         elif isinstance(event, Ended):
             s.customer_alive = False
-            if s.outcome is None:
-                if event.transferred:
-                    reason = CallEndReason.TRANSFERRED
-                elif s.answer_sent:
-                    reason = CallEndReason.COMPLETED
-                else:
-                    reason = CallEndReason.CANCELLED  # the caller gave up ringing
-                self._decide_outcome(s, Outcome(reason, event.sip_code, "customer"))
+            if s.state.caller_left(transferred=event.transferred, sip_code=event.sip_code):
+                self._ended_by(s, s.state.outcome)
 
     async def _on_other_event(self, s: Session, leg: str, event: LegEvent) -> None:
         kind = s.other_kind

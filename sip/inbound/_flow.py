@@ -302,7 +302,7 @@ class CallFlow(CallTaskService):
             log.error("inbound.answer_failed", error=str(exc))
             self._decide_outcome(s, Outcome(CallEndReason.FAILED, 0, "customer"))
             return
-        s.answer_sent = True
+        s.state.caller_answered()
         s.answered_at = time.monotonic()
         await self._maybe_bridge(s)
 
@@ -348,7 +348,18 @@ class CallFlow(CallTaskService):
 
     def _decide_outcome(self, s: Session, outcome: Outcome) -> None:
         if s.state.decide(outcome):
-            log.info("inbound.ending", reason=outcome.reason.value, sip_code=outcome.sip_code)
+            self._ended_by(s, outcome)
+        else:
+            self._ending(s)
+
+    def _ended_by(self, s: Session, outcome: Outcome | None) -> None:
+        """The call's outcome was just decided (``outcome``): let its slot and its
+        place among the waiting calls go."""
+        assert outcome is not None
+        log.info("inbound.ending", reason=outcome.reason.value, sip_code=outcome.sip_code)
+        self._ending(s)
+
+    def _ending(self, s: Session) -> None:
         if s.reserved and s.chosen is not None:
             # No leg is placed any more: the slot is free for other calls now.
             s.reserved = False

@@ -146,7 +146,6 @@ class Session:
     #: The widget's answer requests accepted, resolved when the new leg is placed.
     answer_waiters: list[asyncio.Future[str]] = field(default_factory=list)
     customer_alive: bool = True
-    answer_sent: bool = False
     customer_answered: bool = False
     answered_at: float | None = None
     media: set[str] = field(default_factory=set)
@@ -168,6 +167,11 @@ class Session:
     @property
     def outcome(self) -> Outcome | None:
         return self.state.outcome
+
+    @property
+    def answer_sent(self) -> bool:
+        """The caller's leg was answered."""
+        return self.state.answered
 
     def put(self, leg: str, event: LegEvent) -> None:
         self.queue.put_nowait(LegItem(leg, event))

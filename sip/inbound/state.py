@@ -14,6 +14,8 @@ Phases::
                               └──deadline──> FORWARDING <────────────┘         │
                                                  └──answered──> CONNECTING ──> BRIDGED
     any phase before ENDING ──decide(outcome)──> ENDING ──no leg left──> ENDED
+        (the outcome: hangup_requested and caller_left compute it from whether the
+        caller was answered; the service decides the others: missed, failed...)
     any phase ──interrupted──> ENDED      (the worker carrying the call died)
 
 The races SIP produces (an answer crossing our CANCEL, a deadline after the
@@ -87,6 +89,8 @@ class InboundCall:
         self.sip_call_id = sip_call_id
         self.phase = InboundPhase.NEW
         self.outcome: Outcome | None = None
+        #: The caller's leg was answered (by us, for an agent or the overflow).
+        self.answered = False
 
     def _move(self, phase: InboundPhase, **why: object) -> None:
         log.info(
@@ -128,6 +132,38 @@ class InboundCall:
             assert self.outcome is not None
             self._move(InboundPhase.ENDING, reason=self.outcome.reason.value)
         return first
+
+    def caller_answered(self) -> None:
+        """We answered the caller's leg: an end from now on is ``completed``."""
+        if self.phase is not InboundPhase.CONNECTING:
+            raise InvalidState(
+                f"inbound call {self.sip_call_id}: cannot answer the caller in phase"
+                f" {self.phase.value}"
+            )
+        self.answered = True
+        log.info("inbound_call.caller_answered", sip_call_id=self.sip_call_id)
+
+    def hangup_requested(self) -> bool:
+        """Someone asked to end the call; True if that decided its outcome
+        (``completed`` once the caller was answered, else ``cancelled``)."""
+        if self.outcome is not None:
+            return False
+        reason = CallEndReason.COMPLETED if self.answered else CallEndReason.CANCELLED
+        return self.decide(Outcome(reason, 0, None))
+
+    def caller_left(self, *, transferred: bool, sip_code: int) -> bool:
+        """The caller's leg ended; True if that decided the outcome: ``transferred``
+        (it left by a REFER), ``completed`` once answered, else ``cancelled`` (the
+        caller gave up ringing)."""
+        if self.outcome is not None:
+            return False
+        if transferred:
+            reason = CallEndReason.TRANSFERRED
+        elif self.answered:
+            reason = CallEndReason.COMPLETED
+        else:
+            reason = CallEndReason.CANCELLED
+        return self.decide(Outcome(reason, sip_code, "customer"))
 
     def legs_gone(self) -> None:
         """No leg of the call is up any more: an ENDING call is ENDED."""

@@ -149,3 +149,42 @@ def test_branch_of_a_call_just_ended_is_late_for_a_while_only() -> None:
     assert not ended.recent("a", now=102.0)
     assert ended.recent("b", now=102.0)
     assert ended.recent("c", now=102.0)
+
+
+def test_caller_hanging_up_while_ringing_cancels_and_after_the_answer_completes() -> None:
+    ringing = _at(P.WAITING, P.OFFERING)
+    assert ringing.caller_left(transferred=False, sip_code=0) is True
+    assert ringing.outcome == Outcome(CallEndReason.CANCELLED, 0, "customer")
+
+    talking = _at(P.WAITING, P.OFFERING, P.CONNECTING)
+    talking.caller_answered()
+    talking.to(P.BRIDGED)
+    assert talking.caller_left(transferred=False, sip_code=200) is True
+    assert talking.outcome == Outcome(CallEndReason.COMPLETED, 200, "customer")
+
+
+def test_caller_leaving_by_a_transfer_ends_transferred() -> None:
+    call = _at(P.WAITING, P.OFFERING, P.CONNECTING)
+    call.caller_answered()
+    assert call.caller_left(transferred=True, sip_code=200) is True
+    assert call.outcome is not None
+    assert call.outcome.reason is CallEndReason.TRANSFERRED
+
+
+def test_hangup_request_cancels_a_ringing_call_and_completes_an_answered_one() -> None:
+    ringing = _at(P.WAITING)
+    assert ringing.hangup_requested() is True
+    assert ringing.outcome == Outcome(CallEndReason.CANCELLED, 0, None)
+    assert ringing.hangup_requested() is False  # decided already: nothing to do
+
+    answered = _at(P.WAITING, P.FORWARDING, P.CONNECTING)
+    answered.caller_answered()
+    assert answered.hangup_requested() is True
+    assert answered.outcome == Outcome(CallEndReason.COMPLETED, 0, None)
+
+
+def test_caller_cannot_be_answered_before_someone_answered_for_them() -> None:
+    call = _at(P.WAITING, P.OFFERING)
+    with pytest.raises(InvalidState, match="cannot answer the caller"):
+        call.caller_answered()
+    assert not call.answered
