@@ -6,7 +6,8 @@ registering it, leg to worker) and turns a worker's events into their effect:
 a registration report moves the line's :class:`~sip.registration.LineRegistration`
 and is published as ``RegistrationChanged``; an incoming call goes to the
 incoming handler (or is refused); a recording's end goes to the recording's
-listener; every other event naming a call goes to that leg's listener.
+listener; every other event naming a call goes to that leg's listener. Listeners
+get each event as :func:`sip.legs.translate` puts it, in the leg vocabulary.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sip.exceptions import (
     WorkerCommandError,
     WorkerGone,
 )
+from sip.legs import translate
 
 __all__ = ["IncomingHandler", "Router"]
 
@@ -110,7 +112,8 @@ class Router:
         legs, w.legs = w.legs, {}
         recordings, w.recordings = w.recordings, {}
         w.reserved = 0
-        exited = WorkerExited(returncode=returncode)
+        exited = translate(WorkerExited(returncode=returncode))
+        assert exited is not None
         for leg_id in legs:
             self._leg_worker.pop(leg_id, None)
         for listener in {**recordings, **legs}.values():
@@ -144,8 +147,9 @@ class Router:
             # A recording ends in its file or in the reason it has none; either
             # way it goes to the recording's listener (the call may be over).
             listener = w.recordings.pop(event.call_id or "", None)
-            if listener is not None:
-                listener(event)
+            leg_event = translate(event)
+            if listener is not None and leg_event is not None:
+                listener(leg_event)
         else:
             # Every other event naming a call (call_state, media_active, dtmf,
             # transfer_status, error...) goes to that leg's listener, so that
@@ -157,8 +161,9 @@ class Router:
             if isinstance(event, p.CallState) and event.state == "ended":
                 w.legs.pop(call_id, None)
                 self._leg_worker.pop(call_id, None)
-            if listener is not None:
-                listener(event)
+            leg_event = translate(event)
+            if listener is not None and leg_event is not None:
+                listener(leg_event)
 
     def _registration(self, w: WorkerSlot, event: p.Registration) -> None:
         registration = w.registrations.get(event.line)

@@ -25,6 +25,7 @@ from crm_store import Store, StoreError
 from sip import protocol as p
 from sip.client import WorkerClient, WorkerExited
 from sip.exceptions import WorkerCommandError, WorkerGone, WorkerStartError, WorkerUnavailable
+from sip.legs import LegListener
 from sip.plan import WorkerPlan
 from sip.registration import LineRegistration
 
@@ -38,9 +39,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-
-#: Called on the loop with every event of one leg; must not block.
-LegListener = Callable[[p.Event], None]
 
 
 class Backoff:

@@ -11,8 +11,8 @@ when it originated it (or the worker chose for an incoming call). The pool knows
 legs, not calls: a call made of several legs (click-to-call bridges an agent leg
 and a customer leg) is the business of ``sip.calls``, which hands the pool a
 *listener* per leg. Listeners are plain callables run on the loop for every
-event of their leg, and once more with :class:`~sip.client.WorkerExited` if the
-worker dies under the leg. They must not block.
+event of their leg, in the leg vocabulary of :mod:`sip.legs`, and once more with
+:class:`~sip.legs.Gone` if the worker dies under the leg. They must not block.
 
 Incoming calls go to one handler (:meth:`SipPool.on_incoming`): the inbound
 service, which receives a branch of each reception call from every worker
@@ -274,13 +274,10 @@ class SipPool:
 
     def agent(self, name: str) -> AgentConfig:
         """The configured agent whose user name (or, failing that, name) is ``name``."""
-        for agent in self.config.agents:
-            if agent.user == name:
-                return agent
-        for agent in self.config.agents:
-            if agent.name == name:
-                return agent
-        raise UnknownAgent(f"no agent {name!r}")
+        try:
+            return self.config.agent(name)
+        except KeyError:
+            raise UnknownAgent(f"no agent {name!r}") from None
 
     def worker_of(self, leg_id: str) -> str:
         """The id of the worker holding leg ``leg_id``."""
@@ -411,11 +408,10 @@ class SipPool:
     async def record_start(
         self, leg_id: str, listener: LegListener, path: str | None = None
     ) -> None:
-        """Record leg ``leg_id`` (and the legs bridged to it); ``listener`` gets the
-        ``RecordingFinished``, or an ``Error`` ``recording_failed`` whose message
-        says why there is no recording (a full disk), or ``WorkerExited``. ``path``
-        None means
-        ``<recording.directory>/<leg_id>.wav``."""
+        """Record leg ``leg_id`` (and the legs bridged to it); ``listener`` gets
+        :class:`~sip.legs.Recorded`, or :class:`~sip.legs.RecordingLost` saying why
+        there is no recording (a full disk), or :class:`~sip.legs.Gone`. ``path``
+        None means ``<recording.directory>/<leg_id>.wav``."""
         w = self._router.holder(leg_id)
         w.recordings[leg_id] = listener
         try:
