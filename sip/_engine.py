@@ -1,17 +1,26 @@
-"""The pjsua2-facing half of a SIP worker: the only module that touches pjsua2.
+"""The pjsua2-facing half of a SIP worker: the engine and the modules it drives.
 
-Everything in this module runs on the worker's *pj thread* (the thread that
-called :meth:`Engine.configure`, which calls ``libCreate``). pjsua2 is set up
-with ``threadCnt = 0`` and ``mainThreadOnly``, and the media endpoint with
+Everything here runs on the worker's *pj thread* (the thread that called
+:meth:`Engine.configure`, which calls ``libCreate``). pjsua2 is set up with
+``threadCnt = 0`` and ``mainThreadOnly``, and the media endpoint with
 ``threadCnt = 0`` too, so every socket is polled and every callback runs inside
 :meth:`Engine.poll` on that thread. Nothing else may call into pjsua2.
+
+The engine turns protocol commands into pjsua2 calls and pjsua2 callbacks into
+protocol events. It is split by role: ``sip._pj`` adapts the pj objects (their
+callbacks, the call record, endpoint and account set-up); ``sip._lines`` owns
+the PBX lines and their registration retries; ``sip._recorder`` the WAV
+recordings; ``sip._sources`` the allowed sources; ``sip._sipmsg`` the pure SIP
+text helpers; and :mod:`sip.media_graph`, pure, decides who hears whom, which
+the engine carries out on the conference bridge.
 
 Lifetime rules (each one is a trap that crashes or hangs pjsua2):
 
 * Every ``pj.Call``, ``pj.Account`` and ``pj.AudioMediaRecorder`` is referenced
-  from exactly one place in this module and is released explicitly. A Python
-  ``Call`` proxy being garbage-collected runs ``Call::~Call``, which hangs the
-  call up; so calls stay in :attr:`Engine._calls` until DISCONNECTED.
+  from exactly one place (the engine, its lines, its recorder) and is released
+  explicitly. A Python ``Call`` proxy being garbage-collected runs
+  ``Call::~Call``, which hangs the call up; so calls stay in
+  :attr:`Engine._calls` until DISCONNECTED.
 * A ``Call`` must not be deleted inside its own callback (the C++ caller still
   uses ``this`` afterwards): releases are queued on :attr:`Engine._deferred` and
   run after ``libHandleEvents`` returns.
@@ -26,9 +35,7 @@ Lifetime rules (each one is a trap that crashes or hangs pjsua2):
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import re
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -38,31 +45,32 @@ from typing import Any
 import pjsua2 as pj  # type: ignore[import-untyped]
 
 from sip import _sipmsg as sipmsg
-from sip import _sockfilter
 from sip import protocol as p
+from sip._lines import Lines
 from sip._pj import (
     PJ_ETOOMANY,
-    PJ_LEVELS,
     Account,
     Call,
     CallRecord,
     Endpoint,
     EngineError,
     LogWriter,
+    account_config,
+    active_audio,
     codec_of,
+    conference_port,
+    endpoint_config,
     log,
     set_codecs,
 )
 from sip._recorder import RECORDER_CLOSE_TIMEOUT, Recorder
 from sip._sipmsg import redact
+from sip._sources import SourceGuard
 from sip.media_graph import MediaGraph, MediaGraphError, Rewire
 
 __all__ = ["Engine", "EngineError", "redact"]
 
 Emit = Callable[[p.Event], None]
-
-# How often the SIP socket's drop counter is read for the "not allowed" log line.
-_DROPS_EVERY = 1.0
 
 
 class Engine:
@@ -74,7 +82,6 @@ class Engine:
         self._ep: Any = None
         self._writer: Any = None
         self._local: Account | None = None
-        self._lines: dict[str, Account] = {}
         self._calls: dict[str, CallRecord] = {}
         # Who hears whom: bridges, supervisions, holds (pure bookkeeping).
         self._graph = MediaGraph()
@@ -87,20 +94,16 @@ class Engine:
             silence=lambda: self._ep.audDevManager().getCaptureDevMedia(),
         )
         self._deferred: list[Callable[[], None]] = []
-        self._unregistering: set[str] = set()
-        self._networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self.sip_port = 0
         self._transport_ids: dict[str, int] = {}
-        # Registration retries: consecutive refusals per line, and the token of
-        # the one retry each line may have pending.
-        self._refusals: dict[str, int] = {}
-        self._retry_tokens: dict[str, object] = {}
-        # Lines being unregistered: a failed un-REGISTER must not be retried as a
-        # REGISTER.
-        self._leaving: set[str] = set()
-        self._udp_fd: int | None = None
-        self._drops = 0
-        self._drops_checked = 0.0
+        self.lines = Lines(
+            emit=emit,
+            settings=self._settings,
+            new_account=lambda line: Account(self, line),
+            account_config=lambda: self._account_config(pbx=True),
+            defer_after=self._defer_after,
+        )
+        self._sources: SourceGuard | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -109,27 +112,12 @@ class Engine:
         if self._ep is not None:
             raise EngineError("already_configured", "configure may be sent only once")
         self.settings = settings
-        self._networks = [ipaddress.ip_network(s, strict=False) for s in settings.allowed_sources]
+        self._sources = SourceGuard(settings.allowed_sources)
         ep = Endpoint(self)
         ep.libCreate()  # makes this thread the pj "main" thread
         self._ep = ep
-        cfg = pj.EpConfig()
-        cfg.uaConfig.threadCnt = 0
-        cfg.uaConfig.mainThreadOnly = True
-        cfg.uaConfig.maxCalls = settings.max_calls
-        cfg.uaConfig.userAgent = "Switchboard"
-        cfg.uaConfig.stunServer.clear()
-        # Media worker threads would poll the shared ioqueue outside this
-        # thread; with none, RTP is handled inside libHandleEvents too.
-        cfg.medConfig.threadCnt = 0
-        cfg.medConfig.hasIoqueue = True
         self._writer = LogWriter()
-        cfg.logConfig.writer = self._writer
-        # pjsua hands a line to the writer only up to consoleLevel (with a writer
-        # set nothing goes to the console itself): both are the configured level.
-        cfg.logConfig.level = PJ_LEVELS[settings.log_level]
-        cfg.logConfig.consoleLevel = cfg.logConfig.level
-        cfg.logConfig.decor = 0  # pjsip's time/thread prefixes: stderr reader adds its own
+        cfg = endpoint_config(settings, self._writer)
         ep.libInit(cfg)
         ep.audDevManager().setNullDev()  # no sound card on a server
 
@@ -141,7 +129,7 @@ class Engine:
         transport = ep.transportCreate(kind, tcfg)
         self.sip_port = int(ep.transportGetInfo(transport).localName.rsplit(":", 1)[1])
         self._transport_ids = {settings.pbx_transport: transport}
-        self._filter_sources()
+        self._sources.attach(self.sip_port)
         ep.libStart()
         set_codecs(ep, settings.codecs)
 
@@ -162,47 +150,8 @@ class Engine:
         else:
             time.sleep(msec / 1000)
         self._run_deferred()
-        self._report_drops()
-
-    def _filter_sources(self) -> None:
-        """Attach the kernel filter for ``allowed_sources`` to the SIP socket(s).
-
-        pjsip would parse (and answer) any packet before Python sees it; with the
-        filter a packet from elsewhere never reaches it. Raises :class:`EngineError`
-        when no socket could be filtered: the worker must not run unfiltered.
-        """
-        filtered = 0
-        for fd, kind in _sockfilter.sockets_bound_to(self.sip_port):
-            try:
-                _sockfilter.attach(fd, self._networks)
-            except OSError as exc:
-                raise EngineError("configure_failed", f"socket filter: {exc}") from None
-            filtered += 1
-            if kind == socket.SOCK_DGRAM:
-                self._udp_fd = fd
-        if not filtered:
-            raise EngineError("configure_failed", "socket filter: the SIP socket was not found")
-        if self._udp_fd is not None:
-            self._drops = _sockfilter.udp_drops(self._udp_fd) or 0
-        log("info", "SIP socket filtered", allowed=",".join(map(str, self._networks)) or "none")
-
-    def _report_drops(self) -> None:
-        """Log (at most every second) how many datagrams the kernel dropped."""
-        if self._udp_fd is None:
-            return
-        now = time.monotonic()
-        if now - self._drops_checked < _DROPS_EVERY:
-            return
-        self._drops_checked = now
-        drops = _sockfilter.udp_drops(self._udp_fd)
-        if drops is not None and drops > self._drops:
-            log(
-                "warning",
-                "SIP datagrams dropped before the SIP stack (source not allowed, or a full "
-                "receive buffer)",
-                count=drops - self._drops,
-            )
-            self._drops = drops
+        if self._sources is not None:
+            self._sources.report_drops()
 
     def shutdown(self, grace: float = 2.0) -> None:
         """Hang up, unregister, release every pj object and destroy the library."""
@@ -224,18 +173,7 @@ class Engine:
         self._run_deferred()
         # Unregister the lines and wait (bounded) for the PBX's answers here,
         # so libDestroy need not: by default it waits a fixed second.
-        self._leaving.update(self._lines)
-        self._retry_tokens.clear()
-        for line, account in self._lines.items():
-            with contextlib.suppress(pj.Error):
-                if account.getInfo().regIsActive:
-                    account.setRegistration(False)
-                    self._unregistering.add(line)
-        deadline = time.monotonic() + 1.5
-        while self._unregistering and time.monotonic() < deadline:
-            self.poll(10)
-        for line in list(self._lines):
-            self._drop_line(line)
+        self.lines.unregister_all(self.poll)
         if self._local is not None:
             self._local.shutdown()
             self._local = None
@@ -267,59 +205,16 @@ class Engine:
         return p.Ok(cmd_id=cmd.cmd_id)
 
     def _cmd_register(self, cmd: p.Register) -> None:
-        s = self._settings()
-        if not s.pbx_host or not s.domain:
-            raise EngineError("no_pbx", "configure has no pbx_host/domain")
-        if cmd.line in self._lines:
-            raise EngineError("line_exists", f"line {cmd.line} is already registered")
-        if len(self._lines) + 1 >= s.max_accounts:  # +1: the local identity
-            raise EngineError("too_many_accounts", f"at most {s.max_accounts - 1} lines")
-        acfg = self._account_config(pbx=True)
-        name = cmd.display_name.replace('"', "")
-        uri = f"sip:{cmd.extension}@{s.domain}"
-        acfg.idUri = f'"{name}" <{uri}>' if name else uri
-        acfg.regConfig.registrarUri = f"sip:{s.pbx_host}:{s.pbx_port};transport={s.pbx_transport}"
-        acfg.regConfig.timeoutSec = cmd.expires
-        # Retries are scheduled by the engine (_after_registration): pjsua's own
-        # retry has one fixed interval, and a PBX refusing with 503 should be
-        # asked less and less often.
-        acfg.regConfig.retryIntervalSec = 0
-        acfg.regConfig.randomRetryIntervalSec = 0
-        acfg.regConfig.dropCallsOnFail = False
-        # Credentials for the PBX's realm only: with "*" any challenger (a stray
-        # proxy, a hostile UAS a call was sent to) would get a digest answer.
-        realm = s.realm or s.domain
-        acfg.sipConfig.authCreds.append(
-            pj.AuthCredInfo("digest", realm, cmd.extension, 0, cmd.password)
-        )
-        self._refusals.pop(cmd.line, None)
-        self._retry_tokens.pop(cmd.line, None)
-        self._leaving.discard(cmd.line)
-        account = Account(self, cmd.line)
-        self._lines[cmd.line] = account
-        try:
-            account.create(acfg, False)
-        except BaseException:
-            del self._lines[cmd.line]
-            account.shutdown()
-            raise
+        self.lines.register(cmd)
 
     def _cmd_unregister(self, cmd: p.Unregister) -> None:
-        if cmd.line not in self._lines:
-            raise EngineError("unknown_line", f"no line {cmd.line}")
-        account = self._lines[cmd.line]
-        self._retry_tokens.pop(cmd.line, None)  # no retry after this
-        self._leaving.add(cmd.line)
-        with contextlib.suppress(pj.Error):
-            account.setRegistration(False)  # onRegState reports "unregistered"
-        # The account object lives on until the un-REGISTER is answered.
-        self._defer_after(2.0, lambda: self._drop_line(cmd.line))
+        self.lines.unregister(cmd)
 
     def _cmd_originate(self, cmd: p.Originate) -> None:
         s = self._settings()
         if cmd.call_id in self._calls:
             raise EngineError("call_exists", f"call {cmd.call_id} already exists")
-        account = self._local if cmd.line is None else self._lines.get(cmd.line)
+        account = self._local if cmd.line is None else self.lines.accounts.get(cmd.line)
         if account is None:
             raise EngineError("unknown_line", f"no line {cmd.line}")
         if len(self._calls) >= s.max_calls:
@@ -474,7 +369,7 @@ class Engine:
         record = CallRecord(call_id=call_id, call=call, line=account.line, incoming=True)
         self._calls[call_id] = record
         self._graph.add(call_id)
-        if not self._allowed(source):
+        if self._sources is None or not self._sources.allowed(source):
             # pjsip has parsed the INVITE already (it cannot be filtered from
             # Python earlier); refuse it without telling the daemon.
             record.announce = False
@@ -589,79 +484,6 @@ class Engine:
 
     # ------------------------------------------------------------------ helpers
 
-    def _emit_registration(self, line: str, state: str, code: int, reason: str, exp: int) -> None:
-        self.emit(
-            p.Registration(
-                line=line,
-                state=state,  # type: ignore[arg-type]
-                code=code,
-                reason=sipmsg.text(reason),
-                expires=exp,
-            )
-        )
-
-    def _on_connection_lost(self) -> None:
-        """A TCP connection closed: register every line again after the retry interval.
-
-        Over TCP a PBX that goes away closes the connection its registrations used;
-        pjsua would re-register only with its own retry on, which the engine replaces.
-        """
-        s = self._settings()
-        for line, account in self._lines.items():
-            if line not in self._retry_tokens and line not in self._leaving:
-                self._schedule_register(line, account, float(s.register_retry_seconds))
-
-    def _after_registration(self, account: Account, code: int, expires: int, msg: str) -> None:
-        """Schedule the next attempt after a failed registration.
-
-        A PBX that *answered* 5xx/6xx is asked again after the retry interval,
-        doubled at each consecutive refusal up to the maximum (or after its
-        Retry-After, within the maximum); a PBX that did not answer (timeout,
-        transport error) is retried at the base interval, so that its return is
-        noticed at once. Credentials refused (401/403...) are not retried.
-        """
-        line = account.line
-        assert line is not None
-        if code // 100 == 2:
-            self._refusals.pop(line, None)
-            self._retry_tokens.pop(line, None)
-            return
-        if line in self._leaving or self._lines.get(line) is not account:
-            return
-        s = self._settings()
-        answered = bool(msg)
-        if answered and code not in sipmsg.RETRYABLE and code < 600:
-            return
-        delay = float(s.register_retry_seconds)
-        if answered:
-            refusals = self._refusals.get(line, 0) + 1
-            self._refusals[line] = refusals
-            delay = min(delay * 2 ** (refusals - 1), float(s.register_retry_max_seconds))
-            match = sipmsg.RETRY_AFTER_RE.search(msg)
-            if match is not None:
-                delay = min(max(delay, float(match.group(1))), float(s.register_retry_max_seconds))
-        log("info", "registration retry scheduled", line=line, code=code, delay=delay)
-        self._schedule_register(line, account, delay)
-
-    def _schedule_register(self, line: str, account: Account, delay: float) -> None:
-        """Send a REGISTER for ``line`` in ``delay`` seconds, replacing any pending one."""
-        token = object()
-        self._retry_tokens[line] = token
-
-        def retry() -> None:
-            if self._retry_tokens.get(line) is not token or self._lines.get(line) is not account:
-                return
-            if line in self._leaving:
-                return
-            del self._retry_tokens[line]
-            try:
-                account.setRegistration(True)
-            except pj.Error as exc:
-                log("warning", "registration retry failed", line=line, reason=exc.info())
-                self._after_registration(account, 503, 0, "")
-
-        self._defer_after(delay, retry)
-
     def _settings(self) -> p.WorkerSettings:
         assert self.settings is not None
         return self.settings
@@ -676,16 +498,7 @@ class Engine:
         """Return the call's active audio media (None if inactive or held)."""
         if self._graph.is_held(record.call_id) or record.call is None:
             return None
-        try:
-            info = record.call.getInfo()
-            for medium in info.media:
-                if medium.type == pj.PJMEDIA_TYPE_AUDIO and (
-                    medium.status == pj.PJSUA_CALL_MEDIA_ACTIVE
-                ):
-                    return record.call.getAudioMedia(medium.index)
-        except pj.Error:
-            return None
-        return None
+        return active_audio(record.call)
 
     def _audio_of(self, call_id: str) -> Any:
         record = self._calls.get(call_id)
@@ -695,14 +508,7 @@ class Engine:
         """Return the call's audio media while it has a conference port (held too)."""
         if record is None or record.call is None:
             return None
-        try:
-            info = record.call.getInfo()
-            for medium in info.media:
-                if medium.type == pj.PJMEDIA_TYPE_AUDIO and medium.audioConfSlot >= 0:
-                    return record.call.getAudioMedia(medium.index)
-        except pj.Error:
-            return None
-        return None
+        return conference_port(record.call)
 
     # Conference-bridge connections. The wanted set is derived from the media
     # graph (bridges both ways, supervision per mode); commands change the
@@ -738,37 +544,10 @@ class Engine:
         self._recorder.reconnect(record.call_id, medium)
         self._recorder.sync()
 
-    def _allowed(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in net for net in self._networks)
-
     def _account_config(self, *, pbx: bool = False) -> Any:
+        # PBX lines are bound to the PBX's transport; the local identity is not.
         s = self._settings()
-        acfg = pj.AccountConfig()
-        acfg.natConfig.sipOutboundUse = 0
-        acfg.natConfig.iceEnabled = False
-        acfg.natConfig.sipStunUse = pj.PJSUA_STUN_USE_DISABLED
-        acfg.natConfig.mediaStunUse = pj.PJSUA_STUN_USE_DISABLED
-        acfg.natConfig.contactRewriteUse = 0
-        acfg.natConfig.viaRewriteUse = 0
-        acfg.natConfig.sdpNatRewriteUse = 0
-        acfg.natConfig.udpKaIntervalSec = 0
-        acfg.mediaConfig.transportConfig.port = s.rtp_port_start
-        acfg.mediaConfig.transportConfig.portRange = s.rtp_port_count
-        acfg.mediaConfig.transportConfig.boundAddress = s.bind_address
-        acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL
-        # Bind the PBX lines to the PBX's configured transport. Otherwise pjsip
-        # moves a request over 1300 bytes (an INVITE once it carries its digest
-        # answer) from UDP to TCP on its own (RFC 3261 18.1.1), which a PBX or a
-        # firewall set up for UDP only refuses; pjsua2 has no switch for that rule.
-        # The local identity stays unbound: it calls whatever URI it is given.
-        transport = self._transport_ids.get(s.pbx_transport) if pbx else None
-        if transport is not None:
-            acfg.sipConfig.transportId = transport
-        return acfg
+        return account_config(s, self._transport_ids.get(s.pbx_transport) if pbx else None)
 
     def _release_call(self, call_id: str) -> None:
         record = self._calls.pop(call_id, None)
@@ -779,14 +558,6 @@ class Engine:
         record.call = None
         # Deleting a Call inside its own callback is a use-after-free in C++.
         self._deferred.append(holder.clear)
-
-    def _drop_line(self, line: str) -> None:
-        self._leaving.discard(line)
-        self._retry_tokens.pop(line, None)
-        self._refusals.pop(line, None)
-        account = self._lines.pop(line, None)
-        if account is not None:
-            account.shutdown()
 
     def _defer_after(self, delay: float, action: Callable[[], None]) -> None:
         due = time.monotonic() + delay

@@ -33,7 +33,11 @@ __all__ = [
     "Endpoint",
     "EngineError",
     "LogWriter",
+    "account_config",
+    "active_audio",
     "codec_of",
+    "conference_port",
+    "endpoint_config",
     "guard",
     "log",
     "set_codecs",
@@ -96,7 +100,7 @@ class Endpoint(pj.Endpoint):  # type: ignore[misc]
     @guard
     def onTransportState(self, prm: Any) -> None:
         if prm.state == pj.PJSIP_TP_STATE_DISCONNECTED:
-            self._engine._on_connection_lost()
+            self._engine.lines.connection_lost()
 
 
 class Account(pj.Account):  # type: ignore[misc]
@@ -108,19 +112,15 @@ class Account(pj.Account):  # type: ignore[misc]
     @guard
     def onRegStarted(self, prm: Any) -> None:
         if self.line is not None and prm.renew:
-            self._engine._emit_registration(self.line, "registering", 0, "", 0)
+            self._engine.lines.started(self)
 
     @guard
     def onRegState(self, prm: Any) -> None:
         if self.line is None:
             return
-        code, expires = int(prm.code), int(prm.expiration)
-        self._engine._unregistering.discard(self.line)
-        state = "failed"
-        if code // 100 == 2:
-            state = "registered" if expires > 0 else "unregistered"
-        self._engine._emit_registration(self.line, state, code, str(prm.reason), expires)
-        self._engine._after_registration(self, code, expires, str(prm.rdata.wholeMsg))
+        self._engine.lines.answered(
+            self, int(prm.code), int(prm.expiration), str(prm.reason), str(prm.rdata.wholeMsg)
+        )
 
     @guard
     def onIncomingCall(self, prm: Any) -> None:
@@ -217,3 +217,79 @@ def codec_of(call: Any) -> str:
     except pj.Error:
         return ""
     return f"{info.codecName}/{info.codecClockRate}"
+
+
+def endpoint_config(settings: p.WorkerSettings, writer: LogWriter) -> Any:
+    """The ``pj.EpConfig`` of a worker: one thread (this one), no media threads,
+    pjsip's log through ``writer`` at the configured level."""
+    cfg = pj.EpConfig()
+    cfg.uaConfig.threadCnt = 0
+    cfg.uaConfig.mainThreadOnly = True
+    cfg.uaConfig.maxCalls = settings.max_calls
+    cfg.uaConfig.userAgent = "Switchboard"
+    cfg.uaConfig.stunServer.clear()
+    # Media worker threads would poll the shared ioqueue outside this
+    # thread; with none, RTP is handled inside libHandleEvents too.
+    cfg.medConfig.threadCnt = 0
+    cfg.medConfig.hasIoqueue = True
+    cfg.logConfig.writer = writer
+    # pjsua hands a line to the writer only up to consoleLevel (with a writer
+    # set nothing goes to the console itself): both are the configured level.
+    cfg.logConfig.level = PJ_LEVELS[settings.log_level]
+    cfg.logConfig.consoleLevel = cfg.logConfig.level
+    cfg.logConfig.decor = 0  # pjsip's time/thread prefixes: stderr reader adds its own
+    return cfg
+
+
+def account_config(settings: p.WorkerSettings, transport: int | None) -> Any:
+    """The ``pj.AccountConfig`` every account of a worker starts from: no NAT
+    tricks, the worker's RTP ports, and bound to SIP transport ``transport``
+    when given."""
+    s = settings
+    acfg = pj.AccountConfig()
+    acfg.natConfig.sipOutboundUse = 0
+    acfg.natConfig.iceEnabled = False
+    acfg.natConfig.sipStunUse = pj.PJSUA_STUN_USE_DISABLED
+    acfg.natConfig.mediaStunUse = pj.PJSUA_STUN_USE_DISABLED
+    acfg.natConfig.contactRewriteUse = 0
+    acfg.natConfig.viaRewriteUse = 0
+    acfg.natConfig.sdpNatRewriteUse = 0
+    acfg.natConfig.udpKaIntervalSec = 0
+    acfg.mediaConfig.transportConfig.port = s.rtp_port_start
+    acfg.mediaConfig.transportConfig.portRange = s.rtp_port_count
+    acfg.mediaConfig.transportConfig.boundAddress = s.bind_address
+    acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL
+    # Bind the PBX lines to the PBX's configured transport. Otherwise pjsip
+    # moves a request over 1300 bytes (an INVITE once it carries its digest
+    # answer) from UDP to TCP on its own (RFC 3261 18.1.1), which a PBX or a
+    # firewall set up for UDP only refuses; pjsua2 has no switch for that rule.
+    # The local identity stays unbound: it calls whatever URI it is given.
+    if transport is not None:
+        acfg.sipConfig.transportId = transport
+    return acfg
+
+
+def active_audio(call: Any) -> Any:
+    """``call``'s active audio media, or None (inactive, or pjsua refuses)."""
+    try:
+        info = call.getInfo()
+        for medium in info.media:
+            if medium.type == pj.PJMEDIA_TYPE_AUDIO and (
+                medium.status == pj.PJSUA_CALL_MEDIA_ACTIVE
+            ):
+                return call.getAudioMedia(medium.index)
+    except pj.Error:
+        return None
+    return None
+
+
+def conference_port(call: Any) -> Any:
+    """``call``'s audio media while it has a conference port (held too), or None."""
+    try:
+        info = call.getInfo()
+        for medium in info.media:
+            if medium.type == pj.PJMEDIA_TYPE_AUDIO and medium.audioConfSlot >= 0:
+                return call.getAudioMedia(medium.index)
+    except pj.Error:
+        return None
+    return None
