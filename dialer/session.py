@@ -69,10 +69,18 @@ from crm_store import (
     StoreError,
     StoreUnavailable,
 )
-from sip import protocol as p
-from sip.call_state import end_reason
-from sip.client import WorkerExited
 from sip.exceptions import PoolError, WorkerCommandError, WorkerGone
+from sip.legs import (
+    Answered,
+    Ended,
+    Gone,
+    LegEvent,
+    MediaUp,
+    Recorded,
+    RecordingLost,
+    Ringing,
+    end_reason,
+)
 from sip.pool import SipPool, pbx_uri
 
 from .exceptions import InvalidState
@@ -107,7 +115,7 @@ class Leg(StrEnum):
 class _LegEvent:
     leg: Leg
     leg_id: str
-    event: p.Event
+    event: LegEvent
     loop_at: float
     wall_at: float
 
@@ -842,21 +850,21 @@ class DialingSession:
         if ev.leg_id != self._agent_leg:
             return
         # The persistent agent leg.
-        if isinstance(event, WorkerExited):
+        if isinstance(event, Gone):
             self._agent_leg, self._agent_up, self._agent_media = None, False, False
             self._agent_failed = True
             if att is not None:
                 att.interrupted = True
                 self._customer_ended(att, ev, None)
-        elif isinstance(event, p.MediaActive):
+        elif isinstance(event, MediaUp):
             self._agent_media = True
             if att is not None:
                 await self._bridge(att)
-        elif isinstance(event, p.CallState):
-            if event.state == "answered":
+        elif isinstance(event, Answered | Ended):
+            if isinstance(event, Answered):
                 self._agent_up = True
                 self._cancel_timer(self._agent_timer)
-            elif event.state == "ended":
+            else:
                 self._agent_leg, self._agent_up, self._agent_media = None, False, False
                 self._agent_failed = True
                 log.info("dialer.agent_leg_ended", code=event.sip_code)
@@ -876,20 +884,18 @@ class DialingSession:
 
     async def _on_customer(self, att: _Attempt, ev: _LegEvent) -> None:
         event = ev.event
-        if isinstance(event, WorkerExited):
+        if isinstance(event, Gone):
             att.interrupted = True
             self._customer_ended(att, ev, None)
             att.agent_done = True
             self._agent_leg, self._agent_up, self._agent_media = None, False, False
             return
-        if isinstance(event, p.MediaActive):
+        if isinstance(event, MediaUp):
             att.customer_media = True
             if att.answered_at is not None:
                 await self._bridge(att)
             return
-        if not isinstance(event, p.CallState):
-            return
-        if event.state in ("ringing", "early"):
+        if isinstance(event, Ringing):
             if not att.rang and att.answered_at is None:
                 att.rang = True
                 log.info("dialer.ringing", number=att.number)
@@ -897,25 +903,23 @@ class DialingSession:
                 self._bus.publish(
                     CallRinging(call_id=att.call_id, leg=Leg.CUSTOMER.value, agent=self.agent_name)
                 )
-        elif event.state == "answered":
+        elif isinstance(event, Answered):
             await self._customer_answered(att)
-        elif event.state == "ended":
+        elif isinstance(event, Ended):
             self._customer_ended(att, ev, event)
             if att.answered_at is not None and att.ended_by is None:
                 att.ended_by = Leg.CUSTOMER
             if att.agent_leg is not None and not att.agent_done:
                 await self._hangup_att_agent(att)
 
-    def _customer_ended(
-        self, att: _Attempt, ev: _LegEvent | None, event: p.CallState | None
-    ) -> None:
+    def _customer_ended(self, att: _Attempt, ev: _LegEvent | None, event: Ended | None) -> None:
         if att.customer_done:
             return
         att.customer_done = True
         att.end_loop = ev.loop_at if ev is not None else asyncio.get_running_loop().time()
         att.end_wall = ev.wall_at if ev is not None else time.time()
         if event is not None:
-            att.worker_reason = event.end_reason
+            att.worker_reason = event.reason
             att.sip_code = event.sip_code
         self._cancel_timer(att.ring_timer)
 
@@ -961,19 +965,19 @@ class DialingSession:
             return
         att.agent_timer = self._start_timer(self._agent_timeout)
 
-    async def _on_call_agent(self, att: _Attempt, event: p.Event) -> None:
+    async def _on_call_agent(self, att: _Attempt, event: LegEvent) -> None:
         """Events of a per-call agent leg."""
-        if isinstance(event, WorkerExited):
+        if isinstance(event, Gone):
             att.agent_done = True
             att.interrupted = True
             self._customer_ended(att, None, None)
-        elif isinstance(event, p.MediaActive):
+        elif isinstance(event, MediaUp):
             att.agent_media = True
             await self._bridge(att)
-        elif isinstance(event, p.CallState):
-            if event.state == "answered":
+        elif isinstance(event, Answered | Ended):
+            if isinstance(event, Answered):
                 self._cancel_timer(att.agent_timer)
-            elif event.state == "ended":
+            else:
                 att.agent_done = True
                 if not att.bridged:
                     att.abandoned = True
@@ -1018,14 +1022,14 @@ class DialingSession:
             CallBridged(call_id=att.call_id, agent=self.agent_name, recording=att.recording)
         )
 
-    def _recording_done(self, call_id: uuid.UUID, event: p.Event) -> None:
-        if isinstance(event, p.RecordingFinished):
+    def _recording_done(self, call_id: uuid.UUID, event: LegEvent) -> None:
+        if isinstance(event, Recorded):
             self._spawn(
                 self._attach_recording(call_id, event.path, event.duration_seconds),
                 f"dialer-recording-{call_id}",
             )
-        elif isinstance(event, p.Error) and event.code == "recording_failed":
-            self._spawn(self._recording_lost(call_id, event.message), f"dialer-recording-{call_id}")
+        elif isinstance(event, RecordingLost):
+            self._spawn(self._recording_lost(call_id, event.reason), f"dialer-recording-{call_id}")
 
     async def _recording_lost(self, call_id: uuid.UUID, reason: str) -> None:
         # The worker could not write the recording (a full disk): the call went on.
@@ -1078,7 +1082,7 @@ class DialingSession:
 
     # ------------------------------------------------------------------ helpers
 
-    def _put_leg(self, leg: Leg, leg_id: str, event: p.Event) -> None:
+    def _put_leg(self, leg: Leg, leg_id: str, event: LegEvent) -> None:
         # Stamped here, on arrival: the gap runs from this moment, not from when
         # the session gets round to it.
         loop = asyncio.get_running_loop()
