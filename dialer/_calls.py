@@ -25,16 +25,13 @@ import structlog
 from bus import (
     Bus,
     CallAnswered,
-    CallBridged,
     CallCreated,
     CallDialing,
-    CallEnded,
     CallRinging,
     DialerDialing,
     DialerResult,
     DialerSessionPaused,
     Event,
-    RecordingReady,
 )
 from config import AgentConfig, Config
 from crm_store import (
@@ -46,9 +43,8 @@ from crm_store import (
     StoreError,
     StoreUnavailable,
 )
-from sip import protocol as p
-from sip.client import WorkerExited
-from sip.exceptions import PoolError, WorkerCommandError, WorkerGone
+from sip.conversation import GONE, RECORDING_WAIT, Conversation
+from sip.legs import Answered, Ended, Gone, LegEvent, MediaUp, Recorded, RecordingLost, Ringing
 from sip.pool import SipPool, pbx_uri
 
 from .agent_leg import AgentLeg, ring_agent
@@ -56,16 +52,12 @@ from .attempt import Attempt, AttemptPhase, Leg
 from .rules import retry_at
 from .state import Phase, SessionState
 
-__all__ = ["GONE", "CallSteps", "GapTiming", "LegEvent", "Timer"]
+__all__ = ["Arrival", "CallSteps", "GapTiming", "Timer"]
 
 log = structlog.get_logger(__name__)
 
-#: Commands that may fail because the leg or its worker is already gone; when
-#: hanging up, that is the wanted result anyway.
-GONE = (PoolError, WorkerCommandError, WorkerGone, TimeoutError)
 # How long a leg we hung up may take to report its end before we stop waiting.
 HANGUP_GUARD = 10.0
-_RECORDING_WAIT = 15.0
 # The attempt's transaction starts at most this long before the INVITE's
 # deadline: if the process dies in between, that number counts as dialed
 # (`interrupted`) and is not dialed again, so the window stays short.
@@ -73,12 +65,12 @@ _MAX_WRITE_LEAD = 0.15
 
 
 @dataclass(frozen=True, slots=True)
-class LegEvent:
+class Arrival:
     """A leg's event, stamped on arrival."""
 
     leg: Leg
     leg_id: str
-    event: p.Event
+    event: LegEvent
     loop_at: float
     wall_at: float
 
@@ -125,6 +117,7 @@ class CallSteps:
     _timers: dict[int, asyncio.TimerHandle]
     _tokens: int
     _att: Attempt | None
+    _conv: Conversation | None
     _agent: AgentLeg | None
     _dial_at: float | None
     _gap: float
@@ -173,6 +166,15 @@ class CallSteps:
         with structlog.contextvars.bound_contextvars(call_id=str(call_id)):
             self.state.dial()
             self._att = att
+            self._conv = Conversation(
+                call_id,
+                pool=self._pool,
+                bus=self._bus,
+                store=self._store,
+                config=self._config,
+                name="dialer",
+                agent=self.agent_name,
+            )
             self.calls.append(call_id)
             try:
                 sent_at = await self._pool.originate(
@@ -228,14 +230,24 @@ class CallSteps:
             self._cancel_timer(att.agent.timer)
         outcome = att.outcome()
         reason, result = outcome.reason, outcome.result
+        conv = self._conversation(att)
         end_loop = att.end_loop if att.end_loop is not None else loop.time()
         end_wall = att.end_wall if att.end_wall is not None else time.time()
         # The gap's deadline first, from the moment the final response arrived:
         # everything below happens inside the gap.
         self._dial_at = end_loop + self._gap
         talk = (time.monotonic() - att.answered_at) if att.answered_at is not None else None
-        if not outcome.interrupted:
-            await self._store_step(self._store.calls.end(att.call_id, reason))
+        if outcome.interrupted:
+            # The pool closes the records of a dead worker's calls: this end is
+            # only announced.
+            conv.stored = False
+        await conv.end(
+            reason,
+            sip_code=att.sip_code,
+            agent=self.agent_name,
+            talk_seconds=talk,
+            leg=att.ended_by.value if att.ended_by is not None else None,
+        )
         retry = (
             retry_at(reason, att.item.attempts + 1, self._config.dialer, self._clock())
             if result == reason.value
@@ -252,18 +264,8 @@ class CallSteps:
             # session stops (run). The item's result is repaired from the call
             # record (queued meanwhile) when the list is dialed again.
             lost = exc
-        self._att = None
+        self._att = self._conv = None
         log.info("dialer.result", number=att.number, result=result, sip_code=att.sip_code)
-        self._bus.publish(
-            CallEnded(
-                call_id=att.call_id,
-                reason=reason.value,
-                sip_code=att.sip_code,
-                agent=self.agent_name,
-                talk_seconds=talk,
-                leg=att.ended_by.value if att.ended_by is not None else None,
-            )
-        )
         if lost is not None:
             raise lost
         self._publish(
@@ -299,44 +301,43 @@ class CallSteps:
 
     # ------------------------------------------------------------------ the customer's leg
 
-    async def _on_customer(self, att: Attempt, ev: LegEvent) -> None:
+    async def _on_customer(self, att: Attempt, ev: Arrival) -> None:
         event = ev.event
-        if isinstance(event, WorkerExited):
+        if isinstance(event, Gone):
             att.interrupt(loop_at=ev.loop_at, wall_at=ev.wall_at)
             self._cancel_timer(att.ring_timer)
             self._agent = None
             return
-        if isinstance(event, p.MediaActive):
+        if isinstance(event, MediaUp):
             att.customer_media = True
             if att.answered:
                 await self._bridge(att)
             return
-        if not isinstance(event, p.CallState):
-            return
-        if event.state in ("ringing", "early"):
+        if isinstance(event, Ringing):
             if att.ringing():
                 log.info("dialer.ringing", number=att.number)
-                await self._store_step(self._store.calls.mark_ringing(att.call_id))
+                conv = self._conversation(att)
+                await conv.store_step(self._store.calls.mark_ringing(att.call_id))
                 self._bus.publish(
                     CallRinging(call_id=att.call_id, leg=Leg.CUSTOMER.value, agent=self.agent_name)
                 )
-        elif event.state == "answered":
+        elif isinstance(event, Answered):
             await self._customer_answered(att)
-        elif event.state == "ended":
+        elif isinstance(event, Ended):
             self._customer_ended(att, ev, event)
             if att.answered and att.ended_by is None:
                 att.ended_by = Leg.CUSTOMER
             if not att.agent_done:
                 await self._hangup_att_agent(att)
 
-    def _customer_ended(self, att: Attempt, ev: LegEvent | None, event: p.CallState | None) -> None:
+    def _customer_ended(self, att: Attempt, ev: Arrival | None, event: Ended | None) -> None:
         if ev is not None:
             loop_at, wall_at = ev.loop_at, ev.wall_at
         else:
             loop_at, wall_at = asyncio.get_running_loop().time(), time.time()
         if event is not None:
             ended = att.customer_ended(
-                loop_at=loop_at, wall_at=wall_at, reason=event.end_reason, sip_code=event.sip_code
+                loop_at=loop_at, wall_at=wall_at, reason=event.reason, sip_code=event.sip_code
             )
         else:
             ended = att.customer_ended(loop_at=loop_at, wall_at=wall_at)
@@ -352,7 +353,7 @@ class CallSteps:
             return
         self.answered += 1
         self.state.answered()
-        await self._store_step(self._store.calls.mark_answered(att.call_id))
+        await self._conversation(att).store_step(self._store.calls.mark_answered(att.call_id))
         self._bus.publish(
             CallAnswered(call_id=att.call_id, leg=Leg.CUSTOMER.value, agent=self.agent_name)
         )
@@ -363,12 +364,14 @@ class CallSteps:
             await self._ring_agent_for(att)
         await self._link_or_create_lead(att)
 
-    # ------------------------------------------------------------------ the per-call agent leg
+    # ------------------------------------------------------------------ the agent's legs
 
-    async def _ring_agent_for(self, att: Attempt) -> None:
-        leg_id = f"{att.call_id}-agent"
+    async def _ring_agent(self, leg_id: str) -> AgentLeg | None:
+        """Ring the agent's phone as leg ``leg_id``, with its answer timer; the
+        one way both the persistent and the per-call leg are placed. ``None``
+        when the leg could not be placed."""
         try:
-            att.agent = await ring_agent(
+            leg = await ring_agent(
                 self._pool,
                 self._config,
                 self.agent,
@@ -378,34 +381,38 @@ class CallSteps:
             )
         except GONE as exc:
             log.error("dialer.agent_originate_failed", error=str(exc))
+            return None
+        leg.timer = self._start_timer(self._agent_timeout)
+        return leg
+
+    async def _ring_agent_for(self, att: Attempt) -> None:
+        att.agent = await self._ring_agent(f"{att.call_id}-agent")
+        if att.agent is None:
             att.abandon()
             await self._hangup_customer(att)
-            return
-        att.agent.timer = self._start_timer(self._agent_timeout)
 
-    async def _on_call_agent(self, att: Attempt, leg: AgentLeg, ev: LegEvent) -> None:
+    async def _on_call_agent(self, att: Attempt, leg: AgentLeg, ev: Arrival) -> None:
         """Events of a per-call agent leg."""
         event = ev.event
         if leg.ended:
             return
-        if isinstance(event, WorkerExited):
+        if isinstance(event, Gone):
             att.interrupt(loop_at=asyncio.get_running_loop().time(), wall_at=time.time())
             self._cancel_timer(att.ring_timer)
-        elif isinstance(event, p.MediaActive):
+        elif isinstance(event, MediaUp):
             leg.media()
             await self._bridge(att)
-        elif isinstance(event, p.CallState):
-            if event.state == "answered":
-                leg.answered()
-                self._cancel_timer(leg.timer)
-            elif event.state == "ended":
-                leg.end("hung up")
-                if not att.bridged:
-                    att.abandon()
-                elif att.ended_by is None:
-                    att.ended_by = Leg.AGENT
-                if not att.customer_done:
-                    await self._hangup_customer(att)
+        elif isinstance(event, Answered):
+            leg.answered()
+            self._cancel_timer(leg.timer)
+        elif isinstance(event, Ended):
+            leg.end("hung up")
+            if not att.bridged:
+                att.abandon()
+            elif att.ended_by is None:
+                att.ended_by = Leg.AGENT
+            if not att.customer_done:
+                await self._hangup_customer(att)
 
     # ------------------------------------------------------------------ bridge and record
 
@@ -415,8 +422,11 @@ class CallSteps:
         agent = self._agent if self.state.persistent else att.agent
         if agent is None or not agent.has_media:
             return
+        conv = self._conversation(att)
         try:
-            await self._pool.bridge(att.leg_id, agent.leg_id)
+            await conv.bridge_and_record(
+                att.leg_id, agent.leg_id, listener=partial(self._recording_done, conv)
+            )
         except GONE as exc:
             log.error("dialer.bridge_failed", error=str(exc))
             await self._hangup_customer(att)
@@ -424,46 +434,22 @@ class CallSteps:
         att.bridge()
         if not self.state.persistent:
             self.state.agent_joined()
-        recording = False
-        if self._config.recording.enabled:
-            try:
-                await self._pool.record_start(
-                    att.leg_id, partial(self._recording_done, att.call_id)
-                )
-                recording = True
-            except GONE as exc:
-                # The conversation matters more than its recording; the record
-                # says it failed, and why.
-                log.error("dialer.recording_failed", error=str(exc))
-                if isinstance(exc, WorkerCommandError) and exc.code == "recording_failed":
-                    await self._store_step(
-                        self._store.calls.recording_failed(att.call_id, exc.message)
-                    )
-        self._bus.publish(
-            CallBridged(call_id=att.call_id, agent=self.agent_name, recording=recording)
-        )
 
-    def _recording_done(self, call_id: uuid.UUID, event: p.Event) -> None:
-        if isinstance(event, p.RecordingFinished):
-            self._spawn(
-                self._attach_recording(call_id, event.path, event.duration_seconds),
-                f"dialer-recording-{call_id}",
-            )
-        elif isinstance(event, p.Error) and event.code == "recording_failed":
-            self._spawn(self._recording_lost(call_id, event.message), f"dialer-recording-{call_id}")
+    def _recording_done(self, conv: Conversation, event: LegEvent) -> None:
+        # The recording ends after the call, often after its attempt: its word
+        # is taken in a task of its own, bounded like a click-to-call's wait.
+        if isinstance(event, Recorded | RecordingLost):
+            self._spawn(self._take_recording(conv, event), f"dialer-recording-{conv.call_id}")
 
-    async def _recording_lost(self, call_id: uuid.UUID, reason: str) -> None:
-        # The worker could not write the recording (a full disk): the call went on.
-        async with asyncio.timeout(_RECORDING_WAIT):
-            await self._store_step(self._store.calls.recording_failed(call_id, reason))
-        self._bus.publish(
-            RecordingReady(call_id=call_id, path="", duration_seconds=0.0, recording_failed=reason)
-        )
+    async def _take_recording(self, conv: Conversation, event: LegEvent) -> None:
+        async with asyncio.timeout(RECORDING_WAIT):
+            await conv.on_recording(event)
 
-    async def _attach_recording(self, call_id: uuid.UUID, path: str, duration: float) -> None:
-        async with asyncio.timeout(_RECORDING_WAIT):
-            await self._store_step(self._store.calls.attach_recording(call_id, path, duration))
-        self._bus.publish(RecordingReady(call_id=call_id, path=path, duration_seconds=duration))
+    def _conversation(self, att: Attempt) -> Conversation:
+        conv = self._conv
+        if conv is None or conv.call_id != att.call_id:  # pragma: no cover - set with the attempt
+            raise RuntimeError(f"no conversation for call {att.call_id}")
+        return conv
 
     async def _link_or_create_lead(self, att: Attempt) -> None:
         item = att.item
@@ -514,11 +500,11 @@ class CallSteps:
     def _write_lead(self) -> float:
         return min(_MAX_WRITE_LEAD, 1.5 * self._write_seconds + 0.002)
 
-    def _put_leg(self, leg: Leg, leg_id: str, event: p.Event) -> None:
+    def _put_leg(self, leg: Leg, leg_id: str, event: LegEvent) -> None:
         # Stamped here, on arrival: the gap runs from this moment, not from when
         # the session gets round to it.
         loop = asyncio.get_running_loop()
-        self._queue.put_nowait(LegEvent(leg, leg_id, event, loop.time(), time.time()))
+        self._queue.put_nowait(Arrival(leg, leg_id, event, loop.time(), time.time()))
 
     def _start_timer(self, delay: float) -> int:
         self._tokens += 1

@@ -17,13 +17,12 @@ Media may come again on a connected leg (a re-INVITE): that is no transition.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from enum import StrEnum
 
 import structlog
 
 from config import AgentConfig, Config
-from sip import protocol as p
+from sip.legs import LegListener
 from sip.pool import SipPool, pbx_uri
 
 from .exceptions import InvalidState
@@ -134,7 +133,7 @@ async def ring_agent(
     *,
     worker_id: str,
     leg_id: str,
-    listener: Callable[[p.Event], None],
+    listener: LegListener,
 ) -> AgentLeg:
     """Ring ``agent``'s phone from their own line, as leg ``leg_id``.
 

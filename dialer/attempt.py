@@ -39,7 +39,7 @@ from enum import StrEnum
 import structlog
 
 from crm_store import CallEndReason, CallListItem
-from sip.call_state import end_reason
+from sip.legs import end_reason
 
 from .agent_leg import AgentLeg
 from .exceptions import InvalidState

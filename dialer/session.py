@@ -28,7 +28,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 
 import structlog
 
@@ -50,13 +49,13 @@ from crm_store import (
     StoreError,
     StoreUnavailable,
 )
-from sip import protocol as p
-from sip.client import WorkerExited
+from sip.conversation import GONE, Conversation
+from sip.legs import Answered, Ended, Gone, MediaUp
 from sip.pool import SipPool
 
-from ._calls import GONE, HANGUP_GUARD, GapTiming, LegEvent, Timer
+from ._calls import HANGUP_GUARD, Arrival, GapTiming, Timer
 from ._claims import ClaimSteps
-from .agent_leg import AgentLeg, ring_agent
+from .agent_leg import AgentLeg
 from .attempt import Attempt, Leg
 from .commands import Disposition, Pause, Resume, SessionCommand, Skip, Stop
 from .exceptions import InvalidState
@@ -78,7 +77,7 @@ class _Command:
     reply: asyncio.Future[None]
 
 
-_Input = LegEvent | Timer | _Command
+_Input = Arrival | Timer | _Command
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +148,7 @@ class DialingSession(ClaimSteps):
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._tokens = 0
         self._att: Attempt | None = None
+        self._conv: Conversation | None = None
         self._prepared: CallListItem | None = None
         self._skip_prepared = False
         self._dial_at: float | None = None
@@ -380,23 +380,8 @@ class DialingSession(ClaimSteps):
 
     async def _dial_agent(self) -> bool:
         self._agent_seq += 1
-        leg_id = f"{self.id}-agent-{self._agent_seq}"
-        self._agent = None
-        try:
-            agent = await ring_agent(
-                self._pool,
-                self._config,
-                self.agent,
-                worker_id=self._worker_id,
-                leg_id=leg_id,
-                listener=partial(self._put_leg, Leg.AGENT, leg_id),
-            )
-        except GONE as exc:
-            log.error("dialer.agent_originate_failed", error=str(exc))
-            return False
-        agent.timer = self._start_timer(self._agent_timeout)
-        self._agent = agent
-        return True
+        self._agent = await self._ring_agent(f"{self.id}-agent-{self._agent_seq}")
+        return self._agent is not None
 
     async def _hangup_agent(self) -> None:
         agent, self._agent = self._agent, None
@@ -495,7 +480,7 @@ class DialingSession(ClaimSteps):
             if att.agent is not None and not att.agent.ended:
                 att.agent.end("hang-up unconfirmed")
 
-    async def _on_leg(self, ev: LegEvent) -> None:
+    async def _on_leg(self, ev: Arrival) -> None:
         att = self._att
         event = ev.event
         if ev.leg is Leg.CUSTOMER:
@@ -510,37 +495,36 @@ class DialingSession(ClaimSteps):
         if agent is None or ev.leg_id != agent.leg_id:
             return
         # The persistent agent leg.
-        if isinstance(event, WorkerExited):
+        if isinstance(event, Gone):
             agent.end("worker exited")
             self._lose_agent()
             if att is not None:
                 att.interrupt(loop_at=ev.loop_at, wall_at=ev.wall_at)
                 self._cancel_timer(att.ring_timer)
-        elif isinstance(event, p.MediaActive):
+        elif isinstance(event, MediaUp):
             agent.media()
             if att is not None:
                 await self._bridge(att)
-        elif isinstance(event, p.CallState):
-            if event.state == "answered":
-                agent.answered()
-                self._cancel_timer(agent.timer)
-            elif event.state == "ended":
-                agent.end("hung up")
-                self._lose_agent()
-                log.info("dialer.agent_leg_ended", code=event.sip_code)
-                if att is not None and not att.customer_done:
-                    # No agent to talk to: end the customer's call.
-                    att.ended_by = Leg.AGENT if att.answered else None
-                    await self._hangup_customer(att)
-                elif (
-                    att is None
-                    and self.state.phase in (Phase.READY, Phase.GAP, Phase.WAITING)
-                    and self.state.pause("agent_left")
-                ):
-                    await self._release_prepared()
-                    self._dial_at = None
-                    self._publish(DialerSessionPaused, reason="agent_left")
-                    await self._persist()
+        elif isinstance(event, Answered):
+            agent.answered()
+            self._cancel_timer(agent.timer)
+        elif isinstance(event, Ended):
+            agent.end("hung up")
+            self._lose_agent()
+            log.info("dialer.agent_leg_ended", code=event.sip_code)
+            if att is not None and not att.customer_done:
+                # No agent to talk to: end the customer's call.
+                att.ended_by = Leg.AGENT if att.answered else None
+                await self._hangup_customer(att)
+            elif (
+                att is None
+                and self.state.phase in (Phase.READY, Phase.GAP, Phase.WAITING)
+                and self.state.pause("agent_left")
+            ):
+                await self._release_prepared()
+                self._dial_at = None
+                self._publish(DialerSessionPaused, reason="agent_left")
+                await self._persist()
 
     async def _cleanup(self) -> None:
         """Hang up what the session still holds; give back an undialed claim."""

@@ -49,18 +49,16 @@ from bus import (
 from config import AgentConfig, Config
 from config.outbound import OutboundPolicy, is_extension
 from crm_store import InvalidPhone, normalize_phone
-from sip import protocol as p
-from sip.client import WorkerExited
 from sip.exceptions import (
     CallForbidden,
     CallNotReady,
     InvalidNumber,
     PoolClosed,
-    PoolError,
     UnknownCall,
     WorkerCommandError,
-    WorkerGone,
 )
+from sip.legs import GONE as _GONE
+from sip.legs import CallLegs, Ended, Gone, LegEvent, MediaUp, Transfer
 from sip.pool import SipPool, pbx_uri
 
 __all__ = ["CallControl", "CallLegs", "InboundLegs", "LegDirectory", "SupervisionMode"]
@@ -68,32 +66,17 @@ __all__ = ["CallControl", "CallLegs", "InboundLegs", "LegDirectory", "Supervisio
 log = structlog.get_logger(__name__)
 
 SupervisionMode = Literal["listen", "whisper", "barge"]
-_GONE = (UnknownCall, PoolError, WorkerCommandError, WorkerGone, TimeoutError)
 
 
-@dataclass(frozen=True, slots=True)
-class CallLegs:
-    """Where a live call is: its worker, its legs, its agent, the line to call from."""
-
-    call_id: uuid.UUID
-    worker_id: str
-    customer_leg: str
-    agent_leg: str | None
-    agent: str | None
-    line: str | None
-
-
-def transfer_outcome(
-    call_id: uuid.UUID, agent: str | None, status: p.TransferStatus
-) -> CallTransferred:
+def transfer_outcome(call_id: uuid.UUID, agent: str | None, status: Transfer) -> CallTransferred:
     """The ``call.transferred`` ``completed``/``failed`` that the service owning a
-    call publishes from the worker's final :class:`~sip.protocol.TransferStatus`."""
-    ok = 200 <= status.code < 300
+    call publishes from the leg's final :class:`~sip.legs.Transfer` report."""
+    ok = status.succeeded
     return CallTransferred(
         call_id=call_id,
         agent=agent,
         kind="blind",
-        target=status.target_user,
+        target=status.target,
         state="completed" if ok else "failed",
         reason=None if ok else f"{status.code} {status.reason}",
     )
@@ -159,14 +142,12 @@ class _ExtraLeg:
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def track(self, event: p.Event) -> bool:
+    def track(self, event: LegEvent) -> bool:
         """Note an event of the leg; True when it is the leg's end (which also
         releases a wait for the answer)."""
-        if isinstance(event, p.MediaActive):
+        if isinstance(event, MediaUp):
             self.answered.set()
-        elif isinstance(event, WorkerExited) or (
-            isinstance(event, p.CallState) and event.state == "ended"
-        ):
+        elif isinstance(event, Gone | Ended):
             self.ended.set()
             self.answered.set()
             return True
@@ -443,7 +424,7 @@ class CallControl:
         with contextlib.suppress(*_GONE, PoolClosed):
             await self._pool.transfer_attended(legs.customer_leg, legs.agent_leg)
 
-    def _on_consult_event(self, consult: _Consult, event: p.Event) -> None:
+    def _on_consult_event(self, consult: _Consult, event: LegEvent) -> None:
         if not consult.track(event):
             return
         call_id = consult.call.call_id
@@ -472,7 +453,7 @@ class CallControl:
             )
         )
 
-    def _on_supervisor_event(self, sup: _Supervision, event: p.Event) -> None:
+    def _on_supervisor_event(self, sup: _Supervision, event: LegEvent) -> None:
         if not sup.track(event):
             return
         if self._supervisions.get(sup.call.call_id) is sup:

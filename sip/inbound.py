@@ -80,7 +80,6 @@ from crm_store import (
 )
 from crm_store.phones import try_normalize_phone
 from sip import protocol as p
-from sip.client import WorkerExited
 from sip.control import transfer_outcome
 from sip.exceptions import (
     CallNotReady,
@@ -90,6 +89,20 @@ from sip.exceptions import (
     UnknownLine,
     WorkerCommandError,
     WorkerGone,
+)
+from sip.legs import (
+    Answered,
+    Digit,
+    Ended,
+    Failed,
+    Gone,
+    LegEvent,
+    LegListener,
+    MediaUp,
+    Recorded,
+    RecordingLost,
+    Ringing,
+    Transfer,
 )
 from sip.pool import SipPool, pbx_uri
 
@@ -389,7 +402,7 @@ class _Branch:
 @dataclass(frozen=True, slots=True)
 class _LegEvent:
     leg: str
-    event: p.Event
+    event: LegEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,7 +497,7 @@ class _Session:
     recording_failed: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def put(self, leg: str, event: p.Event) -> None:
+    def put(self, leg: str, event: LegEvent) -> None:
         self.queue.put_nowait(_LegEvent(leg, event))
 
     @property
@@ -771,7 +784,7 @@ class InboundService(CallTaskService):
         self._spawn(self._drive(session), name=f"inbound-{event.call_id}")
         return session
 
-    def _adopt(self, worker_id: str, leg: str, listener: Callable[[p.Event], None]) -> bool:
+    def _adopt(self, worker_id: str, leg: str, listener: LegListener) -> bool:
         try:
             self._pool.adopt(worker_id, leg, listener)
         except PoolError:
@@ -1101,44 +1114,41 @@ class InboundService(CallTaskService):
             log.info("inbound.ring_timeout", leg_kind=timer.kind)
             await self._hang_up(s, s.other_leg)
 
-    async def _on_leg_event(self, s: _Session, leg: str, event: p.Event) -> None:
+    async def _on_leg_event(self, s: _Session, leg: str, event: LegEvent) -> None:
         if leg == s.other_leg:
             await self._on_other_event(s, leg, event)
         elif s.chosen is not None and leg == s.chosen.leg:
             await self._on_customer_event(s, event)
         elif leg in s.branches:
             # A branch before the choice: only its end matters.
-            if isinstance(event, WorkerExited) or (
-                isinstance(event, p.CallState) and event.state == "ended"
-            ):
+            if isinstance(event, Gone | Ended):
                 del s.branches[leg]
                 if not s.branches and s.phase is InboundPhase.NEW:
-                    reason = getattr(event, "end_reason", None)
+                    ended = event if isinstance(event, Ended) else None
+                    reason = ended.reason if ended is not None else None
                     self._decide_outcome(
                         s,
                         _Outcome(
-                            CallEndReason.INTERRUPTED
-                            if isinstance(event, WorkerExited)
-                            else CallEndReason.CANCELLED,
-                            getattr(event, "sip_code", 0),
+                            CallEndReason.INTERRUPTED if ended is None else CallEndReason.CANCELLED,
+                            ended.sip_code if ended is not None else 0,
                             "customer",
                         ),
                     )
                     log.info("inbound.gone_before_choice", end_reason=reason)
                 else:
                     await self._maybe_decide(s)
-        elif isinstance(event, p.RecordingFinished):
+        elif isinstance(event, Recorded):
             await self._recording_finished(s, event)
 
-    async def _on_customer_event(self, s: _Session, event: p.Event) -> None:
-        if isinstance(event, WorkerExited):
+    async def _on_customer_event(self, s: _Session, event: LegEvent) -> None:
+        if isinstance(event, Gone):
             self._interrupted(s)
-        elif isinstance(event, p.RecordingFinished):
+        elif isinstance(event, Recorded):
             await self._recording_finished(s, event)
-        elif isinstance(event, p.MediaActive):
+        elif isinstance(event, MediaUp):
             s.media.add(s.customer_leg)
             await self._maybe_bridge(s)
-        elif isinstance(event, p.Dtmf):
+        elif isinstance(event, Digit):
             assert s.call_id is not None
             self._bus.publish(
                 CallDtmf(
@@ -1149,83 +1159,82 @@ class InboundService(CallTaskService):
                     direction="received",
                 )
             )
-        elif isinstance(event, p.TransferStatus):
+        elif isinstance(event, Transfer):
             # A blind transfer (CallControl) of the caller: its outcome; the caller's
             # leg then ends "transferred" after a success.
             if event.final:
                 assert s.call_id is not None
                 self._bus.publish(transfer_outcome(s.call_id, s.connected_agent, event))
-        elif isinstance(event, p.Error):
+        elif isinstance(event, Failed):
             log.warning("inbound.leg_error", leg_kind="customer", code=event.code)
-            if event.code == "recording_failed" and s.recording and not s.recording_done:
-                await self._recording_lost(s, event.message)
-        elif isinstance(event, p.CallState):
-            if event.state == "answered":
-                await self._customer_answered(s)
-            elif event.state == "ended":
-                s.customer_alive = False
-                if s.outcome is None:
-                    if event.end_reason == "transferred":
-                        reason = CallEndReason.TRANSFERRED
-                    elif s.answer_sent:
-                        reason = CallEndReason.COMPLETED
-                    else:
-                        reason = CallEndReason.CANCELLED  # the caller gave up ringing
-                    self._decide_outcome(s, _Outcome(reason, event.sip_code, "customer"))
+        elif isinstance(event, RecordingLost):
+            log.warning("inbound.leg_error", leg_kind="customer", code="recording_failed")
+            if s.recording and not s.recording_done:
+                await self._recording_lost(s, event.reason)
+        elif isinstance(event, Answered):
+            await self._customer_answered(s)
+        elif isinstance(event, Ended):
+            s.customer_alive = False
+            if s.outcome is None:
+                if event.transferred:
+                    reason = CallEndReason.TRANSFERRED
+                elif s.answer_sent:
+                    reason = CallEndReason.COMPLETED
+                else:
+                    reason = CallEndReason.CANCELLED  # the caller gave up ringing
+                self._decide_outcome(s, _Outcome(reason, event.sip_code, "customer"))
 
-    async def _on_other_event(self, s: _Session, leg: str, event: p.Event) -> None:
+    async def _on_other_event(self, s: _Session, leg: str, event: LegEvent) -> None:
         kind = s.other_kind
-        if isinstance(event, WorkerExited):
+        if isinstance(event, Gone):
             self._interrupted(s)
-        elif isinstance(event, p.MediaActive):
+        elif isinstance(event, MediaUp):
             s.media.add(leg)
             await self._maybe_bridge(s)
-        elif isinstance(event, p.Error):
-            log.warning("inbound.leg_error", leg_kind=kind, code=event.code)
-        elif isinstance(event, p.CallState):
-            if event.state in ("ringing", "early"):
-                if not s.other_rang and kind == "agent" and s.outcome is None:
-                    s.other_rang = True
-                    self._publish_agent_ringing(s)
-            elif event.state == "answered":
-                await self._other_answered(s, leg)
-            elif event.state == "ended":
-                s.other_alive = False
-                self._disarm(s, "forward" if kind == "overflow" else "agent")
-                if s.other_answered:
-                    if s.outcome is None:
-                        self._decide_outcome(
-                            s, _Outcome(CallEndReason.COMPLETED, event.sip_code, kind)
-                        )
+        elif isinstance(event, Failed | RecordingLost):
+            code = event.code if isinstance(event, Failed) else "recording_failed"
+            log.warning("inbound.leg_error", leg_kind=kind, code=code)
+        elif isinstance(event, Ringing):
+            if not s.other_rang and kind == "agent" and s.outcome is None:
+                s.other_rang = True
+                self._publish_agent_ringing(s)
+        elif isinstance(event, Answered):
+            await self._other_answered(s, leg)
+        elif isinstance(event, Ended):
+            s.other_alive = False
+            self._disarm(s, "forward" if kind == "overflow" else "agent")
+            if s.other_answered:
+                if s.outcome is None:
+                    self._decide_outcome(s, _Outcome(CallEndReason.COMPLETED, event.sip_code, kind))
+                return
+            log.info(
+                "inbound.leg_not_answered",
+                leg_kind=kind,
+                end_reason=event.reason,
+                sip_code=event.sip_code,
+            )
+            s.other_leg = None
+            s.media.discard(leg)
+            if kind == "agent":
+                again, s.reoffer = s.reoffer, None
+                s.agent = None
+                if again is not None and s.outcome is None and s.phase is InboundPhase.OFFERING:
+                    # Answered from the widget: the same agent (still held in
+                    # presence) is rung again, asked to answer by itself.
+                    s.phase = InboundPhase.WAITING
+                    s.pending = again
+                    await self._offer(s, auto_answer=True)
                     return
-                log.info(
-                    "inbound.leg_not_answered",
-                    leg_kind=kind,
-                    end_reason=event.end_reason,
-                    sip_code=event.sip_code,
-                )
-                s.other_leg = None
-                s.media.discard(leg)
-                if kind == "agent":
-                    again, s.reoffer = s.reoffer, None
-                    s.agent = None
-                    if again is not None and s.outcome is None and s.phase is InboundPhase.OFFERING:
-                        # Answered from the widget: the same agent (still held in
-                        # presence) is rung again, asked to answer by itself.
-                        s.phase = InboundPhase.WAITING
-                        s.pending = again
-                        await self._offer(s, auto_answer=True)
-                        return
-                    self._settle_answers(s, None, "the call is no longer offered to you")
-                    self._release_agent(s)
-                    if s.outcome is None and s.phase is InboundPhase.OFFERING:
-                        s.phase = InboundPhase.WAITING
-                        await self._next_offer(s)
-                    elif s.outcome is None and s.phase is InboundPhase.FORWARDING:
-                        await self._forward(s)  # the no-agent deadline hung the agent up
-                elif s.outcome is None:
-                    # The overflow number did not answer: the call is missed.
-                    self._miss(s)
+                self._settle_answers(s, None, "the call is no longer offered to you")
+                self._release_agent(s)
+                if s.outcome is None and s.phase is InboundPhase.OFFERING:
+                    s.phase = InboundPhase.WAITING
+                    await self._next_offer(s)
+                elif s.outcome is None and s.phase is InboundPhase.FORWARDING:
+                    await self._forward(s)  # the no-agent deadline hung the agent up
+            elif s.outcome is None:
+                # The overflow number did not answer: the call is missed.
+                self._miss(s)
 
     # ------------------------------------------------------------------ offering
 
@@ -1621,14 +1630,11 @@ class InboundService(CallTaskService):
                     while not s.recording_done:
                         item = await s.queue.get()
                         if isinstance(item, _LegEvent):
-                            if isinstance(item.event, p.RecordingFinished):
+                            if isinstance(item.event, Recorded):
                                 await self._recording_finished(s, item.event)
-                            elif (
-                                isinstance(item.event, p.Error)
-                                and item.event.code == "recording_failed"
-                            ):
-                                await self._recording_lost(s, item.event.message)
-                            elif isinstance(item.event, WorkerExited):
+                            elif isinstance(item.event, RecordingLost):
+                                await self._recording_lost(s, item.event.reason)
+                            elif isinstance(item.event, Gone):
                                 return
             except TimeoutError:
                 log.error("inbound.recording_missing", waited=_RECORDING_WAIT)
@@ -1646,7 +1652,7 @@ class InboundService(CallTaskService):
             )
         )
 
-    async def _recording_finished(self, s: _Session, event: p.RecordingFinished) -> None:
+    async def _recording_finished(self, s: _Session, event: Recorded) -> None:
         assert s.call_id is not None
         s.recording_done = True
         if s.stored:
@@ -1706,5 +1712,5 @@ class InboundService(CallTaskService):
             log.error("inbound.store_failed", error=str(exc))
 
 
-def _ignore(_event: p.Event) -> None:
+def _ignore(_event: LegEvent) -> None:
     """Listener of a branch refused at once: its events do not matter."""

@@ -55,6 +55,7 @@ from sip.exceptions import (
     WorkerStartError,
     WorkerUnavailable,
 )
+from sip.legs import LegListener, translate
 
 __all__ = [
     "Backoff",
@@ -72,8 +73,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-#: Called on the loop with every event of one leg; must not block.
-LegListener = Callable[[p.Event], None]
 #: Called on the loop with an incoming call and the id of the worker holding it.
 IncomingHandler = Callable[[str, p.IncomingCall], None]
 
@@ -608,7 +607,8 @@ class SipPool:
         legs, w.legs = w.legs, {}
         recordings, w.recordings = w.recordings, {}
         w.reserved = 0
-        exited = WorkerExited(returncode=returncode)
+        exited = translate(WorkerExited(returncode=returncode))
+        assert exited is not None
         for leg_id in legs:
             self._leg_worker.pop(leg_id, None)
         for listener in {**recordings, **legs}.values():
@@ -646,8 +646,9 @@ class SipPool:
             # A recording ends in its file or in the reason it has none; either
             # way it goes to the recording's listener (the call may be over).
             listener = w.recordings.pop(event.call_id or "", None)
-            if listener is not None:
-                listener(event)
+            leg_event = translate(event)
+            if listener is not None and leg_event is not None:
+                listener(leg_event)
         else:
             # Every other event naming a call (call_state, media_active, dtmf,
             # transfer_status, error...) goes to that leg's listener, so that
@@ -659,8 +660,9 @@ class SipPool:
             if isinstance(event, p.CallState) and event.state == "ended":
                 w.legs.pop(call_id, None)
                 self._leg_worker.pop(call_id, None)
-            if listener is not None:
-                listener(event)
+            leg_event = translate(event)
+            if listener is not None and leg_event is not None:
+                listener(leg_event)
 
     def _on_incoming(self, w: _Worker, event: p.IncomingCall) -> None:
         if self._incoming is not None and w.used < self.config.sip.calls_per_worker:
