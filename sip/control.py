@@ -97,35 +97,20 @@ class LegDirectory(Protocol):
         ...
 
 
-class _InboundCalls(Protocol):
-    def legs(self, call_id: uuid.UUID) -> tuple[str, str, str | None, str | None]: ...
-
-    def hand_over(self, call_id: uuid.UUID, new_leg: str) -> str: ...
-
-
 class InboundLegs:
-    """:class:`LegDirectory` over :class:`sip.inbound.InboundService`: the calls it
-    holds, once an agent is connected; extra legs are placed from one of the
-    lines registered on the call's worker."""
+    """:class:`LegDirectory` over :class:`sip.inbound.InboundService`.
 
-    def __init__(self, inbound: _InboundCalls, pool: SipPool) -> None:
+    The inbound service says where its calls are itself (the same
+    :class:`~sip.legs.CallLegs` as click-to-call); this wrapper stays for the
+    callers that build it.
+    """
+
+    def __init__(self, inbound: LegDirectory, pool: SipPool) -> None:
         self._inbound = inbound
         self._pool = pool
 
     def legs(self, call_id: uuid.UUID) -> CallLegs | None:
-        try:
-            worker_id, customer_leg, agent_leg, agent = self._inbound.legs(call_id)
-        except UnknownCall:
-            return None
-        lines = self._pool.status()[worker_id].lines
-        return CallLegs(
-            call_id=call_id,
-            worker_id=worker_id,
-            customer_leg=customer_leg,
-            agent_leg=agent_leg,
-            agent=agent,
-            line=lines[0] if lines else None,
-        )
+        return self._inbound.legs(call_id)
 
     def hand_over(self, call_id: uuid.UUID, new_leg: str) -> str:
         return self._inbound.hand_over(call_id, new_leg)

@@ -47,8 +47,9 @@ class Conversation:
     """The store and bus side of one call from its bridge to its recording.
 
     ``name`` prefixes the log events (``click_to_call``, ``inbound``, ``dialer``).
-    ``stored`` False means the call has no record (an inbound call refused before
-    it was written): the steps then only publish. ``agent`` is the agent named in
+    ``stored`` False means the call has no record (an inbound call whose record
+    could not be written): the record's own steps are then skipped, the rest
+    published. ``agent`` is the agent named in
     ``call.bridged``; the driver may change it until then.
     """
 
@@ -83,13 +84,8 @@ class Conversation:
         """Await ``step``, a write to the store; log a store error instead of raising.
 
         The call goes on when the store hiccups: a missing ringing time is better
-        than a dropped customer. Only store errors are caught. When the call has no
-        record the step is closed unawaited.
+        than a dropped customer. Only store errors are caught.
         """
-        if not self.stored:
-            if asyncio.iscoroutine(step):
-                step.close()
-            return
         try:
             await step
         except Conflict:
@@ -127,9 +123,10 @@ class Conversation:
                 log.error(f"{self._name}.recording_failed", error=str(exc))
                 if isinstance(exc, WorkerCommandError) and exc.code == "recording_failed":
                     self.recording_failed = exc.message
-                    await self.store_step(
-                        self._store.calls.recording_failed(self.call_id, exc.message)
-                    )
+                    if self.stored:
+                        await self.store_step(
+                            self._store.calls.recording_failed(self.call_id, exc.message)
+                        )
         self._bus.publish(
             CallBridged(call_id=self.call_id, agent=self.agent, recording=self.recording)
         )
@@ -180,9 +177,12 @@ class Conversation:
             return False
         if isinstance(event, Recorded):
             self.recording_done = True
-            await self.store_step(
-                self._store.calls.attach_recording(self.call_id, event.path, event.duration_seconds)
-            )
+            if self.stored:
+                await self.store_step(
+                    self._store.calls.attach_recording(
+                        self.call_id, event.path, event.duration_seconds
+                    )
+                )
             self._bus.publish(
                 RecordingReady(
                     call_id=self.call_id, path=event.path, duration_seconds=event.duration_seconds
@@ -194,7 +194,10 @@ class Conversation:
             # on; the record and the bus say the recording failed, and why.
             self.recording_done = True
             self.recording_failed = event.reason
-            await self.store_step(self._store.calls.recording_failed(self.call_id, event.reason))
+            if self.stored:
+                await self.store_step(
+                    self._store.calls.recording_failed(self.call_id, event.reason)
+                )
             self._bus.publish(
                 RecordingReady(
                     call_id=self.call_id,
