@@ -3,8 +3,11 @@
 :class:`DialingSession` drives a :class:`~dialer.state.SessionState` with the
 SIP pool, the store and the bus, in one task (owned by :class:`dialer.Dialer`).
 Everything that reaches the session — the pool's leg events, its own timers and
-the agent's requests — goes through one queue and is handled in order, so the
-state machine never sees two things at once.
+the agent's requests (:mod:`dialer.commands`) — goes through one queue and is
+handled in order, so the state machines never see two things at once. Each
+customer call is an :class:`~dialer.attempt.Attempt`, driven by the steps of
+:mod:`dialer._calls`; the next number is claimed by those of
+:mod:`dialer._claims`.
 
 Durability: the claim, the attempt (call record written and the item moved to
 ``dialing`` in one transaction, just before the INVITE) and the result are each
