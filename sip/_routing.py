@@ -30,6 +30,7 @@ from sip.exceptions import (
     WorkerGone,
 )
 from sip.legs import translate
+from sip.registration import LineRegistration
 
 __all__ = ["IncomingHandler", "Router"]
 
@@ -168,8 +169,11 @@ class Router:
     def _registration(self, w: WorkerSlot, event: p.Registration) -> None:
         registration = w.registrations.get(event.line)
         if registration is None:
+            # Not a line of the plan (a worker bug): tracked and published all
+            # the same, as the worker reports it.
             log.warning("sip_pool.registration_of_unknown_line", line=event.line)
-            return
+            registration = LineRegistration(event.line, worker_id=w.worker_id)
+            w.registrations[event.line] = registration
         try:
             registration.reported(event.state, code=event.code, reason=event.reason)
         except InvalidState as exc:

@@ -1,11 +1,19 @@
-"""The registration state machine of one line; pure, no worker, no PBX."""
+"""The registration state machine of one line, and the pool publishing it; no worker, no PBX."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import structlog
 
+from bus import Bus, RegistrationChanged, Subscription
+from config import parse_config
+from sip import protocol as p
+from sip._routing import Router
+from sip._supervision import Backoff, WorkerSlot
 from sip.exceptions import InvalidState
+from sip.plan import plan_workers
 from sip.registration import LineRegistration, RegistrationState
 
 S = RegistrationState
@@ -95,3 +103,65 @@ def test_states_keep_the_wire_values_of_registration_changed() -> None:
         "failed",
     ]
     assert S.REGISTERED == "registered"
+
+
+# --- where the pool publishes it: the router, fed worker reports (no worker runs)
+
+_CONFIG = """\
+[site]
+id = "paris"
+[pbx]
+host = "192.0.2.10"
+domain = "pbx.example.org"
+[[lines]]
+extension = "2100"
+role = "reception"
+secret = "s-2100"
+"""
+
+
+def _router(tmp_path: Path) -> tuple[Router, WorkerSlot, Subscription]:
+    (plan,) = plan_workers(parse_config(_CONFIG, base_dir=tmp_path))
+    slot = WorkerSlot(plan, Backoff(maximum=1.0, stable_after=1.0))
+    bus = Bus("paris")
+    router = Router([slot], bus=bus, calls_per_worker=4, command_timeout=1.0)
+    return router, slot, bus.subscribe("test", types=[RegistrationChanged.TYPE])
+
+
+def _published(sub: Subscription) -> list[tuple[str, str, int]]:
+    out = []
+    while (envelope := sub.get_nowait()) is not None:
+        event = envelope.event
+        assert isinstance(event, RegistrationChanged)
+        out.append((event.line, event.state, event.code))
+    return out
+
+
+def test_worker_reports_move_the_line_and_are_published_in_their_wire_form(
+    tmp_path: Path,
+) -> None:
+    router, slot, sub = _router(tmp_path)
+    for state, code in [("registering", 0), ("registered", 200)]:
+        router.dispatch(
+            slot, p.Registration(line="2100", state=state, code=code, reason="", expires=60)
+        )
+    assert _published(sub) == [("2100", "registering", 0), ("2100", "registered", 200)]
+    assert slot.registrations["2100"].state is S.REGISTERED
+
+
+def test_a_report_out_of_order_is_logged_taken_as_the_worker_says_and_published(
+    tmp_path: Path,
+) -> None:
+    router, slot, sub = _router(tmp_path)
+    with structlog.testing.capture_logs() as logs:
+        router.dispatch(
+            slot, p.Registration(line="2100", state="unregistered", code=200, reason="", expires=0)
+        )
+        router.dispatch(
+            slot, p.Registration(line="2100", state="registering", code=0, reason="", expires=0)
+        )
+    assert [e["event"] for e in logs if e["event"].startswith("sip_pool.")] == [
+        "sip_pool.registration_out_of_order"
+    ]
+    assert _published(sub) == [("2100", "unregistered", 200), ("2100", "registering", 0)]
+    assert slot.registrations["2100"].state is S.REGISTERING
