@@ -16,16 +16,15 @@ system can encode again and keep:
   so it would break every later send of whatever holds it.
 
 Anything else raises :class:`BadJson`, a :class:`ValueError` whose message says what
-was wrong, in words fit for a ``bad_request`` reply. :func:`clean_text` is the
-counterpart for text that comes from a peer the service must not refuse (a SIP
-display name): it replaces what cannot be carried instead of refusing it.
+was wrong, in words fit for a ``bad_request`` reply. Text from a peer the service
+must not refuse (a SIP display name) is cleaned instead, where it is read
+(``sip._sipmsg.text``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import unicodedata
 from typing import Any
 
 from .exceptions import BusError
@@ -36,7 +35,6 @@ __all__ = [
     "INT_MIN",
     "BadJson",
     "check_text",
-    "clean_text",
     "loads",
 ]
 
@@ -150,25 +148,3 @@ def _check_tree(root: Any, max_depth: int) -> None:
             if depth >= max_depth:
                 raise BadJson(f"message nested deeper than {max_depth} levels")
             stack.extend((item, depth + 1) for item in node)
-
-
-def clean_text(value: str, *, max_chars: int) -> str:
-    """``value`` made safe to carry in an event: valid Unicode, no control characters.
-
-    Lone surrogates (from bytes that were not UTF-8) become U+FFFD, control characters
-    (C0, DEL, C1) are dropped except that tabs and line breaks become spaces, and the
-    result is cut to ``max_chars``. For text from a peer that must not be refused.
-    """
-    if value.isascii() and value.isprintable() and len(value) <= max_chars:
-        return value
-    out = []
-    for char in value:
-        if char in "\t\r\n":
-            out.append(" ")
-            continue
-        category = unicodedata.category(char)
-        if category == "Cs":
-            out.append("\ufffd")
-        elif category != "Cc":
-            out.append(char)
-    return "".join(out)[:max_chars]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bus.safejson import BadJson, check_text, clean_text, loads
+from bus.safejson import BadJson, check_text, loads
 
 
 def test_ordinary_message_is_read() -> None:
@@ -74,10 +74,3 @@ def test_check_text() -> None:
     assert check_text("Zoë") == "Zoë"
     with pytest.raises(BadJson, match="reason is not valid Unicode"):
         check_text("\ud800", where="reason")
-
-
-def test_clean_text_keeps_what_it_can_and_encodes() -> None:
-    cleaned = clean_text("Bell\x07 \ud800Alexander\r\n\x7f", max_chars=100)
-    assert cleaned == "Bell \ufffdAlexander  "
-    cleaned.encode("utf-8")
-    assert clean_text("x" * 10, max_chars=4) == "xxxx"
