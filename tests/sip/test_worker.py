@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import array
 import asyncio
+import fcntl
 import math
 import os
 import signal
+import termios
 import time
 import uuid
 import wave
@@ -42,6 +44,26 @@ def _rms(path: Path) -> float:
         assert wav.getsampwidth() == 2
         samples = array.array("h", wav.readframes(wav.getnframes()))
     return math.sqrt(sum(s * s for s in samples) / max(len(samples), 1))
+
+
+async def _wait_for_bytes_in_stdin(pid: int, *, within: float) -> None:
+    """Return once process ``pid``'s stdin pipe holds unread bytes; ``TimeoutError``
+    after ``within`` seconds.
+
+    Reads the pipe's fill level (``FIONREAD`` on a second descriptor of the same
+    pipe, opened through /proc) without consuming anything.
+    """
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                unread = array.array("i", [0])
+                fcntl.ioctl(fd, termios.FIONREAD, unread)
+                if unread[0] > 0:
+                    return
+                await asyncio.sleep(0.005)
+    finally:
+        os.close(fd)
 
 
 async def test_worker_starts_and_reports_ready(start_worker: StartWorker) -> None:
@@ -239,7 +261,7 @@ async def test_killed_worker_is_noticed_and_pending_commands_fail(
     # Freeze the worker so the command stays pending, then kill it.
     os.kill(pid, signal.SIGSTOP)
     pending = asyncio.create_task(worker.send(p.Hangup, call_id="whatever"), name="pending-command")
-    await asyncio.sleep(0.1)  # let the command reach the pipe
+    await _wait_for_bytes_in_stdin(pid, within=5.0)  # the command is in the pipe
     assert not pending.done()
     killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)
