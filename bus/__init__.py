@@ -38,7 +38,7 @@ from .events import (
     WorkerCrashed,
     WorkerStarted,
 )
-from .exceptions import BusError, SubscriptionClosed
+from .exceptions import BusError, FeedUnavailable, SubscriptionClosed
 from .mqtt import CommandError, MqttBridge
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "Envelope",
     "Event",
     "EventsDropped",
+    "FeedUnavailable",
     "MqttBridge",
     "RecordingReady",
     "RegistrationChanged",

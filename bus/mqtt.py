@@ -38,6 +38,7 @@ import aiomqtt
 import structlog
 
 from ._bus import Bus, Subscription
+from ._mqtt_connection import ConnectionLoop
 from ._mqtt_protocol import (
     MAX_ASSERTION_SECONDS,
     BadAssertion,
@@ -186,8 +187,6 @@ class MqttBridge(Generic[P]):
         broker = BrokerAddress.parse(url, tls_context=tls_context)
         if buffer_size < 1 or subscriber_queue < 1 or max_commands < 1:
             raise ValueError("buffer_size, subscriber_queue and max_commands must be >= 1")
-        if not 0 < reconnect_min <= reconnect_max:
-            raise ValueError("need 0 < reconnect_min <= reconnect_max")
         self._bus = bus
         self._broker = broker
         self._password = password
@@ -204,9 +203,6 @@ class MqttBridge(Generic[P]):
         self._buffer_size = buffer_size
         self._subscriber_queue = subscriber_queue
         self._keepalive = keepalive
-        self._timeout = timeout
-        self._reconnect_min = reconnect_min
-        self._reconnect_max = reconnect_max
         self._command_timeout = command_timeout
         self._max_commands = max_commands
         self._close_timeout = close_timeout
@@ -222,7 +218,18 @@ class MqttBridge(Generic[P]):
         self._closing = False
         self._closed: asyncio.Future[None] | None = None
         self._pulse = asyncio.Event()
-        self._failures = 0
+        # Raises ValueError unless 0 < reconnect_min <= reconnect_max.
+        self._connection = ConnectionLoop(
+            name="mqtt",
+            url_for_logs=self._url_for_logs,
+            new_client=self._new_client,
+            serve=self._serve_connection,
+            timeout=timeout,
+            reconnect_min=reconnect_min,
+            reconnect_max=reconnect_max,
+            on_failure=self._changed,
+            log_context=lambda: {"buffered": len(self._buffer)},
+        )
         # Crashes since the last successful connection: the restart backoff.
         self._crashes = 0
         self._on_health = on_health
@@ -379,7 +386,7 @@ class MqttBridge(Generic[P]):
             return
         payload = status_payload("offline", self._site, _utcnow())
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._connection.timeout):
                 await client.publish(
                     self.topics.status, payload, qos=1, retain=True, timeout=math.inf
                 )
@@ -401,7 +408,7 @@ class MqttBridge(Generic[P]):
         try:
             while True:
                 collect = asyncio.create_task(self._collect(sub), name="mqtt-collect")
-                connection = asyncio.create_task(self._connection_loop(), name="mqtt-connection")
+                connection = asyncio.create_task(self._connection.run(), name="mqtt-connection")
                 ended: set[asyncio.Task[None]] = set()
                 try:
                     ended, _ = await asyncio.wait(
@@ -424,7 +431,9 @@ class MqttBridge(Generic[P]):
                     await asyncio.wait({collect, connection})
                 self._crashes += 1
                 self.restarts += 1
-                delay = reconnect_delay(self._crashes, self._reconnect_min, self._reconnect_max)
+                delay = reconnect_delay(
+                    self._crashes, self._connection.reconnect_min, self._connection.reconnect_max
+                )
                 for task in ended:
                     error = None if task.cancelled() else task.exception()
                     log.error(
@@ -486,30 +495,6 @@ class MqttBridge(Generic[P]):
 
     # --- connection ------------------------------------------------------------------
 
-    def _backoff(self) -> float:
-        """Capped exponential delay with jitter (half fixed, half random), so that
-        many daemons cut off by one broker restart do not reconnect in lockstep."""
-        return reconnect_delay(self._failures, self._reconnect_min, self._reconnect_max)
-
-    async def _connection_loop(self) -> None:
-        while True:
-            error: BaseException | None = None
-            try:
-                await self._connect_and_serve()
-            except* (aiomqtt.MqttError, TimeoutError, OSError) as group:
-                error = group.exceptions[0]
-            self._failures += 1
-            self._changed()
-            delay = self._backoff()
-            log.warning(
-                "mqtt.disconnected",
-                url=self._url_for_logs,
-                error=str(error) or type(error).__name__,
-                retry_in=round(delay, 2),
-                buffered=len(self._buffer),
-            )
-            await asyncio.sleep(delay)
-
     def _new_client(self) -> aiomqtt.Client:
         # A fresh client for every connection: paho keeps unacknowledged QoS 1
         # messages of a dead connection and would send them again on reconnect,
@@ -527,7 +512,7 @@ class MqttBridge(Generic[P]):
             # queued while the daemon was down, long after their sender gave up.
             clean_session=True,
             keepalive=self._keepalive,
-            timeout=self._timeout,
+            timeout=self._connection.timeout,
             tls_context=self._broker.tls,
             will=aiomqtt.Will(
                 self.topics.status,
@@ -537,16 +522,12 @@ class MqttBridge(Generic[P]):
             ),
         )
 
-    async def _connect_and_serve(self) -> None:
-        """One connection, until it fails (raises) or the bridge is cancelled."""
-        client = self._new_client()
-        # aiomqtt bounds the TCP connect (paho: 5 s) and the CONNACK (``timeout``) and
-        # cleans up after either; this outer bound is only a backstop, because a
-        # cancelled __aenter__ leaves the client's socket open.
-        async with asyncio.timeout(self._timeout * 2 + 5):
-            await client.__aenter__()
+    async def _serve_connection(self, client: aiomqtt.Client) -> None:
+        """Serve one connected client until the connection fails (raises) or the
+        bridge is cancelled: subscribe to commands, announce ``online``, then
+        publish the buffer and read commands."""
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._connection.timeout):
                 await client.subscribe(self.topics.commands, qos=1, timeout=math.inf)
                 await client.publish(
                     self.topics.status,
@@ -555,7 +536,7 @@ class MqttBridge(Generic[P]):
                     retain=True,
                     timeout=math.inf,
                 )
-            self._failures = 0
+            self._connection.succeeded()
             self._crashes = 0
             self._client = client
             self._set_health(BridgeHealth.CONNECTED)
@@ -569,10 +550,6 @@ class MqttBridge(Generic[P]):
             if self._health is BridgeHealth.CONNECTED:
                 self._set_health(BridgeHealth.DISCONNECTED)
             self._changed()
-            # Bounded: a broker that vanished does not answer DISCONNECT.
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                async with asyncio.timeout(self._timeout):
-                    await client.__aexit__(None, None, None)
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         while True:
@@ -597,7 +574,7 @@ class MqttBridge(Generic[P]):
             head = self._buffer[0]
             while self._head_sent < len(head.messages):
                 topic, payload, retain = head.messages[self._head_sent]
-                async with asyncio.timeout(self._timeout):
+                async with asyncio.timeout(self._connection.timeout):
                     await client.publish(topic, payload, qos=1, retain=retain, timeout=math.inf)
                 if not self._buffer or self._buffer[0] is not head:
                     break  # dropped by _collect while in flight; the new head starts at 0
@@ -631,7 +608,7 @@ class MqttBridge(Generic[P]):
             topic, reply = await self._run_command(payload)
             if topic is None:
                 return
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._connection.timeout):
                 await client.publish(topic, reply, qos=1, timeout=math.inf)
         except (aiomqtt.MqttError, TimeoutError):
             # The connection is failing: let it end, the connection loop reconnects.
