@@ -6,13 +6,18 @@ exponential backoff with jitter, until it is cancelled. The owner decides what a
 connection is for (subscriptions, publishing, reading); the loop decides how long
 to wait before the next attempt, bounds the connect and the disconnect, and logs
 each loss as ``{name}.disconnected``.
+
+:meth:`ConnectionLoop.supervise` runs the loop (and the owner's other tasks) and
+restarts them all, after a backoff, when one ends on its own: a bug must cost a
+reconnection, not the connection for good. Each such restart is logged as
+``{name}.crashed``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import aiomqtt
@@ -20,7 +25,7 @@ import structlog
 
 from ._mqtt_protocol import reconnect_delay
 
-__all__ = ["ConnectionLoop"]
+__all__ = ["ConnectionLoop", "stop"]
 
 log = structlog.get_logger(__name__)
 
@@ -69,10 +74,16 @@ class ConnectionLoop:
         self.reconnect_max = reconnect_max
         #: Failed attempts since the last connection that :meth:`succeeded`.
         self.failures = 0
+        #: Restarts by :meth:`supervise` since the last connection that succeeded.
+        self.crashes = 0
+        #: Restarts by :meth:`supervise` in all.
+        self.restarts = 0
 
     def succeeded(self) -> None:
-        """The owner's session is set up: the next failure starts the backoff over."""
+        """The owner's session is set up: the next failure (or crash) starts the
+        backoff over."""
         self.failures = 0
+        self.crashes = 0
 
     def backoff(self) -> float:
         """Capped exponential delay with jitter (half fixed, half random), so that
@@ -120,3 +131,65 @@ class ConnectionLoop:
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                 async with asyncio.timeout(self.timeout):
                     await client.__aexit__(None, None, None)
+
+    async def supervise(
+        self,
+        tasks: Callable[[], Mapping[str, Coroutine[Any, Any, None]]],
+        *,
+        finished: Callable[[Mapping[str, asyncio.Task[None]]], bool] | None = None,
+        on_restart: Callable[[], None] | None = None,
+    ) -> None:
+        """Run the coroutines ``tasks()`` makes (:meth:`run` among them), each in
+        a task named by its key; whenever one ends on its own (an exception, a
+        return, or a cancellation not of this coroutine), cancel the others, log
+        it, call ``on_restart``, back off and start them all again.
+
+        Returns only when ``finished(tasks)``, asked as soon as one task ended,
+        says that end was expected: then it waits for the others to end. Its own
+        cancellation cancels the tasks and waits for them before it propagates.
+        """
+        while True:
+            running = {
+                name: asyncio.create_task(coroutine, name=name)
+                for name, coroutine in tasks().items()
+            }
+            ended: set[asyncio.Task[None]] = set()
+            try:
+                ended, _ = await asyncio.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
+                if finished is not None and finished(running):
+                    await asyncio.wait(running.values())
+                    return
+            finally:
+                for task in running.values():
+                    task.cancel()
+                # asyncio.wait never raises the tasks' own CancelledError.
+                await asyncio.wait(running.values())
+            self.crashes += 1
+            self.restarts += 1
+            delay = reconnect_delay(self.crashes, self.reconnect_min, self.reconnect_max)
+            for task in ended:
+                error = None if task.cancelled() else task.exception()
+                log.error(
+                    f"{self._name}.crashed",
+                    task=task.get_name(),
+                    error="cancelled" if task.cancelled() else repr(error) if error else "returned",
+                    exc_info=error,
+                    restart_in=round(delay, 2),
+                    restarts=self.restarts,
+                )
+            if on_restart is not None:
+                on_restart()
+            await asyncio.sleep(delay)
+
+
+async def stop(task: asyncio.Task[None]) -> BaseException | None:
+    """Cancel ``task``, wait for it to end, and return what it raised (``None``
+    if it was cancelled or returned).
+
+    Only a cancellation of the caller propagates from here, possibly before the
+    task has ended.
+    """
+    task.cancel()
+    # asyncio.wait never raises the task's own CancelledError.
+    await asyncio.wait([task])
+    return None if task.cancelled() else task.exception()

@@ -27,12 +27,11 @@ import structlog
 
 from ._arrivals import Arrivals, Routes
 from ._bus import Bus
-from ._mqtt_connection import ConnectionLoop
+from ._mqtt_connection import ConnectionLoop, stop
 from ._mqtt_protocol import (
     MAX_ASSERTION_SECONDS,
     BrokerAddress,
     Topics,
-    reconnect_delay,
     sign_assertion,
 )
 from .codec import CodecError, decode, json_default
@@ -111,8 +110,11 @@ class MqttFeed:
         #: Envelopes relayed, and envelopes from the broker that could not be read.
         self.relayed = 0
         self.unreadable = 0
-        #: Times the connection loop was restarted after it ended on its own.
-        self.restarts = 0
+
+    @property
+    def restarts(self) -> int:
+        """Times the connection loop was restarted after it ended on its own."""
+        return self._connection.restarts
 
     @property
     def connected(self) -> bool:
@@ -138,28 +140,7 @@ class MqttFeed:
     async def _supervise(self) -> None:
         """Run the connection loop; restart it, with backoff, whenever it ends on
         its own (an unexpected exception, or a cancellation not from aclose)."""
-        crashes = 0
-        while True:
-            inner = asyncio.create_task(self._connection.run(), name="mqtt-feed-connection")
-            try:
-                await asyncio.wait({inner})
-            finally:
-                inner.cancel()
-                await asyncio.wait({inner})
-            crashes += 1
-            self.restarts += 1
-            error = None if inner.cancelled() else inner.exception()
-            delay = reconnect_delay(
-                crashes, self._connection.reconnect_min, self._connection.reconnect_max
-            )
-            log.error(
-                "feed.crashed",
-                error="cancelled" if inner.cancelled() else repr(error) if error else "returned",
-                exc_info=error,
-                restart_in=round(delay, 2),
-                restarts=self.restarts,
-            )
-            await asyncio.sleep(delay)
+        await self._connection.supervise(lambda: {"mqtt-feed-connection": self._connection.run()})
 
     async def aclose(self) -> None:
         """Disconnect and stop; commands waiting for a reply fail. Idempotent.
@@ -171,13 +152,10 @@ class MqttFeed:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        # asyncio.wait never raises the task's own CancelledError, so only a
-        # cancellation of aclose itself propagates from here.
-        await asyncio.wait([task])
+        error = await stop(task)
         log.info("feed.stopped", relayed=self.relayed, unreadable=self.unreadable)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            raise exc
+        if error is not None:
+            raise error
 
     async def __aenter__(self) -> MqttFeed:
         await self.start()

@@ -38,7 +38,7 @@ import aiomqtt
 import structlog
 
 from ._bus import Bus, Subscription
-from ._mqtt_connection import ConnectionLoop
+from ._mqtt_connection import ConnectionLoop, stop
 from ._mqtt_protocol import (
     MAX_ASSERTION_SECONDS,
     BadAssertion,
@@ -230,16 +230,12 @@ class MqttBridge(Generic[P]):
             on_failure=self._changed,
             log_context=lambda: {"buffered": len(self._buffer)},
         )
-        # Crashes since the last successful connection: the restart backoff.
-        self._crashes = 0
         self._on_health = on_health
         self._health = BridgeHealth.DISCONNECTED
         #: Envelopes acknowledged by the broker, and envelopes dropped from the
         #: buffer (since start).
         self.published = 0
         self.dropped = 0
-        #: Times the supervisor restarted the bridge's tasks after one ended on its own.
-        self.restarts = 0
 
     @classmethod
     def from_config(
@@ -281,6 +277,11 @@ class MqttBridge(Generic[P]):
     def connected(self) -> bool:
         """Connected, subscribed to commands and announced ``online``."""
         return self._client is not None
+
+    @property
+    def restarts(self) -> int:
+        """Times the supervisor restarted the bridge's tasks after one ended on its own."""
+        return self._connection.restarts
 
     @property
     def health(self) -> BridgeHealth:
@@ -372,13 +373,10 @@ class MqttBridge(Generic[P]):
         finally:
             if self._buffer:
                 log.warning("mqtt.closed_with_unpublished", count=len(self._buffer))
-            task.cancel()
-            # asyncio.wait never raises the task's own CancelledError, so a
-            # cancellation of aclose itself is the only one that propagates here.
-            await asyncio.wait([task])
+            error = await stop(task)
         log.info("mqtt.stopped", published=self.published, dropped=self.dropped)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            raise exc
+        if error is not None:
+            raise error
 
     async def _announce_offline(self) -> None:
         client = self._client
@@ -405,51 +403,27 @@ class MqttBridge(Generic[P]):
         backoff, whenever either ends on its own (an exception, or a cancellation
         that did not come from :meth:`aclose`). The subscription and the buffer
         outlive a restart, so nothing queued is lost by one."""
+
+        def closed(tasks: Mapping[str, asyncio.Task[None]]) -> bool:
+            # aclose closed the subscription: the connection goes on publishing
+            # the buffer until aclose cancels the bridge.
+            collect = tasks["mqtt-collect"]
+            return (
+                self._closing
+                and collect.done()
+                and not collect.cancelled()
+                and collect.exception() is None
+            )
+
         try:
-            while True:
-                collect = asyncio.create_task(self._collect(sub), name="mqtt-collect")
-                connection = asyncio.create_task(self._connection.run(), name="mqtt-connection")
-                ended: set[asyncio.Task[None]] = set()
-                try:
-                    ended, _ = await asyncio.wait(
-                        {collect, connection}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if (
-                        self._closing
-                        and collect.done()
-                        and not collect.cancelled()
-                        and collect.exception() is None
-                    ):
-                        # aclose closed the subscription: the connection goes on
-                        # publishing the buffer until aclose cancels the bridge.
-                        await asyncio.wait({connection})
-                        return
-                finally:
-                    collect.cancel()
-                    connection.cancel()
-                    # asyncio.wait never raises the tasks' own CancelledError.
-                    await asyncio.wait({collect, connection})
-                self._crashes += 1
-                self.restarts += 1
-                delay = reconnect_delay(
-                    self._crashes, self._connection.reconnect_min, self._connection.reconnect_max
-                )
-                for task in ended:
-                    error = None if task.cancelled() else task.exception()
-                    log.error(
-                        "mqtt.crashed",
-                        task=task.get_name(),
-                        error="cancelled"
-                        if task.cancelled()
-                        else repr(error)
-                        if error
-                        else "returned",
-                        exc_info=error,
-                        restart_in=round(delay, 2),
-                        restarts=self.restarts,
-                    )
-                self._set_health(BridgeHealth.RESTARTING)
-                await asyncio.sleep(delay)
+            await self._connection.supervise(
+                lambda: {
+                    "mqtt-collect": self._collect(sub),
+                    "mqtt-connection": self._connection.run(),
+                },
+                finished=closed,
+                on_restart=lambda: self._set_health(BridgeHealth.RESTARTING),
+            )
         finally:
             sub.close()
             if not self._closing:
@@ -537,7 +511,6 @@ class MqttBridge(Generic[P]):
                     timeout=math.inf,
                 )
             self._connection.succeeded()
-            self._crashes = 0
             self._client = client
             self._set_health(BridgeHealth.CONNECTED)
             self._changed()

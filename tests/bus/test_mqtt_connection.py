@@ -124,3 +124,61 @@ def test_bounds_that_cannot_back_off_are_refused() -> None:
             reconnect_min=2.0,
             reconnect_max=1.0,
         )
+
+
+async def test_a_task_ending_on_its_own_restarts_all_and_a_connection_resets_the_count() -> None:
+    owner = _Owner(PORT)
+    loop = owner.loop
+    boom = asyncio.Event()
+    restarted: list[int] = []
+
+    async def other() -> None:
+        await boom.wait()
+        boom.clear()
+        raise RuntimeError("a bug beside the connection")
+
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(
+            loop.supervise(
+                lambda: {"test-connection": loop.run(), "test-other": other()},
+                on_restart=lambda: restarted.append(loop.restarts),
+            )
+        )
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                await owner.connections.get()
+                boom.set()
+                await owner.connections.get()
+        finally:
+            task.cancel()
+            await asyncio.wait({task})
+    assert restarted == [1]
+    assert (loop.restarts, loop.crashes) == (1, 0)
+    [crashed] = [entry for entry in logs if entry["event"] == "test.crashed"]
+    assert crashed["task"] == "test-other"
+    assert crashed["error"] == "RuntimeError('a bug beside the connection')"
+    # The first crash: the backoff of one failure, reconnect_min * 2 with jitter.
+    assert 0.05 <= crashed["restart_in"] <= 0.1
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("test-")] == []
+
+
+async def test_an_expected_end_returns_once_the_other_tasks_have_ended() -> None:
+    owner = _Owner(PORT)
+    steps: list[str] = []
+    go = asyncio.Event()
+
+    async def first() -> None:
+        steps.append("first")
+        go.set()
+
+    async def second() -> None:
+        await go.wait()
+        steps.append("second")
+
+    async with asyncio.timeout(TIMEOUT):
+        await owner.loop.supervise(
+            lambda: {"test-first": first(), "test-second": second()},
+            finished=lambda tasks: tasks["test-first"].done(),
+        )
+    assert steps == ["first", "second"]
+    assert owner.loop.restarts == 0
