@@ -302,7 +302,9 @@ class AgentStateChanged(Event):
 
     agent: str
     user: str | None
-    state: str  # available | paused | offline | busy
+    #: The state the agent declared: a ``bus.presence.PresenceState`` value
+    #: (available | paused | wrap_up | offline); being on a call is not sent.
+    state: str
     reason: str | None = None
 
 

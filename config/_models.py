@@ -1018,6 +1018,21 @@ class Config(BaseModel):
                 return line
         raise KeyError(extension)
 
+    def agent(self, name: str) -> AgentConfig:
+        """Return the agent whose CRM user name (or, failing that, whose name) is
+        ``name``; raise ``KeyError`` if none is configured.
+
+        A user name wins over a name: an agent named like another's user is
+        reached by its own user name or key only.
+        """
+        for agent in self.agents:
+            if agent.user == name:
+                return agent
+        for agent in self.agents:
+            if agent.name == name:
+                return agent
+        raise KeyError(name)
+
     def agent_for_line(self, extension: str) -> AgentConfig | None:
         """Return the agent working through line ``extension``, or ``None``."""
         for agent in self.agents:

@@ -50,6 +50,7 @@ from .importing import ImportLimits, ImportRejected, RowError, read_numbers
 from .migrate import downgrade, head_revision, upgrade
 from .phones import normalize_phone
 from .repos import (
+    AgentPresenceRecord,
     AuditRepository,
     CallListRepository,
     CallRepository,
@@ -59,6 +60,7 @@ from .repos import (
     DoNotCallEntry,
     LeadRepository,
     PendingAttempt,
+    PresenceRepository,
     TaskRepository,
     UserRepository,
 )
@@ -66,6 +68,7 @@ from .store import Store, open_store
 
 __all__ = [
     "Address",
+    "AgentPresenceRecord",
     "ApiToken",
     "AuditEntry",
     "AuditRepository",
@@ -98,6 +101,7 @@ __all__ = [
     "PendingAttempt",
     "Phone",
     "PhoneKind",
+    "PresenceRepository",
     "Role",
     "RowError",
     "SchemaOutOfDate",

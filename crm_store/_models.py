@@ -339,6 +339,23 @@ class DialerSessionRow(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class AgentPresenceRow(Base):
+    """The presence an agent declared, stored so that a restart keeps it."""
+
+    __tablename__ = "agent_presence"
+
+    # The daemon's site (``site.id``): agents of sites sharing one database are
+    # apart even when their keys are alike.
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The agent's key in the configuration (its CRM user name, else its name).
+    agent: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # available | paused | wrap_up | offline; free text so that a new state is no
+    # migration (bus.presence owns the vocabulary).
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(200))
+    since: Mapped[datetime] = mapped_column()
+
+
 class AuditRow(Base):
     """Append-only history of every mutation made through the repositories."""
 
@@ -369,3 +386,4 @@ call_list_items = cast(Table, CallListItemRow.__table__)
 audit_log = cast(Table, AuditRow.__table__)
 do_not_call = cast(Table, DoNotCallRow.__table__)
 dialer_sessions = cast(Table, DialerSessionRow.__table__)
+agent_presence = cast(Table, AgentPresenceRow.__table__)

@@ -32,6 +32,7 @@ from .repos import (
     ClientRepository,
     DialerRepository,
     LeadRepository,
+    PresenceRepository,
     TaskRepository,
     UserRepository,
 )
@@ -83,6 +84,7 @@ class Store:
         self.call_lists = CallListRepository(db)
         self.audit = AuditRepository(db)
         self.dialer = DialerRepository(db)
+        self.presence = PresenceRepository(db)
 
     @classmethod
     async def open(cls, url: str, *, default_region: str = "FR", pool_size: int = 5) -> Store:

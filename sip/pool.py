@@ -718,13 +718,10 @@ class SipPool:
 
     def agent(self, name: str) -> AgentConfig:
         """The configured agent whose user name (or, failing that, name) is ``name``."""
-        for agent in self.config.agents:
-            if agent.user == name:
-                return agent
-        for agent in self.config.agents:
-            if agent.name == name:
-                return agent
-        raise UnknownAgent(f"no agent {name!r}")
+        try:
+            return self.config.agent(name)
+        except KeyError:
+            raise UnknownAgent(f"no agent {name!r}") from None
 
     def worker_of(self, leg_id: str) -> str:
         """The id of the worker holding leg ``leg_id``."""

@@ -23,7 +23,8 @@ from typing import Any
 
 import structlog
 
-from bus import AgentStateChanged, Bus, CallCreated, CallEnded, Subscription
+from bus.agent_states import AgentStates
+from bus.presence import InvalidPresence
 from config import Config
 from crm_store import (
     CallDirection,
@@ -34,6 +35,7 @@ from crm_store import (
     NotFound,
     Role,
     Store,
+    StoreError,
 )
 from dialer import (
     Dialer,
@@ -58,101 +60,13 @@ from sip.exceptions import (
     WorkerCommandError,
     WorkerUnavailable,
 )
-from sip.inbound import InboundService, PresenceBook
+from sip.inbound import InboundService
 from ws_gateway import Principal
 from ws_gateway import exceptions as gw
 
-__all__ = ["AgentStates", "CommandRouter"]
+__all__ = ["CommandRouter"]
 
 log = structlog.get_logger(__name__)
-
-AGENT_STATES = ("available", "paused", "offline")
-
-
-class AgentStates:
-    """The agents' presence (available, paused with a reason, offline).
-
-    Every configured agent starts offline; the widget sets them available when
-    the agent logs in. Each change is published as ``agent.state``.
-    """
-
-    def __init__(self, config: Config, bus: Bus) -> None:
-        self._bus = bus
-        self._users = {a.key: a.user for a in config.agents}
-        self._states: dict[str, tuple[str, str | None]] = {
-            key: ("offline", None) for key in self._users
-        }
-        #: What inbound routing reads: the states, plus who is on a call and
-        #: since when each agent is idle (see :meth:`follow_calls`).
-        self.presence = PresenceBook.from_config(config)
-        self._outbound: dict[uuid.UUID, str] = {}
-
-    async def follow_calls(self, subscription: Subscription) -> None:
-        """Keep :attr:`presence` told of the agents' outbound calls (click-to-call,
-        dialer), so inbound calls are not offered to an agent already talking.
-        Inbound calls tell the presence book themselves."""
-        async for envelope in subscription:
-            event = envelope.event
-            if isinstance(event, CallCreated):
-                if event.direction != "inbound" and event.agent is not None:
-                    self._outbound[event.call_id] = event.agent
-                    self.presence.call_started(event.agent)
-            elif isinstance(event, CallEnded):
-                agent = self._outbound.pop(event.call_id, None)
-                if agent is not None:
-                    self.presence.call_ended(agent)
-
-    def outbound_calls(self) -> dict[uuid.UUID, str]:
-        """The outbound calls :attr:`presence` counts the agents busy with, by id."""
-        return dict(self._outbound)
-
-    def state(self, agent: str) -> tuple[str, str | None]:
-        """``(state, reason)`` of ``agent``; ``KeyError`` if not configured."""
-        return self._states[agent]
-
-    def set(self, agent: str, state: str, reason: str | None = None) -> None:
-        """Record and publish a change; an unchanged state publishes nothing."""
-        if agent not in self._states:
-            raise KeyError(agent)
-        if state not in AGENT_STATES:
-            raise ValueError(f"unknown agent state {state!r}")
-        new = (state, reason if state == "paused" else None)
-        if self._states[agent] == new:
-            return
-        self._states[agent] = new
-        if state == "available":
-            self.presence.set_available(agent)
-        elif state == "paused":
-            self.presence.set_paused(agent, new[1])
-        else:
-            self.presence.set_offline(agent)
-        log.info("agent.state", agent=agent, state=state, reason=new[1])
-        self._bus.publish(
-            AgentStateChanged(agent=agent, user=self._users[agent], state=state, reason=new[1])
-        )
-
-    def reconfigure(self, config: Config) -> None:
-        """Follow a reloaded ``[[agents]]``: new agents start offline, removed ones
-        are published offline and forgotten, the others keep their state."""
-        keys = {a.key: a.user for a in config.agents}
-        for gone in [k for k in self._states if k not in keys]:
-            self.set(gone, "offline")
-            del self._states[gone], self._users[gone]
-        for key, user in keys.items():
-            self._users[key] = user
-            if key not in self._states:
-                self._states[key] = ("offline", None)
-                self.presence.set_offline(key)
-                log.info("agent.state", agent=key, state="offline", reason=None)
-                self._bus.publish(AgentStateChanged(agent=key, user=user, state="offline"))
-
-    def publish_all(self) -> None:
-        """Publish every agent's current state (at start-up, for late subscribers)."""
-        for agent, (state, reason) in self._states.items():
-            self._bus.publish(
-                AgentStateChanged(agent=agent, user=self._users[agent], state=state, reason=reason)
-            )
-
 
 Handler = Callable[[Principal, dict[str, Any]], Awaitable[Mapping[str, Any]]]
 
@@ -394,9 +308,13 @@ class CommandRouter:
 
     async def _agent_state(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
         try:
-            self._agents.set(args["agent"], args["state"], args.get("reason"))
+            await self._agents.set(args["agent"], args["state"], args.get("reason"))
         except KeyError as exc:
             raise gw.NotFound(f"no agent {args['agent']!r}") from exc
+        except InvalidPresence as exc:
+            raise gw.Conflict("the agent's state does not allow this now") from exc
+        except StoreError as exc:
+            raise gw.Unavailable("the agent's state cannot be saved now; retry later") from exc
         return {}
 
     # --- dialer -----------------------------------------------------------

@@ -22,6 +22,7 @@ import structlog
 
 import config as cfgmod
 from bus import Bus, CallCreated, CallEnded, MqttBridge
+from bus.agent_states import AgentStates
 from bus.mqtt import BridgeHealth
 from bus.mqtt import CommandError as MqttCommandError
 from config import Config, ConfigError
@@ -46,7 +47,7 @@ from ws_gateway.exceptions import CommandError as GatewayCommandError
 from ws_gateway.protocol import command_args
 from ws_gateway.rights import authorize
 
-from .commands import AgentStates, CommandRouter
+from .commands import CommandRouter
 from .logs import configure_logging, set_level
 from .reconcile import CallReconciler
 from .sdnotify import Notifier
@@ -170,7 +171,11 @@ class Daemon:
             gateway = await self._start_gateway(stack, self.bus, handler)
             await self._start_mqtt(stack, self.bus, gateway, handler)
             self.pool, self.calls = await self._start_pool(stack, self.store, self.bus)
-            self.agents = AgentStates(self.config, self.bus)
+            self.agents = AgentStates(self.config, self.bus, store=self.store.presence)
+            try:
+                await self.agents.restore()
+            except StoreError as exc:
+                raise StartupError(f"store: cannot read the agents' presence: {exc}") from exc
             calls_feed = self.bus.subscribe(
                 "presence", types={CallCreated.TYPE, CallEnded.TYPE}, maxsize=10_000
             )
@@ -399,7 +404,12 @@ class Daemon:
         if self.pool is not None:
             self.pool.config = new
         if self.agents is not None:
-            self.agents.reconfigure(new)
+            try:
+                await self.agents.reconfigure(new)
+            except StoreError as exc:
+                # The states in memory follow the new agents; only what a restart
+                # would give back may be stale. The daemon goes on.
+                log.error("reload.agents_not_stored", error=str(exc))
 
     def _prepare_directories(self) -> None:
         rec = self.config.recording

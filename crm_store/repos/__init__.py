@@ -8,10 +8,12 @@ from .calls import CallRepository
 from .clients import ClientRepository
 from .dialer import DialerRepository, DialerSessionRecord, DoNotCallEntry, PendingAttempt
 from .leads import LeadRepository
+from .presence import AgentPresenceRecord, PresenceRepository
 from .tasks import TaskRepository
 from .users import UserRepository
 
 __all__ = [
+    "AgentPresenceRecord",
     "AuditRepository",
     "CallListRepository",
     "CallRepository",
@@ -21,6 +23,7 @@ __all__ = [
     "DoNotCallEntry",
     "LeadRepository",
     "PendingAttempt",
+    "PresenceRepository",
     "TaskRepository",
     "UserRepository",
 ]

@@ -145,7 +145,8 @@ def test_systemd_dropin_allows_localhost_the_pbx_and_the_given_peers(tmp_path: P
 
 
 def test_firewall_command_prints_the_ruleset_of_the_config_file(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path / "switchboard.toml")
+    # The default first SIP port, written out: write_config picks a free one otherwise.
+    cfg = write_config(tmp_path / "switchboard.toml", sip={"port_range_start": 25060})
     result = run_cli("--config", str(cfg), "firewall")
     assert result.returncode == 0, result.stderr
     assert f"from {cfg}" in result.stdout

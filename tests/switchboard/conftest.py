@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from lab import free_port_block
 from tests._toml import toml_keys
 
 SWITCHBOARD = [sys.executable, "-m", "switchboard"]
@@ -36,6 +37,9 @@ domain = "switchboard.lab"
 {lines}
 
 {agents}
+
+[sip]
+{sip}
 
 [recording]
 directory = "recordings"
@@ -65,13 +69,15 @@ def write_config(
     agents: Sequence[Mapping[str, str]] = (ALICE,),
     store: Mapping[str, Any] | None = None,
     websocket: Mapping[str, Any] | None = None,
+    sip: Mapping[str, Any] | None = None,
     extra: str = "",
 ) -> Path:
     """Write a small valid configuration (plus ``extra`` TOML) to ``path``: ``agents``
     are the ``[[agents]]`` tables (default: Alice Martin on phone 1001 and line 2001),
-    each with an agent line of secret :data:`LINE_SECRET`; ``store`` and ``websocket``
-    add or override keys of those sections (defaults: a SQLite file next to ``path``,
-    a free port)."""
+    each with an agent line of secret :data:`LINE_SECRET`; ``store``, ``websocket`` and
+    ``sip`` add or override keys of those sections (defaults: a SQLite file next to
+    ``path``, a free port, a free block of SIP ports so that daemons running at the same
+    time never race for the default one)."""
     lines = "\n\n".join(
         f'[[lines]]\nextension = "{agent["line"]}"\nsecret = "{LINE_SECRET}"\nrole = "agent"'
         for agent in agents
@@ -88,6 +94,7 @@ def write_config(
                 }
             ),
             websocket=toml_keys({"port": free_tcp_port(), **(websocket or {})}),
+            sip=toml_keys({"port_range_start": free_port_block(8), **(sip or {})}),
             http_port=free_tcp_port(),
             level=level,
         )

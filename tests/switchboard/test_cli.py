@@ -197,7 +197,7 @@ def test_check_config_refuses_tls_to_the_pbx_with_key_path_and_reason(tmp_path: 
 
 def test_check_config_refuses_lines_that_do_not_fit_on_the_workers(tmp_path: Path) -> None:
     # Valid key by key, but the daemon could not lay the lines out at start.
-    cfg = write_config(tmp_path / "small.toml", extra="\n[sip]\naccounts_per_worker = 1\n")
+    cfg = write_config(tmp_path / "small.toml", sip={"accounts_per_worker": 1})
     result = run_cli("check-config", str(cfg))
     assert result.returncode == 2, result.stdout
     assert f"{cfg}: sip.accounts_per_worker: must be at least 2" in result.stderr

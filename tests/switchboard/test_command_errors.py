@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import sqlite3
 import tomllib
 from collections.abc import Callable
@@ -22,12 +21,6 @@ from switchboard.commands import refusal
 from .conftest import DaemonProcess, run_cli, write_config
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _reply(ws: ClientConnection, cid: str, name: str, args: dict[str, Any]) -> Any:
     await ws.send(json.dumps({"type": "command", "id": cid, "name": name, "args": args}))
     async with asyncio.timeout(10):
@@ -40,11 +33,7 @@ async def _reply(ws: ClientConnection, cid: str, name: str, args: dict[str, Any]
 def test_store_errors_reach_the_client_as_stable_codes_without_driver_text(
     tmp_path: Path, start_daemon: Callable[..., DaemonProcess]
 ) -> None:
-    # A SIP port of its own: other daemons may hold the default one.
-    sip_port = free_udp_port()
-    cfg = write_config(
-        tmp_path / "switchboard.toml", extra=f"\n[sip]\nport_range_start = {sip_port}\n"
-    )
+    cfg = write_config(tmp_path / "switchboard.toml")
     port = tomllib.loads(cfg.read_text())["websocket"]["port"]
     assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
     for user, role in (("ada", "admin"), ("alice", "agent")):

@@ -21,14 +21,14 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 import bus
+from bus.agent_states import AgentStates
+from bus.presence import PresenceBook
 from crm_store import CallDirection, CallEndReason, Role
 from lab.customers import Behaviour, customer_number
 
 # The lab's fixtures and the SIP tests' pool factory, by name.
 from lab.pytest_plugin import lab, lab_extensions
 from lab.runner import Lab
-from sip.inbound import PresenceBook
-from switchboard.commands import AgentStates
 from switchboard.reconcile import CallReconciler
 from tests.sip.conftest import PoolEnv, lab_config, pool_env
 from ws_gateway import Gateway, GatewaySettings, Principal, store_authenticator
@@ -114,7 +114,7 @@ async def daemon_parts(
             settings=GatewaySettings.from_config(config.websocket, port=0),
         )
         await stack.enter_async_context(gateway)
-        agents = AgentStates(config, env.bus)
+        agents = AgentStates(config, env.bus, store=env.store.presence)
         feed = env.bus.subscribe(
             "presence", types={bus.CallCreated.TYPE, bus.CallEnded.TYPE}, maxsize=10_000
         )
@@ -134,7 +134,7 @@ async def daemon_parts(
                 tg.create_task(agents.follow_calls(feed)),
                 tg.create_task(reconciler.run()),
             ]
-            agents.set("alice", "available")
+            await agents.set("alice", "available")
             alice = await env.store.users.by_username("alice")
             assert alice is not None
             _, token = await env.store.users.issue_token(alice.id, label="widget")
