@@ -7,6 +7,9 @@ runs a :class:`~dialer.session.DialingSession` whose state machine is
 
 from __future__ import annotations
 
+from .agent_leg import AgentLeg, AgentLegPhase
+from .attempt import Attempt, AttemptPhase, Outcome
+from .commands import Disposition, Pause, Resume, SessionCommand, Skip, Stop
 from .exceptions import (
     DialerClosed,
     DialerError,
@@ -21,19 +24,30 @@ from .session import DialingSession, GapTiming, SessionInfo
 from .state import Phase, SessionState
 
 __all__ = [
+    "AgentLeg",
+    "AgentLegPhase",
+    "Attempt",
+    "AttemptPhase",
     "CallingHours",
     "Dialer",
     "DialerClosed",
     "DialerError",
     "DialingSession",
+    "Disposition",
     "GapTiming",
     "InvalidState",
     "NoSession",
+    "Outcome",
     "OutsideHours",
+    "Pause",
     "Phase",
+    "Resume",
+    "SessionCommand",
     "SessionExists",
     "SessionInfo",
     "SessionState",
+    "Skip",
+    "Stop",
     "UnknownList",
     "callee_zones",
     "retry_at",

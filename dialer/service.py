@@ -41,6 +41,7 @@ from crm_store.phones import try_normalize_phone
 from sip.exceptions import UnknownAgent
 from sip.pool import SipPool, agent_key
 
+from .commands import Disposition, Pause, Resume, Skip, Stop
 from .exceptions import DialerClosed, DialerError, NoSession, SessionExists, UnknownList
 from .rules import retry_at
 from .session import DialingSession, GapTiming, SessionInfo
@@ -197,21 +198,21 @@ class Dialer:
 
     async def pause(self, agent: str, *, timeout: float = 10.0) -> None:
         """Take no new number after the current call (at once if none)."""
-        await self._session(agent).command("pause", "agent", timeout=timeout)
+        await self._session(agent).command(Pause("agent"), timeout=timeout)
 
     async def resume(self, agent: str, *, timeout: float = 10.0) -> None:
-        await self._session(agent).command("resume", timeout=timeout)
+        await self._session(agent).command(Resume(), timeout=timeout)
 
     async def skip(self, agent: str, *, timeout: float = 10.0) -> None:
         """Skip the current number: the one waiting for the gap to end (not
         dialed), or the one ringing or talking (hung up)."""
-        await self._session(agent).command("skip", timeout=timeout)
+        await self._session(agent).command(Skip(), timeout=timeout)
 
     async def stop(self, agent: str, *, timeout: float = 10.0) -> None:
         """Stop the session: a ringing customer is hung up at once, a
         conversation is let finish. Returns when the request is applied; the
         session task ends after the call."""
-        await self._session(agent).command("stop", "agent", timeout=timeout)
+        await self._session(agent).command(Stop("agent"), timeout=timeout)
 
     async def set_disposition(
         self, agent: str, call_id: uuid.UUID, disposition: str, *, timeout: float = 10.0
@@ -232,7 +233,7 @@ class Dialer:
             raise DialerError(f"call {call_id} is not a dialer call of {agent}")
         await self._store.calls.set_disposition(call_id, disposition, actor=user_id)
         if session is not None:
-            await session.command("disposition", call_id, timeout=timeout)
+            await session.command(Disposition(call_id), timeout=timeout)
 
     def live_calls(self) -> set[uuid.UUID]:
         """The ids of the calls the dialing sessions are placing or carrying."""

@@ -21,6 +21,7 @@ pause waits for the call to end; a stop hangs up a customer still ringing
     READY ──list exhausted──> FINISHED
     most phases ──pause──> PAUSED ──resume──> READY | CONNECTING_AGENT
     DIALING | AGENT_CALLING ──stop──> STOPPING ──call ended──> STOPPED
+    a call phase ──its worker died──> PAUSED (STOPPED if a stop was requested)
     any other live phase ──stop──> STOPPED
 """
 
@@ -236,19 +237,17 @@ class SessionState:
         return True
 
     def interrupt(self, reason: str) -> None:
-        """The call under the session vanished (its worker died): pause."""
+        """The call under the session vanished (its worker died): pause, or stop
+        if a stop was requested. Raises :class:`InvalidState` without a call."""
+        if not self.in_call:
+            raise InvalidState(f"dialing session is {self.phase.value}; no call to interrupt")
+        log.warning("dialer.interrupted", session_id=self.session_id, reason=reason)
+        if self.phase is Phase.STOPPING or self.stop_requested is not None:
+            self._go(Phase.STOPPED, "stop after losing the call")
+        else:
+            self._go(Phase.PAUSED, "pause after losing the call")
         self.reason = reason
         self.pause_requested = None
-        if self.phase is Phase.STOPPING or self.stop_requested is not None:
-            self.phase = Phase.STOPPED
-        else:
-            self.phase = Phase.PAUSED
-        log.warning(
-            "dialer.interrupted",
-            session_id=self.session_id,
-            reason=reason,
-            new=self.phase.value,
-        )
 
     @property
     def stored_state(self) -> str:

@@ -1,17 +1,26 @@
-"""The pjsua2-facing half of a SIP worker: the only module that touches pjsua2.
+"""The pjsua2-facing half of a SIP worker: the engine and the modules it drives.
 
-Everything in this module runs on the worker's *pj thread* (the thread that
-called :meth:`Engine.configure`, which calls ``libCreate``). pjsua2 is set up
-with ``threadCnt = 0`` and ``mainThreadOnly``, and the media endpoint with
+Everything here runs on the worker's *pj thread* (the thread that called
+:meth:`Engine.configure`, which calls ``libCreate``). pjsua2 is set up with
+``threadCnt = 0`` and ``mainThreadOnly``, and the media endpoint with
 ``threadCnt = 0`` too, so every socket is polled and every callback runs inside
 :meth:`Engine.poll` on that thread. Nothing else may call into pjsua2.
+
+The engine turns protocol commands into pjsua2 calls and pjsua2 callbacks into
+protocol events. It is split by role: ``sip._pj`` adapts the pj objects (their
+callbacks, the call record, endpoint and account set-up); ``sip._lines`` owns
+the PBX lines and their registration retries; ``sip._recorder`` the WAV
+recordings; ``sip._sources`` the allowed sources; ``sip._sipmsg`` the pure SIP
+text helpers; and :mod:`sip.media_graph`, pure, decides who hears whom, which
+the engine carries out on the conference bridge.
 
 Lifetime rules (each one is a trap that crashes or hangs pjsua2):
 
 * Every ``pj.Call``, ``pj.Account`` and ``pj.AudioMediaRecorder`` is referenced
-  from exactly one place in this module and is released explicitly. A Python
-  ``Call`` proxy being garbage-collected runs ``Call::~Call``, which hangs the
-  call up; so calls stay in :attr:`Engine._calls` until DISCONNECTED.
+  from exactly one place (the engine, its lines, its recorder) and is released
+  explicitly. A Python ``Call`` proxy being garbage-collected runs
+  ``Call::~Call``, which hangs the call up; so calls stay in
+  :attr:`Engine._calls` until DISCONNECTED.
 * A ``Call`` must not be deleted inside its own callback (the C++ caller still
   uses ``this`` afterwards): releases are queued on :attr:`Engine._deferred` and
   run after ``libHandleEvents`` returns.
@@ -20,243 +29,48 @@ Lifetime rules (each one is a trap that crashes or hangs pjsua2):
 * All calls, recorders and accounts are released before ``libDestroy``; the
   ``LogWriter`` after it (``libDestroy`` still logs).
 * No exception may propagate out of a callback into C++: each callback body is
-  wrapped by :func:`_guard`.
+  wrapped by :func:`sip._pj.guard`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import os
 import re
-import shutil
-import socket
-import sys
 import time
-import traceback
 import uuid
-import wave
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pjsua2 as pj  # type: ignore[import-untyped]
 
-from bus.safejson import clean_text
-from sip import _sockfilter
+from sip import _sipmsg as sipmsg
 from sip import protocol as p
+from sip._lines import Lines
+from sip._pj import (
+    PJ_ETOOMANY,
+    Account,
+    Call,
+    CallRecord,
+    Endpoint,
+    EngineError,
+    LogWriter,
+    account_config,
+    active_audio,
+    codec_of,
+    conference_port,
+    endpoint_config,
+    log,
+    set_codecs,
+)
+from sip._recorder import RECORDER_CLOSE_TIMEOUT, Recorder
+from sip._sipmsg import redact
+from sip._sources import SourceGuard
+from sip.media_graph import MediaGraph, MediaGraphError, Rewire
 
 __all__ = ["Engine", "EngineError", "redact"]
 
 Emit = Callable[[p.Event], None]
-F = TypeVar("F", bound=Callable[..., Any])
-
-_PJ_LEVELS = {"debug": 5, "info": 3, "warning": 2, "error": 1}
-_PJ_ETOOMANY = 70010
-_RECORDER_CLOSE_TIMEOUT = 2.0
-# A recording holding less than this share of the time it ran, minus the slack (the
-# first and last frames of the conference bridge), lost audio.
-_RECORDING_KEPT = 0.9
-_RECORDING_SLACK = 1.0
-# Free space under which a short recording is put down to a full disk.
-_RECORDING_MIN_FREE = 1024 * 1024
-# Headers of an incoming INVITE copied into ``incoming_call``: custom headers
-# (X-*) and the few standard ones a CRM cares about. Never Authorization.
-_COPIED_HEADERS = ("p-asserted-identity", "diversion", "user-agent", "subject")
-_USER_RE = re.compile(r"sips?:([^@;>]+)@")
-# pjsip's message dumps (log level 5) carry the digest answers: the header and
-# any continuation lines of it are replaced before a line leaves the process.
-_AUTH_HEADER_RE = re.compile(
-    r"^((?:proxy-)?authorization[ \t]*:)[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*",
-    re.IGNORECASE | re.MULTILINE,
-)
-# Text copied from SIP messages into events: valid Unicode, no control
-# characters, bounded (bus.safejson.clean_text).
-_MAX_TEXT = 1024
-_MAX_HEADERS = 32
-# Registration failures pjsua would retry: timeouts, server errors, global failures.
-_RETRYABLE = frozenset({408, 480, 500, 502, 503, 504})
-_RETRY_AFTER_RE = re.compile(r"^retry-after[ \t]*:[ \t]*(\d{1,9})", re.IGNORECASE | re.MULTILINE)
-# How often the SIP socket's drop counter is read for the "not allowed" log line.
-_DROPS_EVERY = 1.0
-
-
-def redact(message: str) -> str:
-    """``message`` with the value of every Authorization/Proxy-Authorization header
-    replaced by ``<redacted>``."""
-    return _AUTH_HEADER_RE.sub(r"\1 <redacted>", message)
-
-
-class EngineError(Exception):
-    """A command cannot be carried out; ``code`` goes into the ``error`` event."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def log(level: str, message: str, **context: object) -> None:
-    """Write one log line to stderr (stdout carries protocol frames only)."""
-    extra = " ".join(f"{k}={v}" for k, v in context.items())
-    sys.stderr.write(f"{level} {message} {extra}".rstrip() + "\n")
-    sys.stderr.flush()
-
-
-def _guard(fn: F) -> F:
-    """Keep exceptions from crossing into C++ (SWIG directors would abort or hang)."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except BaseException:
-            log("error", f"callback {fn.__name__} failed", tb=repr(traceback.format_exc()))
-            return None
-
-    wrapper.__name__ = fn.__name__
-    return wrapper  # type: ignore[return-value]
-
-
-class _LogWriter(pj.LogWriter):  # type: ignore[misc]
-    """Route pjsip's own log to stderr; its console output is switched off."""
-
-    @_guard
-    def write(self, entry: Any) -> None:
-        # Every line gets the prefix, continuation lines of a message dump too:
-        # a peer's text must never start a line the daemon reads as the
-        # worker's own "error"/"warning".
-        lines = redact(entry.msg.rstrip()).splitlines() or [""]
-        sys.stderr.write("".join(f"pj{entry.level} {line}\n" for line in lines))
-        sys.stderr.flush()
-
-
-class _Endpoint(pj.Endpoint):  # type: ignore[misc]
-    def __init__(self, engine: Engine) -> None:
-        super().__init__()
-        self._engine = engine
-
-    @_guard
-    def onTransportState(self, prm: Any) -> None:
-        if prm.state == pj.PJSIP_TP_STATE_DISCONNECTED:
-            self._engine._on_connection_lost()
-
-
-class _Account(pj.Account):  # type: ignore[misc]
-    def __init__(self, engine: Engine, line: str | None) -> None:
-        super().__init__()
-        self._engine = engine
-        self.line = line
-
-    @_guard
-    def onRegStarted(self, prm: Any) -> None:
-        if self.line is not None and prm.renew:
-            self._engine._emit_registration(self.line, "registering", 0, "", 0)
-
-    @_guard
-    def onRegState(self, prm: Any) -> None:
-        if self.line is None:
-            return
-        code, expires = int(prm.code), int(prm.expiration)
-        self._engine._unregistering.discard(self.line)
-        state = "failed"
-        if code // 100 == 2:
-            state = "registered" if expires > 0 else "unregistered"
-        self._engine._emit_registration(self.line, state, code, str(prm.reason), expires)
-        self._engine._after_registration(self, code, expires, str(prm.rdata.wholeMsg))
-
-    @_guard
-    def onIncomingCall(self, prm: Any) -> None:
-        self._engine._on_incoming(self, prm)
-
-
-class _Call(pj.Call):  # type: ignore[misc]
-    def __init__(self, engine: Engine, account: _Account, call_id: str, pj_id: int = -1) -> None:
-        super().__init__(account, pj_id)
-        self._engine = engine
-        self.call_id = call_id
-
-    @_guard
-    def onCallState(self, prm: Any) -> None:
-        self._engine._on_call_state(self.call_id, self.getInfo())
-
-    @_guard
-    def onCallMediaState(self, prm: Any) -> None:
-        self._engine._on_media_state(self.call_id, self.getInfo())
-
-    @_guard
-    def onDtmfDigit(self, prm: Any) -> None:
-        self._engine.emit(p.Dtmf(call_id=self.call_id, digit=str(prm.digit)))
-
-    @_guard
-    def onCallTransferStatus(self, prm: Any) -> None:
-        self._engine._on_transfer_status(self.call_id, prm)
-
-    @_guard
-    def onCallTransferRequest(self, prm: Any) -> None:
-        # A REFER *received* on one of our calls. Accepting it would make pjsua
-        # place a call the daemon never asked for (and, without a new Call
-        # object, reuse this one for it): transfers are the daemon's decision.
-        log("warning", "REFER received: refused 603", call_id=self.call_id)
-        prm.statusCode = 603
-
-    @_guard
-    def onCallReplaceRequest(self, prm: Any) -> None:
-        # An INVITE with Replaces aimed at this call: refused for the same reason.
-        log("warning", "INVITE with Replaces received: refused 603", call_id=self.call_id)
-        prm.statusCode = 603
-
-
-@dataclass(eq=False)
-class _Recording:
-    call_id: str
-    final: Path
-    partial: Path
-    recorder: Any
-    sources: set[str] = field(default_factory=set)
-    started: float = field(default_factory=time.monotonic)
-    stopped: float | None = None
-
-
-@dataclass(eq=False)
-class _CallRecord:
-    call_id: str
-    call: Any  # _Call, released on DISCONNECTED
-    line: str | None
-    incoming: bool
-    announce: bool = True  # False for calls refused by the source filter
-    answered: bool = False
-    hangup_requested: bool = False
-    media_active: bool = False
-    last_state: str = ""
-    bridged: set[str] = field(default_factory=set)
-    held: bool = False  # hold sent and no resume since: no audio in or out
-    transfer_pending: bool = False  # REFER sent, no final NOTIFY yet
-    transfer_target: str = ""  # the Refer-To URI of the last REFER
-    transferred: bool = False  # hung up after a successful blind transfer
-
-
-@dataclass(eq=False)
-class _Supervision:
-    """A supervisor's leg listening to (or talking into) a customer/agent bridge."""
-
-    supervisor: str
-    customer: str
-    agent: str
-    mode: p.SuperviseMode
-
-    def legs(self) -> tuple[str, str, str]:
-        return (self.customer, self.agent, self.supervisor)
-
-    def edges(self) -> set[tuple[str, str]]:
-        """Conference-bridge connections (source, sink) this mode needs."""
-        c, a, s = self.customer, self.agent, self.supervisor
-        edges = {(c, s), (a, s)}
-        if self.mode in ("whisper", "barge"):
-            edges.add((s, a))
-        if self.mode == "barge":
-            edges.add((s, c))
-        return edges
 
 
 class Engine:
@@ -267,28 +81,29 @@ class Engine:
         self.settings: p.WorkerSettings | None = None
         self._ep: Any = None
         self._writer: Any = None
-        self._local: _Account | None = None
-        self._lines: dict[str, _Account] = {}
-        self._calls: dict[str, _CallRecord] = {}
-        self._recordings: dict[str, _Recording] = {}
-        # Keyed by the supervisor's call id.
-        self._supervisions: dict[str, _Supervision] = {}
+        self._local: Account | None = None
+        self._calls: dict[str, CallRecord] = {}
+        # Who hears whom: bridges, supervisions, holds (pure bookkeeping).
+        self._graph = MediaGraph()
+        self._recorder = Recorder(
+            emit=emit,
+            defer=lambda action: self._deferred.append(action),
+            audio=self._audio_of,
+            port=lambda call_id: self._port(self._calls.get(call_id)),
+            sources=self._graph.recording_sources,
+            silence=lambda: self._ep.audDevManager().getCaptureDevMedia(),
+        )
         self._deferred: list[Callable[[], None]] = []
-        self._closing_recordings: set[_Recording] = set()
-        self._unregistering: set[str] = set()
-        self._networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self.sip_port = 0
         self._transport_ids: dict[str, int] = {}
-        # Registration retries: consecutive refusals per line, and the token of
-        # the one retry each line may have pending.
-        self._refusals: dict[str, int] = {}
-        self._retry_tokens: dict[str, object] = {}
-        # Lines being unregistered: a failed un-REGISTER must not be retried as a
-        # REGISTER.
-        self._leaving: set[str] = set()
-        self._udp_fd: int | None = None
-        self._drops = 0
-        self._drops_checked = 0.0
+        self.lines = Lines(
+            emit=emit,
+            settings=self._settings,
+            new_account=lambda line: Account(self, line),
+            account_config=lambda: self._account_config(pbx=True),
+            defer_after=self._defer_after,
+        )
+        self._sources: SourceGuard | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -297,27 +112,12 @@ class Engine:
         if self._ep is not None:
             raise EngineError("already_configured", "configure may be sent only once")
         self.settings = settings
-        self._networks = [ipaddress.ip_network(s, strict=False) for s in settings.allowed_sources]
-        ep = _Endpoint(self)
+        self._sources = SourceGuard(settings.allowed_sources)
+        ep = Endpoint(self)
         ep.libCreate()  # makes this thread the pj "main" thread
         self._ep = ep
-        cfg = pj.EpConfig()
-        cfg.uaConfig.threadCnt = 0
-        cfg.uaConfig.mainThreadOnly = True
-        cfg.uaConfig.maxCalls = settings.max_calls
-        cfg.uaConfig.userAgent = "Switchboard"
-        cfg.uaConfig.stunServer.clear()
-        # Media worker threads would poll the shared ioqueue outside this
-        # thread; with none, RTP is handled inside libHandleEvents too.
-        cfg.medConfig.threadCnt = 0
-        cfg.medConfig.hasIoqueue = True
-        self._writer = _LogWriter()
-        cfg.logConfig.writer = self._writer
-        # pjsua hands a line to the writer only up to consoleLevel (with a writer
-        # set nothing goes to the console itself): both are the configured level.
-        cfg.logConfig.level = _PJ_LEVELS[settings.log_level]
-        cfg.logConfig.consoleLevel = cfg.logConfig.level
-        cfg.logConfig.decor = 0  # pjsip's time/thread prefixes: stderr reader adds its own
+        self._writer = LogWriter()
+        cfg = endpoint_config(settings, self._writer)
         ep.libInit(cfg)
         ep.audDevManager().setNullDev()  # no sound card on a server
 
@@ -329,16 +129,16 @@ class Engine:
         transport = ep.transportCreate(kind, tcfg)
         self.sip_port = int(ep.transportGetInfo(transport).localName.rsplit(":", 1)[1])
         self._transport_ids = {settings.pbx_transport: transport}
-        self._filter_sources()
+        self._sources.attach(self.sip_port)
         ep.libStart()
-        _set_codecs(ep, settings.codecs)
+        set_codecs(ep, settings.codecs)
 
         # The local identity receives calls addressed to this worker directly
         # and places calls with line=None. It uses one of the account slots.
         acfg = self._account_config()
-        acfg.idUri = f"sip:{_host(settings.bind_address)}:{self.sip_port}"
+        acfg.idUri = f"sip:{sipmsg.host(settings.bind_address)}:{self.sip_port}"
         acfg.regConfig.registrarUri = ""
-        self._local = _Account(self, None)
+        self._local = Account(self, None)
         self._local.create(acfg, True)
         log("info", "configured", sip_port=self.sip_port)
         return self.sip_port
@@ -350,47 +150,8 @@ class Engine:
         else:
             time.sleep(msec / 1000)
         self._run_deferred()
-        self._report_drops()
-
-    def _filter_sources(self) -> None:
-        """Attach the kernel filter for ``allowed_sources`` to the SIP socket(s).
-
-        pjsip would parse (and answer) any packet before Python sees it; with the
-        filter a packet from elsewhere never reaches it. Raises :class:`EngineError`
-        when no socket could be filtered: the worker must not run unfiltered.
-        """
-        filtered = 0
-        for fd, kind in _sockfilter.sockets_bound_to(self.sip_port):
-            try:
-                _sockfilter.attach(fd, self._networks)
-            except OSError as exc:
-                raise EngineError("configure_failed", f"socket filter: {exc}") from None
-            filtered += 1
-            if kind == socket.SOCK_DGRAM:
-                self._udp_fd = fd
-        if not filtered:
-            raise EngineError("configure_failed", "socket filter: the SIP socket was not found")
-        if self._udp_fd is not None:
-            self._drops = _sockfilter.udp_drops(self._udp_fd) or 0
-        log("info", "SIP socket filtered", allowed=",".join(map(str, self._networks)) or "none")
-
-    def _report_drops(self) -> None:
-        """Log (at most every second) how many datagrams the kernel dropped."""
-        if self._udp_fd is None:
-            return
-        now = time.monotonic()
-        if now - self._drops_checked < _DROPS_EVERY:
-            return
-        self._drops_checked = now
-        drops = _sockfilter.udp_drops(self._udp_fd)
-        if drops is not None and drops > self._drops:
-            log(
-                "warning",
-                "SIP datagrams dropped before the SIP stack (source not allowed, or a full "
-                "receive buffer)",
-                count=drops - self._drops,
-            )
-            self._drops = drops
+        if self._sources is not None:
+            self._sources.report_drops()
 
     def shutdown(self, grace: float = 2.0) -> None:
         """Hang up, unregister, release every pj object and destroy the library."""
@@ -402,28 +163,17 @@ class Engine:
         deadline = time.monotonic() + grace
         while self._calls and time.monotonic() < deadline:
             self.poll(20)
-        for call_id in list(self._recordings):
-            self._finish_recording(call_id)
+        for call_id in list(self._recorder.recordings):
+            self._recorder.finish(call_id)
         for record in list(self._calls.values()):
             self._release_call(record.call_id)
-        deadline = time.monotonic() + _RECORDER_CLOSE_TIMEOUT + 0.5
-        while self._closing_recordings and time.monotonic() < deadline:
+        deadline = time.monotonic() + RECORDER_CLOSE_TIMEOUT + 0.5
+        while self._recorder.closing and time.monotonic() < deadline:
             self.poll(10)
         self._run_deferred()
         # Unregister the lines and wait (bounded) for the PBX's answers here,
         # so libDestroy need not: by default it waits a fixed second.
-        self._leaving.update(self._lines)
-        self._retry_tokens.clear()
-        for line, account in self._lines.items():
-            with contextlib.suppress(pj.Error):
-                if account.getInfo().regIsActive:
-                    account.setRegistration(False)
-                    self._unregistering.add(line)
-        deadline = time.monotonic() + 1.5
-        while self._unregistering and time.monotonic() < deadline:
-            self.poll(10)
-        for line in list(self._lines):
-            self._drop_line(line)
+        self.lines.unregister_all(self.poll)
         if self._local is not None:
             self._local.shutdown()
             self._local = None
@@ -448,71 +198,28 @@ class Engine:
             )
         try:
             handler(cmd)
-        except EngineError as exc:
+        except (EngineError, MediaGraphError) as exc:
             return p.Error(cmd_id=cmd.cmd_id, call_id=call_id, code=exc.code, message=exc.message)
         except pj.Error as exc:
             return p.Error(cmd_id=cmd.cmd_id, call_id=call_id, code="sip_error", message=exc.info())
         return p.Ok(cmd_id=cmd.cmd_id)
 
     def _cmd_register(self, cmd: p.Register) -> None:
-        s = self._settings()
-        if not s.pbx_host or not s.domain:
-            raise EngineError("no_pbx", "configure has no pbx_host/domain")
-        if cmd.line in self._lines:
-            raise EngineError("line_exists", f"line {cmd.line} is already registered")
-        if len(self._lines) + 1 >= s.max_accounts:  # +1: the local identity
-            raise EngineError("too_many_accounts", f"at most {s.max_accounts - 1} lines")
-        acfg = self._account_config(pbx=True)
-        name = cmd.display_name.replace('"', "")
-        uri = f"sip:{cmd.extension}@{s.domain}"
-        acfg.idUri = f'"{name}" <{uri}>' if name else uri
-        acfg.regConfig.registrarUri = f"sip:{s.pbx_host}:{s.pbx_port};transport={s.pbx_transport}"
-        acfg.regConfig.timeoutSec = cmd.expires
-        # Retries are scheduled by the engine (_after_registration): pjsua's own
-        # retry has one fixed interval, and a PBX refusing with 503 should be
-        # asked less and less often.
-        acfg.regConfig.retryIntervalSec = 0
-        acfg.regConfig.randomRetryIntervalSec = 0
-        acfg.regConfig.dropCallsOnFail = False
-        # Credentials for the PBX's realm only: with "*" any challenger (a stray
-        # proxy, a hostile UAS a call was sent to) would get a digest answer.
-        realm = s.realm or s.domain
-        acfg.sipConfig.authCreds.append(
-            pj.AuthCredInfo("digest", realm, cmd.extension, 0, cmd.password)
-        )
-        self._refusals.pop(cmd.line, None)
-        self._retry_tokens.pop(cmd.line, None)
-        self._leaving.discard(cmd.line)
-        account = _Account(self, cmd.line)
-        self._lines[cmd.line] = account
-        try:
-            account.create(acfg, False)
-        except BaseException:
-            del self._lines[cmd.line]
-            account.shutdown()
-            raise
+        self.lines.register(cmd)
 
     def _cmd_unregister(self, cmd: p.Unregister) -> None:
-        if cmd.line not in self._lines:
-            raise EngineError("unknown_line", f"no line {cmd.line}")
-        account = self._lines[cmd.line]
-        self._retry_tokens.pop(cmd.line, None)  # no retry after this
-        self._leaving.add(cmd.line)
-        with contextlib.suppress(pj.Error):
-            account.setRegistration(False)  # onRegState reports "unregistered"
-        # The account object lives on until the un-REGISTER is answered.
-        self._defer_after(2.0, lambda: self._drop_line(cmd.line))
+        self.lines.unregister(cmd)
 
     def _cmd_originate(self, cmd: p.Originate) -> None:
         s = self._settings()
         if cmd.call_id in self._calls:
             raise EngineError("call_exists", f"call {cmd.call_id} already exists")
-        account = self._local if cmd.line is None else self._lines.get(cmd.line)
+        account = self._local if cmd.line is None else self.lines.accounts.get(cmd.line)
         if account is None:
             raise EngineError("unknown_line", f"no line {cmd.line}")
         if len(self._calls) >= s.max_calls:
             raise EngineError("too_many_calls", f"worker holds {s.max_calls} calls already")
-        call = _Call(self, account, cmd.call_id)
+        call = Call(self, account, cmd.call_id)
         prm = pj.CallOpParam(True)
         prm.opt.audioCount = 1
         prm.opt.videoCount = 0
@@ -528,8 +235,9 @@ class Engine:
             hdr.hName = name
             hdr.hValue = value
             prm.txOption.headers.append(hdr)
-        record = _CallRecord(call_id=cmd.call_id, call=call, line=cmd.line, incoming=False)
+        record = CallRecord(call_id=cmd.call_id, call=call, line=cmd.line, incoming=False)
         self._calls[cmd.call_id] = record
+        self._graph.add(cmd.call_id)
         try:
             call.makeCall(cmd.to_uri, prm)
         except pj.Error as exc:
@@ -537,9 +245,10 @@ class Engine:
             # follow. But pjsua may already have reported it DISCONNECTED from
             # inside makeCall, and then _release_call has taken it (deferred).
             if self._calls.pop(cmd.call_id, None) is not None:
+                self._graph.remove(cmd.call_id)
                 del record.call
             del call
-            if exc.status == _PJ_ETOOMANY:
+            if exc.status == PJ_ETOOMANY:
                 raise EngineError("too_many_calls", exc.info()) from None
             raise EngineError("originate_failed", exc.info()) from None
 
@@ -571,74 +280,32 @@ class Engine:
 
     def _cmd_bridge(self, cmd: p.Bridge) -> None:
         a, b = self._record(cmd.call_a), self._record(cmd.call_b)
-        if a is b:
-            raise EngineError("invalid_bridge", "cannot bridge a call with itself")
+        self._graph.check_bridge(a.call_id, b.call_id)
         if self._audio(a) is None or self._audio(b) is None:
             raise EngineError("media_not_active", "both calls need active audio")
-        before = self._edges()
-        a.bridged.add(b.call_id)
-        b.bridged.add(a.call_id)
-        self._apply(before, touched={a.call_id, b.call_id})
+        self._rewire(self._graph.bridge(a.call_id, b.call_id))
         # A recording of either leg now hears the other leg too.
-        self._sync_recordings()
+        self._recorder.sync()
 
     def _cmd_unbridge(self, cmd: p.Unbridge) -> None:
         a, b = self._record(cmd.call_a), self._record(cmd.call_b)
-        if b.call_id not in a.bridged:
-            raise EngineError("not_bridged", "the calls are not bridged")
-        before = self._edges()
-        a.bridged.discard(b.call_id)
-        b.bridged.discard(a.call_id)
-        self._apply(before, touched=set())
-        self._sync_recordings()
+        self._rewire(self._graph.unbridge(a.call_id, b.call_id))
+        self._recorder.sync()
 
     def _cmd_record_start(self, cmd: p.RecordStart) -> None:
         s = self._settings()
         record = self._record(cmd.call_id)
-        if cmd.call_id in self._recordings:
+        if cmd.call_id in self._recorder:
             raise EngineError("already_recording", "the call is being recorded")
         if self._audio(record) is None:
             raise EngineError("media_not_active", "the call has no active audio")
         final = Path(cmd.path) if cmd.path else Path(s.recording_dir) / f"{cmd.call_id}.wav"
-        if final.suffix.lower() != ".wav":
-            raise EngineError("invalid_path", "recordings are WAV files: path must end in .wav")
-        # pjsua picks the writer from the file extension and refuses anything
-        # but .wav/.mp3, so the partial name is a hidden ``.<name>.part.wav``.
-        partial = final.with_name(f".{final.stem}.part.wav")
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            free = shutil.disk_usage(final.parent).free
-        except OSError as exc:
-            log("error", "recording.cannot_start", call_id=cmd.call_id, error=str(exc))
-            raise EngineError("recording_failed", "the recording file cannot be created") from None
-        if free < _RECORDING_MIN_FREE:
-            # pjlib writes through stdio buffers: a file started on a full disk is
-            # accepted, and its header and audio are lost without an error.
-            log("error", "recording.cannot_start", call_id=cmd.call_id, free_bytes=free)
-            raise EngineError("recording_failed", "no space left on device")
-        recorder = pj.AudioMediaRecorder()
-        try:
-            recorder.createRecorder(str(partial))
-        except pj.Error as exc:
-            del recorder
-            # pjsip's text stays in the log; the caller gets the plain reason.
-            log("error", "recording.cannot_start", call_id=cmd.call_id, error=exc.info())
-            with contextlib.suppress(OSError):
-                partial.unlink()
-            raise EngineError("recording_failed", _start_reason(final.parent)) from None
-        rec = _Recording(call_id=cmd.call_id, final=final, partial=partial, recorder=recorder)
-        self._recordings[cmd.call_id] = rec
-        # The conference bridge writes nothing to a recorder in a tick where no
-        # source delivered audio (a held call's stream does not decode), which
-        # would cut that time out of the WAV. The null sound device's port
-        # delivers silence on every tick: with it the file keeps wall-clock time.
-        self._ep.audDevManager().getCaptureDevMedia().startTransmit(recorder)
-        self._sync_recordings()
+        self._recorder.start(cmd.call_id, final)
 
     def _cmd_record_stop(self, cmd: p.RecordStop) -> None:
-        if cmd.call_id not in self._recordings:
+        if cmd.call_id not in self._recorder:
             raise EngineError("not_recording", "the call is not being recorded")
-        self._finish_recording(cmd.call_id)
+        self._recorder.finish(cmd.call_id)
 
     def _cmd_hold(self, cmd: p.Hold) -> None:
         record = self._record(cmd.call_id)
@@ -646,10 +313,8 @@ class Engine:
         # The held party hears nobody and is heard by nobody until resume
         # (its recording keeps running); the connections stay booked and are
         # made again when the resumed media comes up (_on_media_state).
-        record.held = True
-        for src, dst in self._edges():
-            if record.call_id in (src, dst):
-                self._stop(src, dst)
+        for src, dst in self._graph.hold(record.call_id):
+            self._stop(src, dst)
 
     def _cmd_resume(self, cmd: p.Resume) -> None:
         record = self._record(cmd.call_id)
@@ -658,7 +323,7 @@ class Engine:
         prm.opt.audioCount = 1
         prm.opt.videoCount = 0
         record.call.reinvite(prm)
-        record.held = False
+        self._graph.resume(record.call_id)
         # If pjsua kept the stream, no media callback may follow: connect now
         # (does nothing while the media is still on hold).
         self._reconnect(record)
@@ -675,49 +340,20 @@ class Engine:
 
     def _cmd_transfer_attended(self, cmd: p.TransferAttended) -> None:
         a, b = self._record(cmd.call_id), self._record(cmd.consult_call_id)
-        if a is b:
-            raise EngineError("invalid_bridge", "cannot connect a call with itself")
+        self._graph.check_connect(a.call_id, b.call_id)
         if self._audio(a) is None or self._audio(b) is None:
             raise EngineError("media_not_active", "both calls need active audio")
-        before = self._edges()
-        for record in (a, b):
-            for other in record.bridged:
-                if other in self._calls:
-                    self._calls[other].bridged.discard(record.call_id)
-            record.bridged.clear()
-        a.bridged.add(b.call_id)
-        b.bridged.add(a.call_id)
-        self._apply(before, touched={a.call_id, b.call_id})
-        self._sync_recordings()
+        self._rewire(self._graph.connect(a.call_id, b.call_id))
+        self._recorder.sync()
 
     def _cmd_supervise(self, cmd: p.Supervise) -> None:
         customer = self._record(cmd.call_id)
         supervisor = self._record(cmd.supervisor_call_id)
-        if customer is supervisor:
-            raise EngineError("invalid_bridge", "a call cannot supervise itself")
-        if len(customer.bridged) != 1:
-            raise EngineError(
-                "invalid_state", "the supervised call must be bridged to exactly one other call"
-            )
-        (agent_id,) = customer.bridged
-        if supervisor.bridged or supervisor.call_id == agent_id:
-            raise EngineError("invalid_state", "the supervisor's call is bridged to a call")
-        current = self._supervisions.get(supervisor.call_id)
-        if current is not None and current.customer != customer.call_id:
-            raise EngineError("invalid_state", "the supervisor's call supervises another call")
-        if any(s.customer == supervisor.call_id for s in self._supervisions.values()):
-            raise EngineError("invalid_state", "the supervisor's call is itself supervised")
+        self._graph.check_supervise(customer.call_id, supervisor.call_id)
         if self._audio(supervisor) is None:
             raise EngineError("media_not_active", "the supervisor's call has no active audio")
-        before = self._edges()
-        self._supervisions[supervisor.call_id] = _Supervision(
-            supervisor=supervisor.call_id,
-            customer=customer.call_id,
-            agent=agent_id,
-            mode=cmd.mode,
-        )
-        self._apply(before, touched={customer.call_id, agent_id, supervisor.call_id})
-        self._sync_recordings()
+        self._rewire(self._graph.supervise(customer.call_id, supervisor.call_id, cmd.mode))
+        self._recorder.sync()
 
     def _cmd_dtmf(self, cmd: p.SendDtmf) -> None:
         if not cmd.digits or not re.fullmatch(r"[0-9A-Da-d*#]+", cmd.digits):
@@ -726,13 +362,14 @@ class Engine:
 
     # ------------------------------------------------------------------ callbacks
 
-    def _on_incoming(self, account: _Account, prm: Any) -> None:
-        source = _source_host(str(prm.rdata.srcAddress))
+    def _on_incoming(self, account: Account, prm: Any) -> None:
+        source = sipmsg.source_host(str(prm.rdata.srcAddress))
         call_id = str(uuid.uuid4())
-        call = _Call(self, account, call_id, prm.callId)
-        record = _CallRecord(call_id=call_id, call=call, line=account.line, incoming=True)
+        call = Call(self, account, call_id, prm.callId)
+        record = CallRecord(call_id=call_id, call=call, line=account.line, incoming=True)
         self._calls[call_id] = record
-        if not self._allowed(source):
+        self._graph.add(call_id)
+        if self._sources is None or not self._sources.allowed(source):
             # pjsip has parsed the INVITE already (it cannot be filtered from
             # Python earlier); refuse it without telling the daemon.
             record.announce = False
@@ -743,15 +380,15 @@ class Engine:
             call.hangup(op)
             return
         info = call.getInfo()
-        headers = _headers(str(prm.rdata.wholeMsg))
+        headers = sipmsg.headers(str(prm.rdata.wholeMsg))
         self.emit(
             p.IncomingCall(
                 call_id=call_id,
                 line=account.line,
-                from_number=_text(_user(str(info.remoteUri))),
-                from_uri=_text(str(info.remoteUri)),
-                to_number=_text(_user(str(info.localUri))),
-                sip_call_id=_text(str(info.callIdString)),
+                from_number=sipmsg.text(sipmsg.user(str(info.remoteUri))),
+                from_uri=sipmsg.text(str(info.remoteUri)),
+                to_number=sipmsg.text(sipmsg.user(str(info.localUri))),
+                sip_call_id=sipmsg.text(str(info.callIdString)),
                 headers=headers,
                 source_address=source,
             )
@@ -782,36 +419,26 @@ class Engine:
             return
         record.last_state = name
         self.emit(
-            p.CallState(call_id=call_id, state=name, sip_code=code, reason=_text(reason))  # type: ignore[arg-type]
+            p.CallState(call_id=call_id, state=name, sip_code=code, reason=sipmsg.text(reason))  # type: ignore[arg-type]
         )
 
-    def _on_disconnected(self, record: _CallRecord, code: int, reason: str) -> None:
-        for rec_id, rec in list(self._recordings.items()):
-            if rec_id == record.call_id:
-                self._finish_recording(rec_id)
-            else:
-                rec.sources.discard(record.call_id)
-        for other in record.bridged:
-            if other in self._calls:
-                self._calls[other].bridged.discard(record.call_id)
-        record.bridged.clear()
+    def _on_disconnected(self, record: CallRecord, code: int, reason: str) -> None:
+        self._recorder.call_ended(record.call_id)
+        self._graph.drop_bridges(record.call_id)
         # A supervision ends with any of its three legs; the connections
         # between the two remaining legs go with it.
-        ended = [s for s in self._supervisions.values() if record.call_id in s.legs()]
-        if ended:
-            before = self._edges()
-            for supervision in ended:
-                del self._supervisions[supervision.supervisor]
-            self._apply(before, touched=set())
-            self._sync_recordings()
+        ended = self._graph.end_supervisions(record.call_id)
+        if ended is not None:
+            self._rewire(ended)
+            self._recorder.sync()
         if record.announce:
             self.emit(
                 p.CallState(
                     call_id=record.call_id,
                     state="ended",
                     sip_code=code,
-                    reason=_text(reason),
-                    end_reason=_end_reason(record, code),
+                    reason=sipmsg.text(reason),
+                    end_reason=sipmsg.end_reason(record, code),
                 )
             )
         self._release_call(record.call_id)
@@ -828,7 +455,7 @@ class Engine:
         self._reconnect(record)
         if not record.media_active:
             record.media_active = True
-            self.emit(p.MediaActive(call_id=call_id, codec=_codec_of(record.call)))
+            self.emit(p.MediaActive(call_id=call_id, codec=codec_of(record.call)))
 
     def _on_transfer_status(self, call_id: str, prm: Any) -> None:
         record = self._calls.get(call_id)
@@ -839,9 +466,9 @@ class Engine:
             p.TransferStatus(
                 call_id=call_id,
                 code=code,
-                reason=_text(str(prm.reason)),
+                reason=sipmsg.text(str(prm.reason)),
                 final=final,
-                target=_text(record.transfer_target),
+                target=sipmsg.text(record.transfer_target),
             )
         )
         if not final:
@@ -857,137 +484,42 @@ class Engine:
 
     # ------------------------------------------------------------------ helpers
 
-    def _emit_registration(self, line: str, state: str, code: int, reason: str, exp: int) -> None:
-        self.emit(
-            p.Registration(
-                line=line,
-                state=state,  # type: ignore[arg-type]
-                code=code,
-                reason=clean_text(reason, max_chars=_MAX_TEXT),
-                expires=exp,
-            )
-        )
-
-    def _on_connection_lost(self) -> None:
-        """A TCP connection closed: register every line again after the retry interval.
-
-        Over TCP a PBX that goes away closes the connection its registrations used;
-        pjsua would re-register only with its own retry on, which the engine replaces.
-        """
-        s = self._settings()
-        for line, account in self._lines.items():
-            if line not in self._retry_tokens and line not in self._leaving:
-                self._schedule_register(line, account, float(s.register_retry_seconds))
-
-    def _after_registration(self, account: _Account, code: int, expires: int, msg: str) -> None:
-        """Schedule the next attempt after a failed registration.
-
-        A PBX that *answered* 5xx/6xx is asked again after the retry interval,
-        doubled at each consecutive refusal up to the maximum (or after its
-        Retry-After, within the maximum); a PBX that did not answer (timeout,
-        transport error) is retried at the base interval, so that its return is
-        noticed at once. Credentials refused (401/403...) are not retried.
-        """
-        line = account.line
-        assert line is not None
-        if code // 100 == 2:
-            self._refusals.pop(line, None)
-            self._retry_tokens.pop(line, None)
-            return
-        if line in self._leaving or self._lines.get(line) is not account:
-            return
-        s = self._settings()
-        answered = bool(msg)
-        if answered and code not in _RETRYABLE and code < 600:
-            return
-        delay = float(s.register_retry_seconds)
-        if answered:
-            refusals = self._refusals.get(line, 0) + 1
-            self._refusals[line] = refusals
-            delay = min(delay * 2 ** (refusals - 1), float(s.register_retry_max_seconds))
-            match = _RETRY_AFTER_RE.search(msg)
-            if match is not None:
-                delay = min(max(delay, float(match.group(1))), float(s.register_retry_max_seconds))
-        log("info", "registration retry scheduled", line=line, code=code, delay=delay)
-        self._schedule_register(line, account, delay)
-
-    def _schedule_register(self, line: str, account: _Account, delay: float) -> None:
-        """Send a REGISTER for ``line`` in ``delay`` seconds, replacing any pending one."""
-        token = object()
-        self._retry_tokens[line] = token
-
-        def retry() -> None:
-            if self._retry_tokens.get(line) is not token or self._lines.get(line) is not account:
-                return
-            if line in self._leaving:
-                return
-            del self._retry_tokens[line]
-            try:
-                account.setRegistration(True)
-            except pj.Error as exc:
-                log("warning", "registration retry failed", line=line, reason=exc.info())
-                self._after_registration(account, 503, 0, "")
-
-        self._defer_after(delay, retry)
-
     def _settings(self) -> p.WorkerSettings:
         assert self.settings is not None
         return self.settings
 
-    def _record(self, call_id: str) -> _CallRecord:
+    def _record(self, call_id: str) -> CallRecord:
         record = self._calls.get(call_id)
         if record is None or not record.announce:
             raise EngineError("unknown_call", f"no call {call_id}")
         return record
 
-    def _audio(self, record: _CallRecord) -> Any:
+    def _audio(self, record: CallRecord) -> Any:
         """Return the call's active audio media (None if inactive or held)."""
-        if record.held or record.call is None:
+        if self._graph.is_held(record.call_id) or record.call is None:
             return None
-        try:
-            info = record.call.getInfo()
-            for medium in info.media:
-                if medium.type == pj.PJMEDIA_TYPE_AUDIO and (
-                    medium.status == pj.PJSUA_CALL_MEDIA_ACTIVE
-                ):
-                    return record.call.getAudioMedia(medium.index)
-        except pj.Error:
-            return None
-        return None
+        return active_audio(record.call)
 
-    def _port(self, record: _CallRecord | None) -> Any:
+    def _audio_of(self, call_id: str) -> Any:
+        record = self._calls.get(call_id)
+        return self._audio(record) if record is not None else None
+
+    def _port(self, record: CallRecord | None) -> Any:
         """Return the call's audio media while it has a conference port (held too)."""
         if record is None or record.call is None:
             return None
-        try:
-            info = record.call.getInfo()
-            for medium in info.media:
-                if medium.type == pj.PJMEDIA_TYPE_AUDIO and medium.audioConfSlot >= 0:
-                    return record.call.getAudioMedia(medium.index)
-        except pj.Error:
-            return None
-        return None
+        return conference_port(record.call)
 
-    # Conference-bridge connections. The wanted set is derived from the
-    # bookkeeping (bridges both ways, supervision per mode); commands change
-    # the bookkeeping, then _apply makes the bridge match it.
+    # Conference-bridge connections. The wanted set is derived from the media
+    # graph (bridges both ways, supervision per mode); commands change the
+    # graph, then _rewire makes the bridge match it.
 
-    def _edges(self) -> set[tuple[str, str]]:
-        """Every connection (source call, sink call) the bookkeeping asks for."""
-        edges = {(r.call_id, other) for r in self._calls.values() for other in r.bridged}
-        for supervision in self._supervisions.values():
-            edges |= supervision.edges()
-        return edges
-
-    def _apply(self, before: set[tuple[str, str]], *, touched: set[str]) -> None:
-        """Stop the connections no longer wanted, make the new ones and those of
-        ``touched`` calls."""
-        after = self._edges()
-        for src, dst in before - after:
+    def _rewire(self, rewire: Rewire) -> None:
+        """Stop the connections no longer wanted, then make the new ones."""
+        for src, dst in rewire.stop:
             self._stop(src, dst)
-        for src, dst in after:
-            if (src, dst) not in before or src in touched or dst in touched:
-                self._transmit(src, dst)
+        for src, dst in rewire.start:
+            self._transmit(src, dst)
 
     def _transmit(self, src: str, dst: str) -> None:
         a, b = self._calls.get(src), self._calls.get(dst)
@@ -1002,167 +534,30 @@ class Engine:
             with contextlib.suppress(pj.Error):
                 med_a.stopTransmit(med_b)
 
-    def _reconnect(self, record: _CallRecord) -> None:
+    def _reconnect(self, record: CallRecord) -> None:
         """Make every wanted connection of this call (after its media came up again)."""
         medium = self._audio(record)
         if medium is None:
             return
-        for src, dst in self._edges():
-            if record.call_id in (src, dst):
-                self._transmit(src, dst)
-        for rec in self._recordings.values():
-            if record.call_id in rec.sources:
-                medium.startTransmit(rec.recorder)
-        self._sync_recordings()
-
-    def _wanted_sources(self, call_id: str) -> set[str]:
-        """What a recording of ``call_id`` hears: the call itself, the calls bridged
-        to it, a barging supervisor (whisper and listen are not recorded), and for a
-        supervisor's own leg the two legs it listens to."""
-        record = self._calls.get(call_id)
-        if record is None:
-            return set()
-        wanted = {call_id} | record.bridged
-        for supervision in self._supervisions.values():
-            if supervision.supervisor == call_id:
-                wanted |= {supervision.customer, supervision.agent}
-            elif supervision.mode == "barge" and call_id in supervision.legs():
-                wanted.add(supervision.supervisor)
-        return {c for c in wanted if c in self._calls}
-
-    def _sync_recordings(self) -> None:
-        """Connect every recording to what it should hear, and only that."""
-        for rec in self._recordings.values():
-            wanted = self._wanted_sources(rec.call_id)
-            for gone in rec.sources - wanted:
-                port = self._port(self._calls.get(gone))
-                if port is not None:
-                    with contextlib.suppress(pj.Error):
-                        port.stopTransmit(rec.recorder)
-                rec.sources.discard(gone)
-            for new in wanted - rec.sources:
-                self._record_source(rec, self._calls[new])
-
-    def _allowed(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in net for net in self._networks)
+        for src, dst in self._graph.edges_of(record.call_id):
+            self._transmit(src, dst)
+        self._recorder.reconnect(record.call_id, medium)
+        self._recorder.sync()
 
     def _account_config(self, *, pbx: bool = False) -> Any:
+        # PBX lines are bound to the PBX's transport; the local identity is not.
         s = self._settings()
-        acfg = pj.AccountConfig()
-        acfg.natConfig.sipOutboundUse = 0
-        acfg.natConfig.iceEnabled = False
-        acfg.natConfig.sipStunUse = pj.PJSUA_STUN_USE_DISABLED
-        acfg.natConfig.mediaStunUse = pj.PJSUA_STUN_USE_DISABLED
-        acfg.natConfig.contactRewriteUse = 0
-        acfg.natConfig.viaRewriteUse = 0
-        acfg.natConfig.sdpNatRewriteUse = 0
-        acfg.natConfig.udpKaIntervalSec = 0
-        acfg.mediaConfig.transportConfig.port = s.rtp_port_start
-        acfg.mediaConfig.transportConfig.portRange = s.rtp_port_count
-        acfg.mediaConfig.transportConfig.boundAddress = s.bind_address
-        acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL
-        # Bind the PBX lines to the PBX's configured transport. Otherwise pjsip
-        # moves a request over 1300 bytes (an INVITE once it carries its digest
-        # answer) from UDP to TCP on its own (RFC 3261 18.1.1), which a PBX or a
-        # firewall set up for UDP only refuses; pjsua2 has no switch for that rule.
-        # The local identity stays unbound: it calls whatever URI it is given.
-        transport = self._transport_ids.get(s.pbx_transport) if pbx else None
-        if transport is not None:
-            acfg.sipConfig.transportId = transport
-        return acfg
-
-    def _record_source(self, rec: _Recording, record: _CallRecord) -> None:
-        if record.call_id in rec.sources:
-            return
-        medium = self._audio(record)
-        if medium is not None:
-            medium.startTransmit(rec.recorder)
-            rec.sources.add(record.call_id)
-
-    def _finish_recording(self, call_id: str) -> None:
-        rec = self._recordings.pop(call_id)
-        rec.stopped = time.monotonic()
-        for source in rec.sources:
-            medium = self._port(self._calls.get(source))
-            if medium is not None:
-                with contextlib.suppress(pj.Error):
-                    medium.stopTransmit(rec.recorder)
-        with contextlib.suppress(pj.Error):
-            self._ep.audDevManager().getCaptureDevMedia().stopTransmit(rec.recorder)
-        # Dropping the last reference destroys the recorder, but since
-        # pjproject 2.14 the conference bridge removes ports asynchronously:
-        # the WAV writer flushes and writes its header only on a later clock
-        # tick. So wait (polling, never blocking the loop) for a complete
-        # header before the rename.
-        rec.recorder = None
-        deadline = time.monotonic() + _RECORDER_CLOSE_TIMEOUT
-
-        def complete() -> None:
-            if not _wav_complete(rec.partial) and time.monotonic() < deadline:
-                self._deferred.append(complete)
-                return
-            self._closing_recordings.discard(rec)
-            self._publish_recording(rec)
-
-        self._closing_recordings.add(rec)
-        self._deferred.append(complete)
-
-    def _publish_recording(self, rec: _Recording) -> None:
-        # pjmedia's WAV writer drops what it cannot write (a full disk) without
-        # telling anyone. The null sound device feeds the recorder every tick, so a
-        # whole recording is as long as the time it ran: one much shorter, or whose
-        # header does not match its size, lost audio.
-        ran = (rec.stopped or time.monotonic()) - rec.started
-        try:
-            complete = _wav_complete(rec.partial)
-            with wave.open(str(rec.partial), "rb") as wav:
-                duration = wav.getnframes() / wav.getframerate()
-            if not complete or duration < ran * _RECORDING_KEPT - _RECORDING_SLACK:
-                raise _RecordingShort(
-                    f"{_short_reason(rec.partial.parent)}: {duration:.1f} s of {ran:.1f} s written"
-                )
-            os.replace(rec.partial, rec.final)
-            size = rec.final.stat().st_size
-        except (_RecordingShort, OSError, wave.Error, EOFError) as exc:
-            # A partial file is not a recording, and it holds space that is short.
-            with contextlib.suppress(OSError):
-                rec.partial.unlink()
-            log("error", "recording.failed", call_id=rec.call_id, error=str(exc))
-            # The message reaches clients: plain words, never a server path.
-            reason = (
-                str(exc) if isinstance(exc, _RecordingShort) else _short_reason(rec.final.parent)
-            )
-            self.emit(p.Error(code="recording_failed", message=reason, call_id=rec.call_id))
-            return
-        self.emit(
-            p.RecordingFinished(
-                call_id=rec.call_id,
-                path=str(rec.final),
-                duration_seconds=round(duration, 3),
-                bytes=size,
-            )
-        )
+        return account_config(s, self._transport_ids.get(s.pbx_transport) if pbx else None)
 
     def _release_call(self, call_id: str) -> None:
         record = self._calls.pop(call_id, None)
         if record is None:
             return
+        self._graph.remove(call_id)
         holder = [record.call]
         record.call = None
         # Deleting a Call inside its own callback is a use-after-free in C++.
         self._deferred.append(holder.clear)
-
-    def _drop_line(self, line: str) -> None:
-        self._leaving.discard(line)
-        self._retry_tokens.pop(line, None)
-        self._refusals.pop(line, None)
-        account = self._lines.pop(line, None)
-        if account is not None:
-            account.shutdown()
 
     def _defer_after(self, delay: float, action: Callable[[], None]) -> None:
         due = time.monotonic() + delay
@@ -1179,152 +574,3 @@ class Engine:
         actions, self._deferred = self._deferred, []
         for action in actions:
             action()
-
-
-class _RecordingShort(Exception):
-    """The recording holds less audio than the time it ran."""
-
-
-def _start_reason(directory: Path) -> str:
-    """Why a recording could not start, in plain words."""
-    reason = _short_reason(directory)
-    if reason == "no space left on device":
-        return reason
-    return "the recording file cannot be created"
-
-
-def _short_reason(directory: Path) -> str:
-    """Why a recording came out short: a full disk, if the disk is full."""
-    try:
-        free = shutil.disk_usage(directory).free
-    except OSError:
-        return "the recording is incomplete"
-    if free < _RECORDING_MIN_FREE:
-        return "no space left on device"
-    return "the recording is incomplete"
-
-
-def _wav_complete(path: Path) -> bool:
-    """Whether the RIFF header of ``path`` accounts for the whole file."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(8)
-            size = os.fstat(f.fileno()).st_size
-    except OSError:
-        return False
-    return (
-        len(head) == 8
-        and head[:4] == b"RIFF"
-        and int.from_bytes(head[4:], "little") + 8 == size
-        and size >= 44
-    )
-
-
-def _host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
-
-
-def _source_host(src: str) -> str:
-    """``1.2.3.4:5060`` / ``[::1]:5060`` → the bare address."""
-    if src.startswith("["):
-        return src[1:].split("]", 1)[0]
-    return src.rsplit(":", 1)[0] if src.count(":") == 1 else src
-
-
-def _user(uri: str) -> str:
-    match = _USER_RE.search(uri)
-    return match.group(1) if match else ""
-
-
-def _set_codecs(ep: Any, wanted: Sequence[str]) -> None:
-    """Give the ``wanted`` codecs (names, or ``name/rate``) falling priorities in
-    their order and disable every other one. Raises :class:`EngineError` when
-    none of them is available in this build."""
-    enabled = []
-    for codec in ep.codecEnum2():
-        codec_id = str(codec.codecId)  # "PCMA/8000/1"
-        rank = _codec_rank(codec_id, wanted)
-        ep.codecSetPriority(codec_id, 0 if rank is None else 255 - rank)
-        if rank is not None:
-            enabled.append(codec_id)
-    if not enabled:
-        available = ", ".join(str(c.codecId) for c in ep.codecEnum2())
-        raise EngineError(
-            "no_codec",
-            f"none of the codecs {list(wanted)} is available (this build has {available})",
-        )
-    log("info", "codecs", enabled=enabled)
-
-
-def _codec_rank(codec_id: str, wanted: Sequence[str]) -> int | None:
-    """The position in ``wanted`` of the first entry naming ``codec_id``, or None."""
-    parts = codec_id.lower().split("/")
-    for rank, entry in enumerate(wanted):
-        asked = entry.lower().split("/")
-        if parts[: len(asked)] == asked:
-            return rank
-    return None
-
-
-def _codec_of(call: Any) -> str:
-    """The negotiated audio codec of ``call`` as ``name/rate``, or "" if unknown."""
-    try:
-        info = call.getStreamInfo(0)
-    except pj.Error:
-        return ""
-    return f"{info.codecName}/{info.codecClockRate}"
-
-
-def _text(value: str) -> str:
-    """SIP text made fit for an event (valid Unicode, no control characters, bounded)."""
-    return clean_text(value, max_chars=_MAX_TEXT)
-
-
-def _headers(message: str) -> dict[str, str]:
-    """The copied headers of ``message`` (at most ``_MAX_HEADERS``), cleaned."""
-    head = message.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
-    out: dict[str, str] = {}
-    for line in _unfold(head):
-        name, sep, value = line.partition(":")
-        key = _text(name.strip())
-        if sep and (key.lower().startswith("x-") or key.lower() in _COPIED_HEADERS):
-            if len(out) >= _MAX_HEADERS and key not in out:
-                break
-            out[key] = _text(value.strip())
-    return out
-
-
-def _unfold(lines: list[str]) -> Iterator[str]:
-    current = ""
-    for line in lines:
-        if line[:1] in (" ", "\t") and current:
-            current += " " + line.strip()
-            continue
-        if current:
-            yield current
-        current = line
-    if current:
-        yield current
-
-
-def _end_reason(record: _CallRecord, code: int) -> str:
-    """Classify why a call ended; see docs/sip-worker.md for the list."""
-    if record.transferred:
-        return "transferred"
-    if record.answered:
-        return "local_hangup" if record.hangup_requested else "remote_hangup"
-    if record.hangup_requested:
-        return "rejected" if record.incoming else "cancelled"
-    if record.incoming:
-        return "caller_cancelled"
-    if code in (486, 600):
-        return "busy"
-    if code in (603, 607):
-        return "declined"
-    if code in (408, 480):
-        return "no_answer" if code == 480 else "timeout"
-    if code in (404, 484, 604):
-        return "not_found"
-    if code in (502, 503, 504) or code < 100:
-        return "unreachable"
-    return "failed"

@@ -1,4 +1,4 @@
-"""The click-to-call state machine, and how SIP endings become call end reasons.
+"""The click-to-call state machine.
 
 Pure: no I/O, no clock. :class:`ClickToCall` is told what happened (a leg rang,
 answered, ended; a timer fired; someone asked to hang up) and moves between the
@@ -30,6 +30,7 @@ import structlog
 
 from crm_store import CallEndReason
 from sip.exceptions import InvalidState
+from sip.legs import end_reason
 
 __all__ = ["ClickToCall", "Leg", "Outcome", "Phase", "end_reason"]
 
@@ -80,38 +81,6 @@ _ACTIVE = frozenset(
         Phase.BRIDGED,
     }
 )
-
-
-def end_reason(worker_reason: str | None, sip_code: int, *, rang: bool) -> CallEndReason:
-    """Map a leg that ended *before being answered* to a :class:`CallEndReason`.
-
-    ``worker_reason`` is the worker's ``end_reason`` (``docs/sip-worker.md``).
-    ``480 Temporarily Unavailable`` means "no answer" after the far end rang, and
-    "unreachable" when it came at once, without ringing (an unregistered
-    extension, a switched-off mobile). A leg we cancelled is ``cancelled``: the
-    caller of this function knows whether it was our ring timer (``no_answer``).
-    """
-    if sip_code == 403:
-        return CallEndReason.REJECTED
-    match worker_reason:
-        case "busy":
-            return CallEndReason.BUSY
-        case "declined":
-            return CallEndReason.REJECTED
-        case "no_answer":
-            return CallEndReason.NO_ANSWER if rang else CallEndReason.UNREACHABLE
-        case "timeout":
-            return CallEndReason.NO_ANSWER
-        case "not_found" | "unreachable":
-            return CallEndReason.UNREACHABLE
-        case "cancelled" | "caller_cancelled" | "rejected":
-            return CallEndReason.CANCELLED
-        case "local_hangup" | "remote_hangup":
-            # Answered, then hung up before the call was connected to the
-            # customer: the calling side gave up.
-            return CallEndReason.CANCELLED
-        case _:
-            return CallEndReason.FAILED
 
 
 class ClickToCall:

@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -47,30 +46,25 @@ import structlog
 from bus import (
     Bus,
     CallAnswered,
-    CallBridged,
     CallCreated,
     CallDialing,
     CallDtmf,
-    CallEnded,
     CallRinging,
-    RecordingReady,
 )
 from config import AgentConfig, Config
 from config.outbound import OutboundPolicy
 from crm_store import (
     CallDirection,
     CallEndReason,
-    Conflict,
     InvalidPhone,
     LeadSource,
     Store,
     StoreError,
     normalize_phone,
 )
-from sip import protocol as p
 from sip.call_state import ClickToCall, Leg, Phase
-from sip.client import WorkerExited
-from sip.control import CallLegs, transfer_outcome
+from sip.control import transfer_outcome
+from sip.conversation import Conversation
 from sip.exceptions import (
     CallForbidden,
     InvalidNumber,
@@ -80,6 +74,21 @@ from sip.exceptions import (
     WorkerCommandError,
     WorkerGone,
 )
+from sip.legs import (
+    GONE,
+    Answered,
+    CallLegs,
+    Digit,
+    Ended,
+    Failed,
+    Gone,
+    LegEvent,
+    MediaUp,
+    Recorded,
+    RecordingLost,
+    Ringing,
+    Transfer,
+)
 from sip.pool import SipPool, agent_key, pbx_uri
 
 from ._service import CallTaskService
@@ -87,13 +96,6 @@ from ._service import CallTaskService
 __all__ = ["ActiveCall", "CallService"]
 
 log = structlog.get_logger(__name__)
-
-# How long a finished call waits for its recording to be complete on disk; the
-# worker needs a clock tick or two after the call to write the WAV header.
-_RECORDING_WAIT = 10.0
-# Commands that may fail because the leg or its worker is already gone; when
-# hanging up, that is the wanted result anyway.
-_GONE = (UnknownCall, PoolError, WorkerCommandError, WorkerGone, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,7 @@ class _HangupRequest:
 @dataclass(frozen=True, slots=True)
 class _LegEvent:
     leg: Leg
-    event: p.Event
+    event: LegEvent
 
 
 _Item = _Timeout | _HangupRequest | _LegEvent
@@ -126,16 +128,13 @@ class _Session:
     agent_timeout: float
     ring_timeout: float
     state: ClickToCall
+    conversation: Conversation
     user_id: uuid.UUID | None = None
     reserved: int = 2
     queue: asyncio.Queue[_Item] = field(default_factory=asyncio.Queue)
     timers: dict[Leg, asyncio.TimerHandle] = field(default_factory=dict)
     hung_up: set[Leg] = field(default_factory=set)
     answered_at: float | None = None
-    recording: bool = False
-    recording_done: bool = False
-    #: Why the recording failed, once it did (start refused, or the worker's word).
-    recording_failed: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     #: The agent leg's id once another leg took its place (attended transfer).
@@ -148,7 +147,7 @@ class _Session:
         agent = self.agent_leg or f"{self.call_id}-agent"
         return {Leg.CUSTOMER: str(self.call_id), Leg.AGENT: agent}
 
-    def put(self, leg: Leg, event: p.Event) -> None:
+    def put(self, leg: Leg, event: LegEvent) -> None:
         self.queue.put_nowait(_LegEvent(leg, event))
 
 
@@ -277,6 +276,15 @@ class CallService(CallTaskService):
             agent_timeout=agent_timeout or self.agent_timeout,
             ring_timeout=ring_timeout or self.ring_timeout,
             state=ClickToCall(str(record.id)),
+            conversation=Conversation(
+                record.id,
+                pool=self._pool,
+                bus=self._bus,
+                store=self._store,
+                config=self._config,
+                name="click_to_call",
+                agent=agent_key(agent_cfg),
+            ),
             user_id=user_id,
         )
         self._sessions[record.id] = session
@@ -416,44 +424,42 @@ class CallService(CallTaskService):
         else:
             await self._on_leg_event(s, item.leg, item.event)
 
-    async def _on_leg_event(self, s: _Session, leg: Leg, event: p.Event) -> None:
-        if isinstance(event, WorkerExited):
-            s.state.interrupted()
-        elif isinstance(event, p.RecordingFinished):
-            await self._recording_finished(s, event)
-        elif isinstance(event, p.MediaActive):
-            if s.state.media_active(leg):
-                await self._bridge(s)
-        elif isinstance(event, p.Error):
-            log.warning("click_to_call.leg_error", leg=leg.value, code=event.code)
-            if event.code == "recording_failed" and s.recording and not s.recording_done:
-                await self._recording_lost(s, event.message)
-        elif isinstance(event, p.Dtmf) and leg is Leg.CUSTOMER:
-            self._bus.publish(
-                CallDtmf(
-                    call_id=s.call_id,
-                    agent=s.agent_name,
-                    leg=leg.value,
-                    digit=event.digit,
-                    direction="received",
+    async def _on_leg_event(self, s: _Session, leg: Leg, event: LegEvent) -> None:
+        match event:
+            case Gone():
+                s.state.interrupted()
+            case Recorded() | RecordingLost():
+                await s.conversation.on_recording(event)
+            case MediaUp():
+                if s.state.media_active(leg):
+                    await self._bridge(s)
+            case Failed():
+                log.warning("click_to_call.leg_error", leg=leg.value, code=event.code)
+            case Digit() if leg is Leg.CUSTOMER:
+                self._bus.publish(
+                    CallDtmf(
+                        call_id=s.call_id,
+                        agent=s.agent_name,
+                        leg=leg.value,
+                        digit=event.digit,
+                        direction="received",
+                    )
                 )
-            )
-        elif isinstance(event, p.TransferStatus) and leg is Leg.CUSTOMER:
-            if event.final:
-                self._bus.publish(transfer_outcome(s.call_id, s.agent_name, event))
-        elif isinstance(event, p.CallState):
-            if event.state in ("ringing", "early"):
+            case Transfer() if leg is Leg.CUSTOMER:
+                if event.final:
+                    self._bus.publish(transfer_outcome(s.call_id, s.agent_name, event))
+            case Ringing():
                 if s.state.leg_ringing(leg):
                     if leg is Leg.CUSTOMER:
-                        await self._store_step(self._store.calls.mark_ringing(s.call_id))
+                        await s.conversation.store_step(self._store.calls.mark_ringing(s.call_id))
                     self._bus.publish(
                         CallRinging(call_id=s.call_id, leg=leg.value, agent=s.agent_name)
                     )
-            elif event.state == "answered":
+            case Answered():
                 await self._answered(s, leg)
-            elif event.state == "ended":
+            case Ended():
                 self._cancel_timer(s, leg)
-                s.state.leg_ended(leg, event.end_reason, event.sip_code)
+                s.state.leg_ended(leg, event.reason, event.sip_code)
 
     async def _answered(self, s: _Session, leg: Leg) -> None:
         if leg is Leg.AGENT:
@@ -467,7 +473,7 @@ class CallService(CallTaskService):
             return
         self._cancel_timer(s, leg)
         s.answered_at = time.monotonic()
-        await self._store_step(self._store.calls.mark_answered(s.call_id))
+        await s.conversation.store_step(self._store.calls.mark_answered(s.call_id))
         self._bus.publish(CallAnswered(call_id=s.call_id, leg=leg.value, agent=s.agent_name))
         # The customer's audio may have come up with its 200 already.
         if s.state.media_active(Leg.CUSTOMER):
@@ -502,29 +508,16 @@ class CallService(CallTaskService):
     async def _bridge(self, s: _Session) -> None:
         legs = s.leg_ids
         try:
-            await self._pool.bridge(legs[Leg.CUSTOMER], legs[Leg.AGENT])
-        except _GONE as exc:
+            await s.conversation.bridge_and_record(
+                legs[Leg.CUSTOMER], legs[Leg.AGENT], listener=partial(s.put, Leg.CUSTOMER)
+            )
+        except GONE as exc:
             # A leg ended meanwhile (its ended event is queued) or the worker
             # refused: either way the call cannot go on.
             log.error("click_to_call.bridge_failed", error=str(exc))
             s.state.hangup_requested()
             return
-        if self._config.recording.enabled:
-            try:
-                await self._pool.record_start(legs[Leg.CUSTOMER], partial(s.put, Leg.CUSTOMER))
-                s.recording = True
-            except _GONE as exc:
-                # The conversation matters more than its recording: carry on
-                # unrecorded, and say so on the bus (CallBridged.recording) and in
-                # the record (recording_status failed, CallEnded.recording_failed).
-                log.error("click_to_call.recording_failed", error=str(exc))
-                if isinstance(exc, WorkerCommandError) and exc.code == "recording_failed":
-                    s.recording_failed = exc.message
-                    await self._store_step(
-                        self._store.calls.recording_failed(s.call_id, exc.message)
-                    )
         s.state.bridged()
-        self._bus.publish(CallBridged(call_id=s.call_id, agent=s.agent_name, recording=s.recording))
 
     async def _hang_up_leftovers(self, s: _Session) -> None:
         if s.state.phase is not Phase.ENDING:
@@ -532,84 +525,30 @@ class CallService(CallTaskService):
         for leg in sorted(s.state.alive - s.hung_up):
             s.hung_up.add(leg)
             self._cancel_timer(s, leg)
-            with contextlib.suppress(*_GONE):
+            with contextlib.suppress(*GONE):
                 await self._pool.hangup(s.leg_ids[leg])
 
     async def _finish(self, s: _Session) -> None:
         outcome = s.state.outcome
         assert outcome is not None
         talk = time.monotonic() - s.answered_at if s.answered_at is not None else None
-        try:
-            await self._store.calls.end(s.call_id, outcome.reason)
-        except Conflict:
-            # The pool closed it first: the worker died as the call ended.
-            return
-        except StoreError as exc:
-            log.error("click_to_call.store_failed", step="end", error=str(exc))
+        if not await s.conversation.end(
+            outcome.reason,
+            sip_code=outcome.sip_code,
+            agent=s.agent_name,
+            talk_seconds=talk,
+            leg=outcome.leg.value if outcome.leg is not None else None,
+        ):
+            return  # the pool closed the record first: the worker died as the call ended
         log.info("click_to_call.ended", reason=outcome.reason.value, sip_code=outcome.sip_code)
-        self._bus.publish(
-            CallEnded(
-                call_id=s.call_id,
-                reason=outcome.reason.value,
-                sip_code=outcome.sip_code,
-                agent=s.agent_name,
-                talk_seconds=talk,
-                leg=outcome.leg.value if outcome.leg is not None else None,
-                recording_failed=s.recording_failed,
-            )
-        )
-        if s.recording and not s.recording_done:
-            try:
-                async with asyncio.timeout(_RECORDING_WAIT):
-                    while not s.recording_done:
-                        item = await s.queue.get()
-                        if isinstance(item, _LegEvent):
-                            if isinstance(item.event, p.RecordingFinished):
-                                await self._recording_finished(s, item.event)
-                            elif (
-                                isinstance(item.event, p.Error)
-                                and item.event.code == "recording_failed"
-                            ):
-                                await self._recording_lost(s, item.event.message)
-                            elif isinstance(item.event, WorkerExited):
-                                return
-            except TimeoutError:
-                log.error("click_to_call.recording_missing", waited=_RECORDING_WAIT)
+        await s.conversation.wait_for_recording(partial(self._next_leg_event, s))
 
-    async def _recording_finished(self, s: _Session, event: p.RecordingFinished) -> None:
-        s.recording_done = True
-        await self._store_step(
-            self._store.calls.attach_recording(s.call_id, event.path, event.duration_seconds)
-        )
-        self._bus.publish(
-            RecordingReady(
-                call_id=s.call_id, path=event.path, duration_seconds=event.duration_seconds
-            )
-        )
-
-    async def _recording_lost(self, s: _Session, reason: str) -> None:
-        # The worker could not write the recording (a full disk): the call went on;
-        # the record and the bus say the recording failed, and why.
-        s.recording_done = True
-        s.recording_failed = reason
-        await self._store_step(self._store.calls.recording_failed(s.call_id, reason))
-        self._bus.publish(
-            RecordingReady(
-                call_id=s.call_id, path="", duration_seconds=0.0, recording_failed=reason
-            )
-        )
+    @staticmethod
+    async def _next_leg_event(s: _Session) -> LegEvent | None:
+        item = await s.queue.get()
+        return item.event if isinstance(item, _LegEvent) else None
 
     # ------------------------------------------------------------------ helpers
-
-    async def _store_step(self, step: Awaitable[object]) -> None:
-        # The call goes on when the store hiccups: a missing ringing time is
-        # better than a dropped customer. Only store errors are caught.
-        try:
-            await step
-        except Conflict:
-            log.warning("click_to_call.store_conflict")
-        except StoreError as exc:
-            log.error("click_to_call.store_failed", error=str(exc))
 
     @staticmethod
     def _cancel_timer(s: _Session, leg: Leg) -> None:
@@ -618,5 +557,5 @@ class CallService(CallTaskService):
             timer.cancel()
 
 
-def _ignore(_event: p.Event) -> None:
+def _ignore(_event: LegEvent) -> None:
     """The listener of a leg handed over to another service."""

@@ -49,18 +49,16 @@ from bus import (
 from config import AgentConfig, Config
 from config.outbound import OutboundPolicy, is_extension
 from crm_store import InvalidPhone, normalize_phone
-from sip import protocol as p
-from sip.client import WorkerExited
 from sip.exceptions import (
     CallForbidden,
     CallNotReady,
     InvalidNumber,
     PoolClosed,
-    PoolError,
     UnknownCall,
     WorkerCommandError,
-    WorkerGone,
 )
+from sip.legs import GONE as _GONE
+from sip.legs import CallLegs, Ended, Gone, LegEvent, MediaUp, Transfer
 from sip.pool import SipPool, pbx_uri
 
 __all__ = ["CallControl", "CallLegs", "InboundLegs", "LegDirectory", "SupervisionMode"]
@@ -68,32 +66,17 @@ __all__ = ["CallControl", "CallLegs", "InboundLegs", "LegDirectory", "Supervisio
 log = structlog.get_logger(__name__)
 
 SupervisionMode = Literal["listen", "whisper", "barge"]
-_GONE = (UnknownCall, PoolError, WorkerCommandError, WorkerGone, TimeoutError)
 
 
-@dataclass(frozen=True, slots=True)
-class CallLegs:
-    """Where a live call is: its worker, its legs, its agent, the line to call from."""
-
-    call_id: uuid.UUID
-    worker_id: str
-    customer_leg: str
-    agent_leg: str | None
-    agent: str | None
-    line: str | None
-
-
-def transfer_outcome(
-    call_id: uuid.UUID, agent: str | None, status: p.TransferStatus
-) -> CallTransferred:
+def transfer_outcome(call_id: uuid.UUID, agent: str | None, status: Transfer) -> CallTransferred:
     """The ``call.transferred`` ``completed``/``failed`` that the service owning a
-    call publishes from the worker's final :class:`~sip.protocol.TransferStatus`."""
-    ok = 200 <= status.code < 300
+    call publishes from the leg's final :class:`~sip.legs.Transfer` report."""
+    ok = status.succeeded
     return CallTransferred(
         call_id=call_id,
         agent=agent,
         kind="blind",
-        target=status.target_user,
+        target=status.target,
         state="completed" if ok else "failed",
         reason=None if ok else f"{status.code} {status.reason}",
     )
@@ -114,35 +97,20 @@ class LegDirectory(Protocol):
         ...
 
 
-class _InboundCalls(Protocol):
-    def legs(self, call_id: uuid.UUID) -> tuple[str, str, str | None, str | None]: ...
-
-    def hand_over(self, call_id: uuid.UUID, new_leg: str) -> str: ...
-
-
 class InboundLegs:
-    """:class:`LegDirectory` over :class:`sip.inbound.InboundService`: the calls it
-    holds, once an agent is connected; extra legs are placed from one of the
-    lines registered on the call's worker."""
+    """:class:`LegDirectory` over :class:`sip.inbound.InboundService`.
 
-    def __init__(self, inbound: _InboundCalls, pool: SipPool) -> None:
+    The inbound service says where its calls are itself (the same
+    :class:`~sip.legs.CallLegs` as click-to-call); this wrapper stays for the
+    callers that build it.
+    """
+
+    def __init__(self, inbound: LegDirectory, pool: SipPool) -> None:
         self._inbound = inbound
         self._pool = pool
 
     def legs(self, call_id: uuid.UUID) -> CallLegs | None:
-        try:
-            worker_id, customer_leg, agent_leg, agent = self._inbound.legs(call_id)
-        except UnknownCall:
-            return None
-        lines = self._pool.status()[worker_id].lines
-        return CallLegs(
-            call_id=call_id,
-            worker_id=worker_id,
-            customer_leg=customer_leg,
-            agent_leg=agent_leg,
-            agent=agent,
-            line=lines[0] if lines else None,
-        )
+        return self._inbound.legs(call_id)
 
     def hand_over(self, call_id: uuid.UUID, new_leg: str) -> str:
         return self._inbound.hand_over(call_id, new_leg)
@@ -159,14 +127,12 @@ class _ExtraLeg:
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def track(self, event: p.Event) -> bool:
+    def track(self, event: LegEvent) -> bool:
         """Note an event of the leg; True when it is the leg's end (which also
         releases a wait for the answer)."""
-        if isinstance(event, p.MediaActive):
+        if isinstance(event, MediaUp):
             self.answered.set()
-        elif isinstance(event, WorkerExited) or (
-            isinstance(event, p.CallState) and event.state == "ended"
-        ):
+        elif isinstance(event, Gone | Ended):
             self.ended.set()
             self.answered.set()
             return True
@@ -443,7 +409,7 @@ class CallControl:
         with contextlib.suppress(*_GONE, PoolClosed):
             await self._pool.transfer_attended(legs.customer_leg, legs.agent_leg)
 
-    def _on_consult_event(self, consult: _Consult, event: p.Event) -> None:
+    def _on_consult_event(self, consult: _Consult, event: LegEvent) -> None:
         if not consult.track(event):
             return
         call_id = consult.call.call_id
@@ -472,7 +438,7 @@ class CallControl:
             )
         )
 
-    def _on_supervisor_event(self, sup: _Supervision, event: p.Event) -> None:
+    def _on_supervisor_event(self, sup: _Supervision, event: LegEvent) -> None:
         if not sup.track(event):
             return
         if self._supervisions.get(sup.call.call_id) is sup:

@@ -111,7 +111,8 @@ def main() -> int:
 
     # Imported here so that ``python -m sip.worker`` fails loudly, but importing
     # the module (for tests or docs) does not need pjsua2.
-    from sip._engine import Engine, EngineError, log
+    from sip._engine import Engine
+    from sip._pj import EngineError, log
 
     engine = Engine(emit)
     code = 0

@@ -1,7 +1,7 @@
 """``kill -9`` of a dialer process mid-list, twice, then a restart: the list
 completes and the lab's customers saw every number exactly once.
 
-The dialer runs in a real process (``python -m dialer.runner``); the test follows
+The dialer runs in a real process (``python -m switchboard.dialer_runner``); the test follows
 it through its JSON log lines on stderr and kills it at two chosen moments:
 during a gap, right after the next number was claimed (claimed, never dialed:
 it must go back to the queue), and while a customer rings (dialing: its
@@ -30,7 +30,7 @@ from tests.dialer.conftest import dialer_config, dialer_config_text, prepare_sto
 
 
 class RunnerProcess:
-    """One ``python -m dialer.runner`` process and its log lines."""
+    """One ``python -m switchboard.dialer_runner`` process and its log lines."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
@@ -78,7 +78,7 @@ async def runner(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "dialer.runner",
+            "switchboard.dialer_runner",
             str(config_path),
             *args,
             stdin=asyncio.subprocess.DEVNULL,

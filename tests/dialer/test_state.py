@@ -93,3 +93,28 @@ def test_nothing_due_waits_then_wakes() -> None:
     state.wake()
     state.exhausted()
     assert state.stored_state == "finished"
+
+
+def test_lost_call_pauses_or_stops_through_the_transition_table() -> None:
+    state = _running(persistent=False)
+    state.dial()
+    state.answered()
+    state.interrupt("worker_crashed")
+    assert (state.phase, state.reason) == (Phase.PAUSED, "worker_crashed")
+
+    stopping = _running()
+    stopping.dial()
+    stopping.stop("agent")
+    stopping.interrupt("worker_crashed")
+    assert stopping.phase is Phase.STOPPED
+
+
+def test_interrupt_without_a_call_raises_and_changes_nothing() -> None:
+    state = _running()
+    with pytest.raises(InvalidState, match="no call to interrupt"):
+        state.interrupt("worker_crashed")
+    assert (state.phase, state.reason) == (Phase.READY, None)
+    state.stop("agent")
+    with pytest.raises(InvalidState):
+        state.interrupt("worker_crashed")
+    assert state.phase is Phase.STOPPED

@@ -31,6 +31,7 @@ from lab.runner import Lab
 from sip.control import CallControl, InboundLegs
 from sip.exceptions import CallNotReady, UnknownCall
 from sip.inbound import InboundPhase, PresenceBook, losing_branch_code
+from sip.legs import CallLegs
 from tests.sip.conftest import InboundEnv, lab_config, with_inbound
 
 MakeInbound = Callable[..., Awaitable[InboundEnv]]
@@ -123,6 +124,12 @@ def _alice_available_with_control(ie: InboundEnv, **settings: float) -> CallCont
     )
 
 
+def _legs(ie: InboundEnv, call_id: uuid.UUID) -> CallLegs:
+    legs = ie.inbound.legs(call_id)
+    assert legs is not None, f"the inbound service does not hold {call_id}"
+    return legs
+
+
 def _of(call_id: uuid.UUID) -> Callable[[bus.Event], bool]:
     return lambda e: getattr(e, "call_id", None) == call_id
 
@@ -206,10 +213,10 @@ async def test_call_is_offered_to_the_longest_idle_agent_bridged_and_recorded_in
 
     bridged = await env.log.wait_for(bus.CallBridged, _of(call_id))
     assert (bridged.agent, bridged.recording) == ("bob", True)
-    legs = ie.inbound.legs(call_id)
+    legs = _legs(ie, call_id)
     bob_worker = env.pool.worker_for_line("2002")
-    assert legs[0] == bob_worker
-    assert legs[3] == "bob"
+    assert legs.worker_id == bob_worker
+    assert legs.agent == "bob"
     (snapshot,) = ie.inbound.active_calls()
     assert (snapshot.call_id, snapshot.state, snapshot.agent) == (
         call_id,
@@ -371,7 +378,7 @@ async def test_agent_not_answering_then_rejecting_passes_the_call_on(
     ]
     # The call stays on the worker chosen for carol, the first agent offered.
     carol_worker = env.pool.worker_for_line("2003")
-    assert ie.inbound.legs(call_id)[0] == carol_worker
+    assert _legs(ie, call_id).worker_id == carol_worker
     ended = await env.log.wait_for(bus.CallEnded, _of(call_id), within=10)
     assert (ended.reason, ended.agent) == ("completed", "alice")
     await lab.phones["1003"].wait_call_ended(timeout=5)
@@ -494,7 +501,8 @@ async def test_an_inbound_caller_is_transferred_after_a_consultation(
     )
     call_id = created.call_id
     await env.log.wait_for(bus.CallBridged, _of(call_id), within=10)
-    _, customer_leg, agent_leg, _ = ie.inbound.legs(call_id)
+    here = _legs(ie, call_id)
+    customer_leg, agent_leg = here.customer_leg, here.agent_leg
     await asyncio.sleep(_TALK)  # the caller and alice talk: the audio measured below
 
     def transfers() -> list[tuple[str, str, str | None]]:
@@ -508,7 +516,7 @@ async def test_an_inbound_caller_is_transferred_after_a_consultation(
     with pytest.raises(TimeoutError):
         await control.transfer_attended(call_id, "1003")
     assert transfers() == [("started", "1003", None), ("failed", "1003", "no_answer")]
-    assert ie.inbound.legs(call_id)[2] == agent_leg
+    assert _legs(ie, call_id).agent_leg == agent_leg
     # Bob answers; alice talks with him, then thinks better of it.
     await control.transfer_attended(call_id, "1002")
     bob_first = await bob.wait_call_answered(timeout=5)
@@ -530,9 +538,9 @@ async def test_an_inbound_caller_is_transferred_after_a_consultation(
     await control.transfer_complete(call_id)
     assert transfers()[-1] == ("completed", "1002", None)
     await alice.wait_call_ended(timeout=5)
-    legs = ie.inbound.legs(call_id)
-    assert (legs[1], legs[3]) == (customer_leg, "alice")
-    assert legs[2] != agent_leg
+    legs = _legs(ie, call_id)
+    assert (legs.customer_leg, legs.agent) == (customer_leg, "alice")
+    assert legs.agent_leg != agent_leg
     assert not env.log.events(bus.CallEnded, _of(call_id))  # alice leaving ends nothing
     # The caller and bob talk (the audio measured below) until the caller hangs up;
     # then the call ends.
@@ -644,7 +652,7 @@ async def test_an_agent_becoming_available_gets_the_waiting_call(
     assert bridged.agent == "alice"
     # Kept on the reception line's worker if its branch was chosen before alice came
     # back (nobody available), else on alice's: either way one worker carries it all.
-    worker = ie.inbound.legs(created.call_id)[0]
+    worker = _legs(ie, created.call_id).worker_id
     assert worker in (env.pool.worker_for_line(RECEPTION), env.pool.worker_for_line("2001"))
     assert (await env.store.calls.get(created.call_id)).worker_id == worker
     ended = await env.log.wait_for(bus.CallEnded, _of(created.call_id), within=10)
@@ -666,7 +674,7 @@ async def test_no_agent_forwards_to_the_overflow_number(
     assert (bridged.agent, bridged.recording) == (None, True)
     assert [d.leg for d in env.log.events(bus.CallDialing, _of(call_id))] == ["overflow"]
     assert [i.number for i in lab.customers.invites()] == [overflow]
-    assert ie.inbound.legs(call_id)[2] is not None
+    assert _legs(ie, call_id).agent_leg is not None
     ended = await env.log.wait_for(bus.CallEnded, _of(call_id), within=10)
     assert (ended.reason, ended.agent, ended.leg) == ("completed", None, "customer")
     assert await customer.wait(timeout=5)
@@ -722,7 +730,7 @@ async def test_a_crash_of_the_carrying_worker_interrupts_the_call_and_frees_the_
     created = await _created_from(ie, number)
     call_id = created.call_id
     await env.log.wait_for(bus.CallBridged, _of(call_id), within=10)
-    worker = ie.inbound.legs(call_id)[0]
+    worker = _legs(ie, call_id).worker_id
     assert worker == env.pool.worker_for_line("2002")
     pid = env.pool.status()[worker].pid
     assert pid is not None

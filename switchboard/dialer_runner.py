@@ -2,9 +2,10 @@
 
 Used by the durability tests and the benchmark, which need a dialer in a real
 process they can ``kill -9``; the daemon (``switchboard``) wires the same parts in
-its lifespan. Usage::
+its lifespan. It lives in the composition root because it wires the dialer to
+the SIP pool. Usage::
 
-    python -m dialer.runner CONFIG [--start AGENT=LIST_ID ...] [--exit-when-idle]
+    python -m switchboard.dialer_runner CONFIG [--start AGENT=LIST_ID ...] [--exit-when-idle]
 
 At start it migrates the store, closes the call records a killed predecessor
 left open (``interrupted``), starts the pool, waits for the agents' lines to
@@ -30,10 +31,8 @@ import structlog
 import bus
 from config import load_config
 from crm_store import Store, upgrade
+from dialer import Dialer, SessionExists
 from sip.pool import SipPool, agent_key
-
-from .exceptions import SessionExists
-from .service import Dialer
 
 __all__ = ["main", "run"]
 
@@ -119,7 +118,9 @@ def _start_arg(text: str) -> tuple[str, uuid.UUID]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dialer.runner", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m switchboard.dialer_runner", description=__doc__
+    )
     parser.add_argument("config")
     parser.add_argument("--start", action="append", type=_start_arg, default=[])
     parser.add_argument("--exit-when-idle", action="store_true")
