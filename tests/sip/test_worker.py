@@ -46,22 +46,37 @@ def _rms(path: Path) -> float:
     return math.sqrt(sum(s * s for s in samples) / max(len(samples), 1))
 
 
-async def _wait_for_bytes_in_stdin(pid: int, *, within: float) -> None:
-    """Return once process ``pid``'s stdin pipe holds unread bytes; ``TimeoutError``
-    after ``within`` seconds.
+async def _wait_until(check: Callable[[], bool], *, within: float) -> None:
+    """Return once ``check()`` holds; ``TimeoutError`` after ``within`` seconds.
 
-    Reads the pipe's fill level (``FIONREAD`` on a second descriptor of the same
-    pipe, opened through /proc) without consuming anything.
+    For states of another process, which give no notification: polled.
     """
+    async with asyncio.timeout(within):
+        while True:
+            if check():
+                return
+            await asyncio.sleep(0.005)
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Every thread of process ``pid`` is stopped (``T``): SIGSTOP is delivered
+    asynchronously, and a thread still running could read the pipe meanwhile."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        # The state follows the command name, which is in parentheses.
+        if stat[stat.rindex(")") + 2] != "T":
+            return False
+    return True
+
+
+def _unread_bytes_in_stdin(pid: int) -> int:
+    """How many bytes wait unread in process ``pid``'s stdin pipe (``FIONREAD`` on
+    a second descriptor of the same pipe, opened through /proc; nothing is read)."""
     fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
     try:
-        async with asyncio.timeout(within):
-            while True:
-                unread = array.array("i", [0])
-                fcntl.ioctl(fd, termios.FIONREAD, unread)
-                if unread[0] > 0:
-                    return
-                await asyncio.sleep(0.005)
+        unread = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, unread)
+        return unread[0]
     finally:
         os.close(fd)
 
@@ -260,8 +275,10 @@ async def test_killed_worker_is_noticed_and_pending_commands_fail(
     pid = worker.client.pid
     # Freeze the worker so the command stays pending, then kill it.
     os.kill(pid, signal.SIGSTOP)
+    await _wait_until(lambda: _all_threads_stopped(pid), within=5.0)
     pending = asyncio.create_task(worker.send(p.Hangup, call_id="whatever"), name="pending-command")
-    await _wait_for_bytes_in_stdin(pid, within=5.0)  # the command is in the pipe
+    # The command is in the pipe, where the frozen worker cannot read it.
+    await _wait_until(lambda: _unread_bytes_in_stdin(pid) > 0, within=5.0)
     assert not pending.done()
     killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)
