@@ -2,7 +2,9 @@
 
 Producers (the SIP pool, the dialer) publish :mod:`bus.events` dataclasses;
 consumers (the websocket gateway, the MQTT bridge, the store writer) subscribe
-with their own bounded queue.
+with their own bounded queue. Between hosts, :mod:`bus.mqtt` publishes a
+daemon's bus to the broker and :mod:`bus.feed` relays every daemon's events
+from it into a scale-out gateway's bus.
 """
 
 from ._bus import Bus, Subscription
@@ -38,7 +40,7 @@ from .events import (
     WorkerCrashed,
     WorkerStarted,
 )
-from .exceptions import BusError, SubscriptionClosed
+from .exceptions import BusError, FeedUnavailable, SubscriptionClosed
 from .mqtt import CommandError, MqttBridge
 
 __all__ = [
@@ -71,6 +73,7 @@ __all__ = [
     "Envelope",
     "Event",
     "EventsDropped",
+    "FeedUnavailable",
     "MqttBridge",
     "RecordingReady",
     "RegistrationChanged",

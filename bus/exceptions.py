@@ -3,12 +3,13 @@
 ::
 
     BusError
-    └── SubscriptionClosed   get() on a subscription that is closed and drained
+    ├── SubscriptionClosed   get() on a subscription that is closed and drained
+    └── FeedUnavailable      the gateway's feed has no broker connection to send on
 """
 
 from __future__ import annotations
 
-__all__ = ["BusError", "SubscriptionClosed"]
+__all__ = ["BusError", "FeedUnavailable", "SubscriptionClosed"]
 
 
 class BusError(Exception):
@@ -17,3 +18,7 @@ class BusError(Exception):
 
 class SubscriptionClosed(BusError):
     """The subscription was closed and every event queued before has been read."""
+
+
+class FeedUnavailable(BusError):
+    """The feed is not connected to the broker (or lost it while waiting)."""

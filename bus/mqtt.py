@@ -38,6 +38,7 @@ import aiomqtt
 import structlog
 
 from ._bus import Bus, Subscription
+from ._mqtt_connection import ConnectionLoop, stop
 from ._mqtt_protocol import (
     MAX_ASSERTION_SECONDS,
     BadAssertion,
@@ -186,8 +187,6 @@ class MqttBridge(Generic[P]):
         broker = BrokerAddress.parse(url, tls_context=tls_context)
         if buffer_size < 1 or subscriber_queue < 1 or max_commands < 1:
             raise ValueError("buffer_size, subscriber_queue and max_commands must be >= 1")
-        if not 0 < reconnect_min <= reconnect_max:
-            raise ValueError("need 0 < reconnect_min <= reconnect_max")
         self._bus = bus
         self._broker = broker
         self._password = password
@@ -204,9 +203,6 @@ class MqttBridge(Generic[P]):
         self._buffer_size = buffer_size
         self._subscriber_queue = subscriber_queue
         self._keepalive = keepalive
-        self._timeout = timeout
-        self._reconnect_min = reconnect_min
-        self._reconnect_max = reconnect_max
         self._command_timeout = command_timeout
         self._max_commands = max_commands
         self._close_timeout = close_timeout
@@ -222,17 +218,24 @@ class MqttBridge(Generic[P]):
         self._closing = False
         self._closed: asyncio.Future[None] | None = None
         self._pulse = asyncio.Event()
-        self._failures = 0
-        # Crashes since the last successful connection: the restart backoff.
-        self._crashes = 0
+        # Raises ValueError unless 0 < reconnect_min <= reconnect_max.
+        self._connection = ConnectionLoop(
+            name="mqtt",
+            url_for_logs=self._url_for_logs,
+            new_client=self._new_client,
+            serve=self._serve_connection,
+            timeout=timeout,
+            reconnect_min=reconnect_min,
+            reconnect_max=reconnect_max,
+            on_failure=self._changed,
+            log_context=lambda: {"buffered": len(self._buffer)},
+        )
         self._on_health = on_health
         self._health = BridgeHealth.DISCONNECTED
         #: Envelopes acknowledged by the broker, and envelopes dropped from the
         #: buffer (since start).
         self.published = 0
         self.dropped = 0
-        #: Times the supervisor restarted the bridge's tasks after one ended on its own.
-        self.restarts = 0
 
     @classmethod
     def from_config(
@@ -274,6 +277,11 @@ class MqttBridge(Generic[P]):
     def connected(self) -> bool:
         """Connected, subscribed to commands and announced ``online``."""
         return self._client is not None
+
+    @property
+    def restarts(self) -> int:
+        """Times the supervisor restarted the bridge's tasks after one ended on its own."""
+        return self._connection.restarts
 
     @property
     def health(self) -> BridgeHealth:
@@ -365,13 +373,10 @@ class MqttBridge(Generic[P]):
         finally:
             if self._buffer:
                 log.warning("mqtt.closed_with_unpublished", count=len(self._buffer))
-            task.cancel()
-            # asyncio.wait never raises the task's own CancelledError, so a
-            # cancellation of aclose itself is the only one that propagates here.
-            await asyncio.wait([task])
+            error = await stop(task)
         log.info("mqtt.stopped", published=self.published, dropped=self.dropped)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            raise exc
+        if error is not None:
+            raise error
 
     async def _announce_offline(self) -> None:
         client = self._client
@@ -379,7 +384,7 @@ class MqttBridge(Generic[P]):
             return
         payload = status_payload("offline", self._site, _utcnow())
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._connection.timeout):
                 await client.publish(
                     self.topics.status, payload, qos=1, retain=True, timeout=math.inf
                 )
@@ -398,49 +403,27 @@ class MqttBridge(Generic[P]):
         backoff, whenever either ends on its own (an exception, or a cancellation
         that did not come from :meth:`aclose`). The subscription and the buffer
         outlive a restart, so nothing queued is lost by one."""
+
+        def closed(tasks: Mapping[str, asyncio.Task[None]]) -> bool:
+            # aclose closed the subscription: the connection goes on publishing
+            # the buffer until aclose cancels the bridge.
+            collect = tasks["mqtt-collect"]
+            return (
+                self._closing
+                and collect.done()
+                and not collect.cancelled()
+                and collect.exception() is None
+            )
+
         try:
-            while True:
-                collect = asyncio.create_task(self._collect(sub), name="mqtt-collect")
-                connection = asyncio.create_task(self._connection_loop(), name="mqtt-connection")
-                ended: set[asyncio.Task[None]] = set()
-                try:
-                    ended, _ = await asyncio.wait(
-                        {collect, connection}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if (
-                        self._closing
-                        and collect.done()
-                        and not collect.cancelled()
-                        and collect.exception() is None
-                    ):
-                        # aclose closed the subscription: the connection goes on
-                        # publishing the buffer until aclose cancels the bridge.
-                        await asyncio.wait({connection})
-                        return
-                finally:
-                    collect.cancel()
-                    connection.cancel()
-                    # asyncio.wait never raises the tasks' own CancelledError.
-                    await asyncio.wait({collect, connection})
-                self._crashes += 1
-                self.restarts += 1
-                delay = reconnect_delay(self._crashes, self._reconnect_min, self._reconnect_max)
-                for task in ended:
-                    error = None if task.cancelled() else task.exception()
-                    log.error(
-                        "mqtt.crashed",
-                        task=task.get_name(),
-                        error="cancelled"
-                        if task.cancelled()
-                        else repr(error)
-                        if error
-                        else "returned",
-                        exc_info=error,
-                        restart_in=round(delay, 2),
-                        restarts=self.restarts,
-                    )
-                self._set_health(BridgeHealth.RESTARTING)
-                await asyncio.sleep(delay)
+            await self._connection.supervise(
+                lambda: {
+                    "mqtt-collect": self._collect(sub),
+                    "mqtt-connection": self._connection.run(),
+                },
+                finished=closed,
+                on_restart=lambda: self._set_health(BridgeHealth.RESTARTING),
+            )
         finally:
             sub.close()
             if not self._closing:
@@ -486,30 +469,6 @@ class MqttBridge(Generic[P]):
 
     # --- connection ------------------------------------------------------------------
 
-    def _backoff(self) -> float:
-        """Capped exponential delay with jitter (half fixed, half random), so that
-        many daemons cut off by one broker restart do not reconnect in lockstep."""
-        return reconnect_delay(self._failures, self._reconnect_min, self._reconnect_max)
-
-    async def _connection_loop(self) -> None:
-        while True:
-            error: BaseException | None = None
-            try:
-                await self._connect_and_serve()
-            except* (aiomqtt.MqttError, TimeoutError, OSError) as group:
-                error = group.exceptions[0]
-            self._failures += 1
-            self._changed()
-            delay = self._backoff()
-            log.warning(
-                "mqtt.disconnected",
-                url=self._url_for_logs,
-                error=str(error) or type(error).__name__,
-                retry_in=round(delay, 2),
-                buffered=len(self._buffer),
-            )
-            await asyncio.sleep(delay)
-
     def _new_client(self) -> aiomqtt.Client:
         # A fresh client for every connection: paho keeps unacknowledged QoS 1
         # messages of a dead connection and would send them again on reconnect,
@@ -527,7 +486,7 @@ class MqttBridge(Generic[P]):
             # queued while the daemon was down, long after their sender gave up.
             clean_session=True,
             keepalive=self._keepalive,
-            timeout=self._timeout,
+            timeout=self._connection.timeout,
             tls_context=self._broker.tls,
             will=aiomqtt.Will(
                 self.topics.status,
@@ -537,16 +496,12 @@ class MqttBridge(Generic[P]):
             ),
         )
 
-    async def _connect_and_serve(self) -> None:
-        """One connection, until it fails (raises) or the bridge is cancelled."""
-        client = self._new_client()
-        # aiomqtt bounds the TCP connect (paho: 5 s) and the CONNACK (``timeout``) and
-        # cleans up after either; this outer bound is only a backstop, because a
-        # cancelled __aenter__ leaves the client's socket open.
-        async with asyncio.timeout(self._timeout * 2 + 5):
-            await client.__aenter__()
+    async def _serve_connection(self, client: aiomqtt.Client) -> None:
+        """Serve one connected client until the connection fails (raises) or the
+        bridge is cancelled: subscribe to commands, announce ``online``, then
+        publish the buffer and read commands."""
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._connection.timeout):
                 await client.subscribe(self.topics.commands, qos=1, timeout=math.inf)
                 await client.publish(
                     self.topics.status,
@@ -555,8 +510,7 @@ class MqttBridge(Generic[P]):
                     retain=True,
                     timeout=math.inf,
                 )
-            self._failures = 0
-            self._crashes = 0
+            self._connection.succeeded()
             self._client = client
             self._set_health(BridgeHealth.CONNECTED)
             self._changed()
@@ -569,10 +523,6 @@ class MqttBridge(Generic[P]):
             if self._health is BridgeHealth.CONNECTED:
                 self._set_health(BridgeHealth.DISCONNECTED)
             self._changed()
-            # Bounded: a broker that vanished does not answer DISCONNECT.
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                async with asyncio.timeout(self._timeout):
-                    await client.__aexit__(None, None, None)
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         while True:
@@ -597,7 +547,7 @@ class MqttBridge(Generic[P]):
             head = self._buffer[0]
             while self._head_sent < len(head.messages):
                 topic, payload, retain = head.messages[self._head_sent]
-                async with asyncio.timeout(self._timeout):
+                async with asyncio.timeout(self._connection.timeout):
                     await client.publish(topic, payload, qos=1, retain=retain, timeout=math.inf)
                 if not self._buffer or self._buffer[0] is not head:
                     break  # dropped by _collect while in flight; the new head starts at 0
@@ -631,7 +581,7 @@ class MqttBridge(Generic[P]):
             topic, reply = await self._run_command(payload)
             if topic is None:
                 return
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._connection.timeout):
                 await client.publish(topic, reply, qos=1, timeout=math.inf)
         except (aiomqtt.MqttError, TimeoutError):
             # The connection is failing: let it end, the connection loop reconnects.

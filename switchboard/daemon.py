@@ -170,8 +170,7 @@ class Daemon:
             self._authenticate = store_authenticator(self.store.users, lambda: self.config.agents)
             gateway = await self._start_gateway(stack, self.bus, handler)
             await self._start_mqtt(stack, self.bus, gateway, handler)
-            self.pool = await self._start_pool(stack, self.store, self.bus)
-            assert self.calls is not None
+            self.pool, self.calls = await self._start_pool(stack, self.store, self.bus)
             self.agents = AgentStates(self.config, self.bus, store=self.store.presence)
             try:
                 await self.agents.restore()
@@ -375,7 +374,9 @@ class Daemon:
 
     async def _start_pool(
         self, stack: contextlib.AsyncExitStack, store: Store, bus: Bus
-    ) -> SipPool:
+    ) -> tuple[SipPool, CallService]:
+        """Start the SIP pool and click-to-call on ``stack`` and return them;
+        :class:`StartupError` if the pool cannot start (what did start is on ``stack``)."""
         # Unwound in reverse: calls are hung up (and their records ended)
         # before the workers shut down, and the workers before the store.
         try:
@@ -388,12 +389,12 @@ class Daemon:
                 f"sip: cannot start a SIP worker ({exc}); is sip.port_range_start free and "
                 "sip.bind_address an address of this host?"
             ) from exc
-        self.calls = await stack.enter_async_context(
+        calls = await stack.enter_async_context(
             CallService(pool, config=self.config, bus=bus, store=store)
         )
         if self.config.recording.enabled:
             await stack.enter_async_context(RecordingRetention(self.config.recording))
-        return pool
+        return pool, calls
 
     async def _apply_agents(self, old: Config, new: Config) -> None:
         """SIGHUP: the pool (and through it click-to-call and the dialer) and the

@@ -109,8 +109,8 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
         reconnect_max=8.0,
     )
     for failures, ceiling in [(0, 1.0), (1, 2.0), (3, 8.0), (10, 8.0), (1000, 8.0)]:
-        bridge._failures = failures
-        delays = [bridge._backoff() for _ in range(200)]
+        bridge._connection.failures = failures
+        delays = [bridge._connection.backoff() for _ in range(200)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(set(delays)) > 1
 

@@ -158,8 +158,8 @@ def _bridge(bus: Bus, config: BusConfig) -> MqttBridge[object]:
     # Quick retries for the test; from_config takes the production defaults. A broker
     # that drops the connection before its CONNACK is noticed after ``timeout`` (aiomqtt
     # waits for the CONNACK that long), hence a short one here.
-    bridge._reconnect_min, bridge._reconnect_max = 0.05, 0.2
-    bridge._timeout = 1.0
+    bridge._connection.reconnect_min, bridge._connection.reconnect_max = 0.05, 0.2
+    bridge._connection.timeout = 1.0
     return bridge
 
 
@@ -194,7 +194,7 @@ async def test_a_connection_the_tls_listener_refuses_fails_cleanly_and_is_retrie
         async with _bridge(bus, config) as bridge:
             # Two failed attempts: the second proves the first left the bridge able
             # to retry.
-            await bridge._wait_until(lambda: bridge._failures >= 2, TIMEOUT)
+            await bridge._wait_until(lambda: bridge._connection.failures >= 2, TIMEOUT)
             assert not bridge.connected
             assert bridge.health is BridgeHealth.DISCONNECTED
             assert bridge.restarts == 0

@@ -47,11 +47,6 @@ AGENTS = {
     "carol": ("1003", "2003"),
     "dave": ("1004", "2004"),
 }
-# Over every test's calls, seconds: first branch to call.ringing, first to last
-# branch seen, first branch to the choice of the carrying one.
-LATENCIES: list[float] = []
-SPREADS: list[float] = []
-DECISIONS: list[float] = []
 
 
 @pytest.fixture
@@ -109,13 +104,6 @@ async def ready(
         return ie
 
     return make
-
-
-def _ringing(ie: InboundEnv) -> None:
-    stats = ie.inbound.stats
-    LATENCIES.extend(stats.ringing_latency)
-    SPREADS.extend(stats.branch_spread)
-    DECISIONS.extend(stats.decision_wait)
 
 
 async def _created_from(ie: InboundEnv, number: str, start: int = 0) -> bus.CallCreated:
@@ -278,7 +266,6 @@ async def test_call_is_offered_to_the_longest_idle_agent_bridged_and_recorded_in
     assert ie.presence.state("bob") == "available"
     assert ie.presence.offer_order() == ["alice", "bob"]  # bob idle only since now
     assert ie.inbound.active_calls() == []
-    _ringing(ie)
 
 
 async def test_one_lead_per_number_even_for_two_calls_at_once_and_client_cards(
@@ -351,7 +338,6 @@ async def test_one_lead_per_number_even_for_two_calls_at_once_and_client_cards(
     assert await again.wait(timeout=10)
     leads = [lead for lead in await env.store.leads.pool() if lead.source == "incoming_call"]
     assert [str(lead.id) for lead in leads] == [cards[0]["id"]]
-    _ringing(ie)
 
 
 async def test_agent_not_answering_then_rejecting_passes_the_call_on(
@@ -410,7 +396,6 @@ async def test_agent_not_answering_then_rejecting_passes_the_call_on(
         "dave": "available",
         "alice": "available",
     }
-    _ringing(ie)
 
 
 async def test_an_agent_answers_from_the_widget_and_their_phone_answers_by_itself(
@@ -455,7 +440,6 @@ async def test_an_agent_answers_from_the_widget_and_their_phone_answers_by_itsel
     assert (ended.reason, ended.agent) == ("completed", "carol")
     assert await customer.wait(timeout=5)
     assert ie.presence.state("carol") == "available"
-    _ringing(ie)
 
 
 async def test_an_inbound_caller_is_blind_transferred_to_a_colleague(
@@ -650,7 +634,6 @@ async def test_no_agent_rejects_after_the_timeout_with_the_reject_code(
     assert 1.8 <= waited < 3.0, waited
     assert not env.log.events(bus.CallDialing, _of(created.call_id))
     assert ie.inbound.stats.missed == 1
-    _ringing(ie)
 
 
 async def test_an_agent_becoming_available_gets_the_waiting_call(
@@ -675,7 +658,6 @@ async def test_an_agent_becoming_available_gets_the_waiting_call(
     ended = await env.log.wait_for(bus.CallEnded, _of(created.call_id), within=10)
     assert (ended.reason, ended.agent) == ("completed", "alice")
     assert await customer.wait(timeout=5)
-    _ringing(ie)
 
 
 async def test_no_agent_forwards_to_the_overflow_number(
@@ -704,7 +686,6 @@ async def test_no_agent_forwards_to_the_overflow_number(
     assert record.end_reason is CallEndReason.COMPLETED
     # The overflow leg was hung up when the caller left.
     assert [c.number for c in lab.customers.cancels()] == []
-    _ringing(ie)
 
 
 async def test_caller_hanging_up_while_an_agent_rings_is_a_missed_call(
@@ -736,7 +717,6 @@ async def test_caller_hanging_up_while_an_agent_rings_is_a_missed_call(
     assert record.answered_at is None
     assert ie.presence.state("carol") == "available"
     assert ie.inbound.active_calls() == []
-    _ringing(ie)
 
 
 async def test_a_crash_of_the_carrying_worker_interrupts_the_call_and_frees_the_agent(
@@ -767,7 +747,6 @@ async def test_a_crash_of_the_carrying_worker_interrupts_the_call_and_frees_the_
     assert len(env.log.events(bus.CallEnded, _of(call_id))) == 1
     assert (await env.store.calls.get(call_id)).end_reason is CallEndReason.INTERRUPTED
     await customer.abort()
-    _ringing(ie)
 
 
 async def test_ringing_latency_of_calls_in_a_warm_service(
@@ -794,22 +773,3 @@ async def test_ringing_latency_of_calls_in_a_warm_service(
         f"\nwarm service, known callers: p50 {statistics.median(warm) * 1000:.1f} ms, "
         f"max {warm[-1] * 1000:.1f} ms"
     )
-    _ringing(ie)
-
-
-def test_zz_report_ringing_latency() -> None:
-    """Print the INVITE-to-call.ringing latencies of the calls above (-s to see it)."""
-    if not LATENCIES:
-        pytest.skip("no inbound call ran in this session")
-    for what, values in (
-        ("incoming_call -> call.ringing", LATENCIES),
-        ("first -> last branch", SPREADS),
-        ("first branch -> branch chosen", DECISIONS),
-    ):
-        ms = sorted(x * 1000 for x in values)
-        print(
-            f"\n{what} over {len(ms)} calls: "
-            f"p50 {statistics.median(ms):.1f} ms, max {ms[-1]:.1f} ms"
-        )
-    # A report, not a benchmark (bench/inbound.py is): only a gross regression fails.
-    assert statistics.median(LATENCIES) < 0.5

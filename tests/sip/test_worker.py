@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import array
 import asyncio
+import fcntl
 import math
 import os
 import signal
+import termios
 import time
 import uuid
 import wave
@@ -42,6 +44,41 @@ def _rms(path: Path) -> float:
         assert wav.getsampwidth() == 2
         samples = array.array("h", wav.readframes(wav.getnframes()))
     return math.sqrt(sum(s * s for s in samples) / max(len(samples), 1))
+
+
+async def _wait_until(check: Callable[[], bool], *, within: float) -> None:
+    """Return once ``check()`` holds; ``TimeoutError`` after ``within`` seconds.
+
+    For states of another process, which give no notification: polled.
+    """
+    async with asyncio.timeout(within):
+        while True:
+            if check():
+                return
+            await asyncio.sleep(0.005)
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Every thread of process ``pid`` is stopped (``T``): SIGSTOP is delivered
+    asynchronously, and a thread still running could read the pipe meanwhile."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        # The state follows the command name, which is in parentheses.
+        if stat[stat.rindex(")") + 2] != "T":
+            return False
+    return True
+
+
+def _unread_bytes_in_stdin(pid: int) -> int:
+    """How many bytes wait unread in process ``pid``'s stdin pipe (``FIONREAD`` on
+    a second descriptor of the same pipe, opened through /proc; nothing is read)."""
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        unread = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, unread)
+        return unread[0]
+    finally:
+        os.close(fd)
 
 
 async def test_worker_starts_and_reports_ready(start_worker: StartWorker) -> None:
@@ -238,8 +275,10 @@ async def test_killed_worker_is_noticed_and_pending_commands_fail(
     pid = worker.client.pid
     # Freeze the worker so the command stays pending, then kill it.
     os.kill(pid, signal.SIGSTOP)
+    await _wait_until(lambda: _all_threads_stopped(pid), within=5.0)
     pending = asyncio.create_task(worker.send(p.Hangup, call_id="whatever"), name="pending-command")
-    await asyncio.sleep(0.1)  # let the command reach the pipe
+    # The command is in the pipe, where the frozen worker cannot read it.
+    await _wait_until(lambda: _unread_bytes_in_stdin(pid) > 0, within=5.0)
     assert not pending.done()
     killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)

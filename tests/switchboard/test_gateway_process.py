@@ -45,9 +45,10 @@ from bus import (
     MqttBridge,
     encode,
 )
+from bus.feed import Arrivals, MqttFeed, Routes
 from config import Secret
 from crm_store import Role, Store, User, upgrade
-from switchboard.gateway import STATUS_RELAYING, Arrivals, MqttFeed, Routes
+from switchboard.gateway import STATUS_RELAYING
 from tests._services import mqtt_address
 from tests._toml import toml_keys
 
