@@ -48,6 +48,7 @@ from sip import _sipmsg as sipmsg
 from sip import protocol as p
 from sip._lines import Lines
 from sip._pj import (
+    PJ_EINVALIDOP,
     PJ_ETOOMANY,
     Account,
     Call,
@@ -150,6 +151,7 @@ class Engine:
         else:
             time.sleep(msec / 1000)
         self._run_deferred()
+        self._retry_holds()
         if self._sources is not None:
             self._sources.report_drops()
 
@@ -309,7 +311,7 @@ class Engine:
 
     def _cmd_hold(self, cmd: p.Hold) -> None:
         record = self._record(cmd.call_id)
-        record.call.setHold(pj.CallOpParam(True))
+        self._send_hold(record, held=True)
         # The held party hears nobody and is heard by nobody until resume
         # (its recording keeps running); the connections stay booked and are
         # made again when the resumed media comes up (_on_media_state).
@@ -318,11 +320,7 @@ class Engine:
 
     def _cmd_resume(self, cmd: p.Resume) -> None:
         record = self._record(cmd.call_id)
-        prm = pj.CallOpParam(True)
-        prm.opt.flag = pj.PJSUA_CALL_UNHOLD
-        prm.opt.audioCount = 1
-        prm.opt.videoCount = 0
-        record.call.reinvite(prm)
+        self._send_hold(record, held=False)
         self._graph.resume(record.call_id)
         # If pjsua kept the stream, no media callback may follow: connect now
         # (does nothing while the media is still on hold).
@@ -569,6 +567,38 @@ class Engine:
                 action()
 
         self._deferred.append(run)
+
+    def _send_hold(self, record: CallRecord, *, held: bool) -> None:
+        """Send the hold (or resume) re-INVITE, or keep it for :meth:`_retry_holds`
+        while the call's previous re-INVITE is still in progress (an agent pressing
+        hold then resume at once): pjsip refuses a second one with PJ_EINVALIDOP."""
+        try:
+            if held:
+                record.call.setHold(pj.CallOpParam(True))
+            else:
+                prm = pj.CallOpParam(True)
+                prm.opt.flag = pj.PJSUA_CALL_UNHOLD
+                prm.opt.audioCount = 1
+                prm.opt.videoCount = 0
+                record.call.reinvite(prm)
+        except pj.Error as exc:
+            if exc.status != PJ_EINVALIDOP:
+                raise
+            if record.pending_hold is None:
+                log("info", "hold_deferred", call_id=record.call_id, held=held)
+            record.pending_hold = held
+        else:
+            record.pending_hold = None
+
+    def _retry_holds(self) -> None:
+        for record in list(self._calls.values()):
+            if record.pending_hold is None or record.call is None or record.hangup_requested:
+                continue
+            try:
+                self._send_hold(record, held=record.pending_hold)
+            except pj.Error as exc:
+                record.pending_hold = None
+                log("warning", "hold_failed", call_id=record.call_id, error=exc.info())
 
     def _run_deferred(self) -> None:
         actions, self._deferred = self._deferred, []

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sip._engine import Engine
 
 __all__ = [
+    "PJ_EINVALIDOP",
     "PJ_ETOOMANY",
     "PJ_LEVELS",
     "Account",
@@ -47,6 +48,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 PJ_LEVELS = {"debug": 5, "info": 3, "warning": 2, "error": 1}
 PJ_ETOOMANY = 70010
+# pjsip refuses a re-INVITE while the call's previous one is still in progress.
+PJ_EINVALIDOP = 70013
 
 
 class EngineError(Exception):
@@ -178,6 +181,9 @@ class CallRecord:
     transfer_pending: bool = False  # REFER sent, no final NOTIFY yet
     transfer_target: str = ""  # the Refer-To URI of the last REFER
     transferred: bool = False  # hung up after a successful blind transfer
+    # A hold (True) or resume (False) whose re-INVITE waits for the call's previous
+    # one to finish; the latest request wins.
+    pending_hold: bool | None = None
 
 
 def set_codecs(ep: Any, wanted: Sequence[str]) -> None:
