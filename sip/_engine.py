@@ -48,7 +48,6 @@ from sip import _sipmsg as sipmsg
 from sip import protocol as p
 from sip._lines import Lines
 from sip._pj import (
-    PJ_EINVALIDOP,
     PJ_ETOOMANY,
     Account,
     Call,
@@ -62,6 +61,7 @@ from sip._pj import (
     conference_port,
     endpoint_config,
     log,
+    send_hold,
     set_codecs,
 )
 from sip._recorder import RECORDER_CLOSE_TIMEOUT, Recorder
@@ -311,7 +311,7 @@ class Engine:
 
     def _cmd_hold(self, cmd: p.Hold) -> None:
         record = self._record(cmd.call_id)
-        self._send_hold(record, held=True)
+        send_hold(record, held=True)
         # The held party hears nobody and is heard by nobody until resume
         # (its recording keeps running); the connections stay booked and are
         # made again when the resumed media comes up (_on_media_state).
@@ -320,7 +320,7 @@ class Engine:
 
     def _cmd_resume(self, cmd: p.Resume) -> None:
         record = self._record(cmd.call_id)
-        self._send_hold(record, held=False)
+        send_hold(record, held=False)
         self._graph.resume(record.call_id)
         # If pjsua kept the stream, no media callback may follow: connect now
         # (does nothing while the media is still on hold).
@@ -568,34 +568,12 @@ class Engine:
 
         self._deferred.append(run)
 
-    def _send_hold(self, record: CallRecord, *, held: bool) -> None:
-        """Send the hold (or resume) re-INVITE, or keep it for :meth:`_retry_holds`
-        while the call's previous re-INVITE is still in progress (an agent pressing
-        hold then resume at once): pjsip refuses a second one with PJ_EINVALIDOP."""
-        try:
-            if held:
-                record.call.setHold(pj.CallOpParam(True))
-            else:
-                prm = pj.CallOpParam(True)
-                prm.opt.flag = pj.PJSUA_CALL_UNHOLD
-                prm.opt.audioCount = 1
-                prm.opt.videoCount = 0
-                record.call.reinvite(prm)
-        except pj.Error as exc:
-            if exc.status != PJ_EINVALIDOP:
-                raise
-            if record.pending_hold is None:
-                log("info", "hold_deferred", call_id=record.call_id, held=held)
-            record.pending_hold = held
-        else:
-            record.pending_hold = None
-
     def _retry_holds(self) -> None:
         for record in list(self._calls.values()):
             if record.pending_hold is None or record.call is None or record.hangup_requested:
                 continue
             try:
-                self._send_hold(record, held=record.pending_hold)
+                send_hold(record, held=record.pending_hold)
             except pj.Error as exc:
                 record.pending_hold = None
                 log("warning", "hold_failed", call_id=record.call_id, error=exc.info())

@@ -41,6 +41,7 @@ __all__ = [
     "endpoint_config",
     "guard",
     "log",
+    "send_hold",
     "set_codecs",
 ]
 
@@ -299,3 +300,28 @@ def conference_port(call: Any) -> Any:
     except pj.Error:
         return None
     return None
+
+
+def send_hold(record: CallRecord, *, held: bool) -> None:
+    """Send the hold (or resume) re-INVITE of ``record``'s call, or keep it in
+    ``record.pending_hold`` while the call's previous re-INVITE is still in progress
+    (an agent pressing hold then resume at once): pjsip refuses a second one with
+    PJ_EINVALIDOP, and the engine sends it again from its loop. Other pjsip errors
+    raise."""
+    try:
+        if held:
+            record.call.setHold(pj.CallOpParam(True))
+        else:
+            prm = pj.CallOpParam(True)
+            prm.opt.flag = pj.PJSUA_CALL_UNHOLD
+            prm.opt.audioCount = 1
+            prm.opt.videoCount = 0
+            record.call.reinvite(prm)
+    except pj.Error as exc:
+        if exc.status != PJ_EINVALIDOP:
+            raise
+        if record.pending_hold is None:
+            log("info", "hold_deferred", call_id=record.call_id, held=held)
+        record.pending_hold = held
+    else:
+        record.pending_hold = None
