@@ -108,17 +108,16 @@ def loads(
             size = len(payload.encode("utf-8"))
         except UnicodeEncodeError:
             raise BadJson("message is not valid UTF-8") from None
+        if size > max_bytes:
+            raise BadJson(f"message larger than {max_bytes} bytes")
         text = payload
     else:
-        size = len(payload)
-        if size > max_bytes:
+        if len(payload) > max_bytes:
             raise BadJson(f"message larger than {max_bytes} bytes")
         try:
             text = bytes(payload).decode("utf-8")
         except UnicodeDecodeError:
             raise BadJson("message is not valid UTF-8") from None
-    if size > max_bytes:
-        raise BadJson(f"message larger than {max_bytes} bytes")
     try:
         value = _DECODER.decode(text)
     except BadJson:
