@@ -120,6 +120,18 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _declarable(state: PresenceState | str) -> PresenceState:
+    """``state`` as a state an agent may declare; :class:`InvalidPresence` for an
+    unknown state or ``busy``."""
+    try:
+        declared = PresenceState(state)
+    except ValueError:
+        raise InvalidPresence(f"unknown agent state {state!r}") from None
+    if declared is PresenceState.BUSY:
+        raise InvalidPresence("busy follows the agent's calls; it cannot be declared")
+    return declared
+
+
 class AgentPresence:
     """The presence state machine of one agent; starts ``offline`` unless told.
 
@@ -136,9 +148,7 @@ class AgentPresence:
         since: datetime | None = None,
         now: Callable[[], datetime] = _utc_now,
     ) -> None:
-        declared = PresenceState(declared)
-        if declared is PresenceState.BUSY:
-            raise InvalidPresence("busy follows the agent's calls; it cannot be declared")
+        declared = _declarable(declared)
         self.agent = agent
         self._now = now
         self._declared: PresenceState = declared
@@ -188,12 +198,7 @@ class AgentPresence:
         """What :meth:`declare` would do, without doing it: the declared state and
         reason it would move to, or None if that is no change. Raises
         :class:`InvalidPresence` as :meth:`declare` does."""
-        try:
-            new = PresenceState(state)
-        except ValueError:
-            raise InvalidPresence(f"unknown agent state {state!r}") from None
-        if new is PresenceState.BUSY:
-            raise InvalidPresence("busy follows the agent's calls; it cannot be declared")
+        new = _declarable(state)
         if new not in _DECLARED[self._declared]:
             raise InvalidPresence(f"agent {self.agent!r}: {self._declared} cannot become {new}")
         new_reason = reason if new is PresenceState.PAUSED else None
@@ -355,10 +360,7 @@ class PresenceBook:
         machine = self._know(agent)
         if machine.calls:
             raise InvalidPresence(f"agent {agent!r} is on a call; nothing to restore")
-        try:
-            declared = PresenceState(state)
-        except ValueError:
-            raise InvalidPresence(f"unknown agent state {state!r}") from None
+        declared = _declarable(state)
         old = machine.state
         self._agents[agent] = AgentPresence(
             agent, declared=declared, reason=reason, since=since, now=self._now
