@@ -40,7 +40,6 @@ import structlog
 from ._bus import Bus, Subscription
 from ._mqtt_connection import ConnectionLoop, stop
 from ._mqtt_protocol import (
-    MAX_ASSERTION_SECONDS,
     BadAssertion,
     BadCommand,
     BrokerAddress,
@@ -49,7 +48,6 @@ from ._mqtt_protocol import (
     Topics,
     error_reply,
     parse_command,
-    reconnect_delay,
     result_reply,
     sign_assertion,
     status_payload,
@@ -62,7 +60,6 @@ if TYPE_CHECKING:
     from config import BusConfig
 
 __all__ = [
-    "MAX_ASSERTION_SECONDS",
     "Authenticate",
     "AuthenticateUser",
     "BridgeHealth",
@@ -71,7 +68,6 @@ __all__ = [
     "CommandHandler",
     "MqttBridge",
     "Topics",
-    "reconnect_delay",
     "sign_assertion",
     "tls_context",
 ]
