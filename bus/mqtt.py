@@ -615,14 +615,18 @@ class MqttBridge(Generic[P]):
             return None
         # One assertion, one run: the same message published again (by anyone who
         # could read it on the broker) is refused while the assertion is valid.
-        for seen, until in list(self._assertions_seen.items()):
-            if until >= now:
+        # Forget the expired from the oldest on, without copying the whole memory at
+        # every command.
+        seen = self._assertions_seen
+        while seen:
+            oldest = next(iter(seen))
+            if seen[oldest] >= now:
                 break
-            del self._assertions_seen[seen]
-        if command.id in self._assertions_seen:
+            del seen[oldest]
+        if command.id in seen:
             bound.warning("mqtt.command_refused", code="unauthorized", reason="replayed")
             return None
-        self._assertions_seen[command.id] = expires
+        seen[command.id] = expires
         principal = await self._authenticate_user(user_id)
         if principal is None:
             bound.warning("mqtt.command_refused", code="unauthorized", reason="unknown user")
