@@ -102,10 +102,6 @@ class MediaGraph:
         """Whether ``call_id`` is on hold (held, and not resumed since)."""
         return call_id in self._held
 
-    def supervision_of(self, supervisor: str) -> Supervision | None:
-        """The supervision ``supervisor``'s leg takes part in as supervisor."""
-        return self._supervisions.get(supervisor)
-
     def edges(self) -> set[Edge]:
         """Every connection (source call, sink call) the bookkeeping asks for,
         held calls' included."""
