@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from sip.exceptions import SipError
 from sip.protocol import SuperviseMode
 
-__all__ = ["Edge", "MediaGraph", "MediaGraphError", "Rewire", "SuperviseMode", "Supervision"]
+__all__ = ["Edge", "MediaGraph", "MediaGraphError", "Rewire", "Supervision"]
 
 #: A conference connection: audio of the first call is sent to the second.
 Edge = tuple[str, str]
