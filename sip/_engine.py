@@ -65,11 +65,10 @@ from sip._pj import (
     set_codecs,
 )
 from sip._recorder import RECORDER_CLOSE_TIMEOUT, Recorder
-from sip._sipmsg import redact
 from sip._sources import SourceGuard
 from sip.media_graph import MediaGraph, MediaGraphError, Rewire
 
-__all__ = ["Engine", "EngineError", "redact"]
+__all__ = ["Engine", "EngineError"]
 
 Emit = Callable[[p.Event], None]
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from bus import Bus, RegistrationChanged
+from bus import Bus
 from sip import protocol as p
 from sip._supervision import LegListener, WorkerSlot
 from sip.client import WorkerClient, WorkerExited
@@ -181,15 +181,7 @@ class Router:
             # pool's view had drifted.
             log.warning("sip_pool.registration_out_of_order", error=str(exc))
             registration.resync(event.state, code=event.code, reason=event.reason)
-        self._bus.publish(
-            RegistrationChanged(
-                line=event.line,
-                state=registration.state.value,
-                code=event.code,
-                reason=event.reason,
-                worker_id=w.worker_id,
-            )
-        )
+        self._bus.publish(registration.changed())
 
     def _on_incoming(self, w: WorkerSlot, event: p.IncomingCall) -> None:
         if self.incoming is not None and w.used < self._calls_per_worker:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from bus import Bus, CallEnded, RegistrationChanged, WorkerCrashed, WorkerStarted
+from bus import Bus, CallEnded, WorkerCrashed, WorkerStarted
 from config import Config
 from crm_store import Store, StoreError
 from sip import protocol as p
@@ -247,17 +247,9 @@ class Supervisor:
         self._stats.crashes[w.worker_id] = w.crashes
         log.error("sip_pool.worker_crashed", returncode=returncode, crashes=w.crashes)
         self._forget_legs(w, returncode)
-        for line, registration in w.registrations.items():
+        for registration in w.registrations.values():
             registration.lost("SIP worker exited")
-            self._bus.publish(
-                RegistrationChanged(
-                    line=line,
-                    state=registration.state.value,
-                    code=registration.code,
-                    reason=registration.reason,
-                    worker_id=w.worker_id,
-                )
-            )
+            self._bus.publish(registration.changed())
         interrupted: list[uuid.UUID] = []
         try:
             closed = await self._store.calls.close_worker_calls(w.worker_id)

@@ -61,7 +61,7 @@ from sip.legs import GONE as _GONE
 from sip.legs import CallLegs, Ended, Gone, LegEvent, MediaUp, Transfer
 from sip.pool import SipPool, pbx_uri
 
-__all__ = ["CallControl", "CallLegs", "InboundLegs", "LegDirectory", "SupervisionMode"]
+__all__ = ["CallControl", "InboundLegs", "LegDirectory", "SupervisionMode"]
 
 log = structlog.get_logger(__name__)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from sip.exceptions import SipError
 from sip.protocol import SuperviseMode
 
-__all__ = ["Edge", "MediaGraph", "MediaGraphError", "Rewire", "SuperviseMode", "Supervision"]
+__all__ = ["Edge", "MediaGraph", "MediaGraphError", "Rewire", "Supervision"]
 
 #: A conference connection: audio of the first call is sent to the second.
 Edge = tuple[str, str]
@@ -101,10 +101,6 @@ class MediaGraph:
     def is_held(self, call_id: str) -> bool:
         """Whether ``call_id`` is on hold (held, and not resumed since)."""
         return call_id in self._held
-
-    def supervision_of(self, supervisor: str) -> Supervision | None:
-        """The supervision ``supervisor``'s leg takes part in as supervisor."""
-        return self._supervisions.get(supervisor)
 
     def edges(self) -> set[Edge]:
         """Every connection (source call, sink call) the bookkeeping asks for,

@@ -28,6 +28,7 @@ from enum import StrEnum
 
 import structlog
 
+from bus import RegistrationChanged
 from sip.exceptions import InvalidState
 
 __all__ = ["LineRegistration", "RegistrationState"]
@@ -101,6 +102,16 @@ class LineRegistration:
         (which :meth:`reported` refused) must not leave the pool believing a
         state the line has left."""
         self._to(RegistrationState(state), code=code, reason=reason, resync=True)
+
+    def changed(self) -> RegistrationChanged:
+        """The ``registration.changed`` event saying where the line stands now."""
+        return RegistrationChanged(
+            line=self.line,
+            state=self.state.value,
+            code=self.code,
+            reason=self.reason,
+            worker_id=self.worker_id,
+        )
 
     def _to(self, new: RegistrationState, *, code: int, reason: str, resync: bool = False) -> None:
         log.info(
