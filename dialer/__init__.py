@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from .agent_leg import AgentLeg, AgentLegPhase
 from .attempt import Attempt, AttemptPhase, Outcome
-from .commands import Disposition, Pause, Resume, SessionCommand, Skip, Stop
 from .exceptions import (
     DialerClosed,
     DialerError,
@@ -19,7 +18,7 @@ from .exceptions import (
     UnknownList,
 )
 from .rules import CallingHours, OutsideHours, callee_zones, retry_at
-from .service import Dialer, screen_entries, with_refused
+from .service import Dialer, screen_entries
 from .session import DialingSession, GapTiming, SessionInfo
 from .state import Phase, SessionState
 
@@ -33,24 +32,17 @@ __all__ = [
     "DialerClosed",
     "DialerError",
     "DialingSession",
-    "Disposition",
     "GapTiming",
     "InvalidState",
     "NoSession",
     "Outcome",
     "OutsideHours",
-    "Pause",
     "Phase",
-    "Resume",
-    "SessionCommand",
     "SessionExists",
     "SessionInfo",
     "SessionState",
-    "Skip",
-    "Stop",
     "UnknownList",
     "callee_zones",
     "retry_at",
     "screen_entries",
-    "with_refused",
 ]

@@ -146,12 +146,16 @@ class CallRepository:
         return call
 
     async def _step(self, call_id: uuid.UUID, action: str, values: dict[str, Any]) -> Call:
-        """Write one step of an open call's record, or queue it while the store is
-        away (see the module docstring) and return the record as it will be."""
+        """Write one step of a call's record, or queue it while the store is away (see
+        the module docstring) and return the record as it will be. Every step but the
+        recording is of an open call; the recording comes after the end."""
         step = JournalStep(call_id, action, partial(_replay_step, call_id, action, values))
         if not self._journal.waiting:
             try:
-                call = await self._open_update(call_id, action, values)
+                if action == "recording":
+                    call = await self._update(call_id, action, values, None)
+                else:
+                    call = await self._open_update(call_id, action, values)
             except StoreUnavailable as exc:
                 self._journal.failed(exc)
             else:
@@ -160,9 +164,12 @@ class CallRepository:
         self._journal.queue(step)
         known = self._known.get(call_id)
         if known is None:
-            raise StoreUnavailable(
-                f"the store is unavailable; step {action} of call {call_id} is queued"
+            what = (
+                f"the recording of call {call_id}"
+                if action == "recording"
+                else f"step {action} of call {call_id}"
             )
+            raise StoreUnavailable(f"the store is unavailable; {what} is queued")
         return self._remember(dataclasses.replace(known, **values))
 
     async def mark_ringing(self, call_id: uuid.UUID, at: datetime | None = None) -> Call:
@@ -218,7 +225,7 @@ class CallRepository:
             "recording_status": "ok",
             "recording_error": None,
         }
-        return await self._recording_step(call_id, values)
+        return await self._step(call_id, "recording", values)
 
     async def recording_failed(self, call_id: uuid.UUID, reason: str) -> Call:
         """Record that the call's recording could not be written (``reason``, such as
@@ -230,28 +237,7 @@ class CallRepository:
             "recording_status": "failed",
             "recording_error": reason[:_RECORDING_ERROR_CHARS],
         }
-        return await self._recording_step(call_id, values)
-
-    async def _recording_step(self, call_id: uuid.UUID, values: dict[str, Any]) -> Call:
-        # The recording comes after the end: not an open-call update.
-        step = JournalStep(
-            call_id, "recording", partial(_replay_step, call_id, "recording", values)
-        )
-        if not self._journal.waiting:
-            try:
-                call = await self._update(call_id, "recording", values, None)
-            except StoreUnavailable as exc:
-                self._journal.failed(exc)
-            else:
-                self._journal.recovered()
-                return self._remember(call)
-        self._journal.queue(step)
-        known = self._known.get(call_id)
-        if known is None:
-            raise StoreUnavailable(
-                f"the store is unavailable; the recording of call {call_id} is queued"
-            )
-        return self._remember(dataclasses.replace(known, **values))
+        return await self._step(call_id, "recording", values)
 
     async def link(
         self,

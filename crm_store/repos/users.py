@@ -45,6 +45,15 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def _well_formed(token: str) -> bool:
+    """Whether ``token`` could be one of ours at all (checked before any query)."""
+    return token.startswith(TOKEN_PREFIX) and token.isascii()
+
+
+# What else a token row joined to its user needs to authenticate.
+_AUTHENTICATES = (m.api_tokens.c.revoked_at.is_(None), m.users.c.active.is_(True))
+
+
 class UserRepository:
     """Users (agents, supervisors, admins) and their API tokens."""
 
@@ -211,7 +220,7 @@ class UserRepository:
         once per :data:`LAST_USED_RESOLUTION`; that touch is bookkeeping, not a
         change of state, and is not written to the audit log.
         """
-        if not token.startswith(TOKEN_PREFIX) or not token.isascii():
+        if not _well_formed(token):
             return None
         async with self._db.read() as conn:
             row = (
@@ -223,11 +232,7 @@ class UserRepository:
                             m.api_tokens.c.last_used_at.label("token_last_used_at"),
                         )
                         .join(m.api_tokens, m.api_tokens.c.user_id == m.users.c.id)
-                        .where(
-                            m.api_tokens.c.token_hash == _hash_token(token),
-                            m.api_tokens.c.revoked_at.is_(None),
-                            m.users.c.active.is_(True),
-                        )
+                        .where(m.api_tokens.c.token_hash == _hash_token(token), *_AUTHENTICATES)
                     )
                 )
                 .mappings()
@@ -270,9 +275,10 @@ class UserRepository:
         tokens revoked, unknown or of a disabled user are absent from the result.
         Nothing is noted as used.
         """
-        digests = {_hash_token(t): t for t in tokens if t.startswith(TOKEN_PREFIX) and t.isascii()}
+        digests = {_hash_token(t): t for t in tokens if _well_formed(t)}
         found: dict[str, User] = {}
-        chunks = [list(digests)[i : i + _IN_CHUNK] for i in range(0, len(digests), _IN_CHUNK)]
+        keys = list(digests)
+        chunks = [keys[i : i + _IN_CHUNK] for i in range(0, len(keys), _IN_CHUNK)]
         async with self._db.read() as conn:
             for chunk in chunks:
                 rows = (
@@ -280,11 +286,7 @@ class UserRepository:
                         await conn.execute(
                             select(m.users, m.api_tokens.c.token_hash)
                             .join(m.api_tokens, m.api_tokens.c.user_id == m.users.c.id)
-                            .where(
-                                m.api_tokens.c.token_hash.in_(chunk),
-                                m.api_tokens.c.revoked_at.is_(None),
-                                m.users.c.active.is_(True),
-                            )
+                            .where(m.api_tokens.c.token_hash.in_(chunk), *_AUTHENTICATES)
                         )
                     )
                     .mappings()
