@@ -178,12 +178,11 @@ class _Builder:
             for index, entry in enumerate(raw_lines if isinstance(raw_lines, list) else [])
             if isinstance(entry, dict) and index not in {i for i, _ in lines}
         }
-        websocket, http = values.get("websocket"), values.get("http")
         for path, message in cross_check(
             lines=lines,
             agents=agents,
-            websocket=websocket if isinstance(websocket, WebsocketConfig) else None,
-            http=http if isinstance(http, HttpConfig) else None,
+            websocket=_of(values.get("websocket"), WebsocketConfig),
+            http=_of(values.get("http"), HttpConfig),
             unchecked_lines={ext for ext in unchecked if isinstance(ext, str)},
             site=_of(values.get("site"), SiteConfig),
             outbound=_of(values.get("outbound"), OutboundConfig),

@@ -865,13 +865,13 @@ class InboundConfig(_Section):
         return self
 
 
-def _country(value: object) -> object:
+def _country(value: str) -> str:
+    # After Strict(): always a string. phonenumbers' regions never hold the
+    # non-geographic "001", so it is refused like any unknown code.
     if value == "*":
         return value
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
     upper = value.upper()
-    if upper == "001" or upper not in phonenumbers.SUPPORTED_REGIONS:
+    if upper not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(
             f"{value!r} is not a two-letter region code known to phonenumbers, like DE, or *"
         )

@@ -102,9 +102,18 @@ def is_extension(target: str) -> bool:
 
 def number_type(e164: str) -> NumberType:
     """The kind of the E.164 number ``e164`` (``unknown`` when it cannot be read)."""
+    return _kind(_parse(e164))
+
+
+def _parse(e164: str) -> phonenumbers.PhoneNumber | None:
     try:
-        parsed = phonenumbers.parse(e164)
+        return phonenumbers.parse(e164)
     except NumberParseException:
+        return None
+
+
+def _kind(parsed: phonenumbers.PhoneNumber | None) -> NumberType:
+    if parsed is None:
         return NumberType.UNKNOWN
     if parsed.country_code in _SATELLITE_CODES:
         return NumberType.SATELLITE
@@ -197,16 +206,15 @@ class OutboundPolicy:
 
 
 def _check(rules: _Rules, e164: str) -> Refusal | None:
-    kind = number_type(e164)
+    # Parsed once for both rules: lists are screened a number at a time.
+    parsed = _parse(e164)
+    kind = _kind(parsed)
     if kind in rules.refused:
         text = _TYPE_TEXT.get(kind, kind.value.replace("_", " "))
         return Refusal(rules.refused_path, f"{text} numbers are not allowed")
     if _ANY_COUNTRY in rules.countries:
         return None
-    try:
-        region = phonenumbers.region_code_for_number(phonenumbers.parse(e164))
-    except NumberParseException:
-        region = None
+    region = None if parsed is None else phonenumbers.region_code_for_number(parsed)
     if region is None or region == _NON_GEOGRAPHIC:
         return Refusal(rules.countries_path, "numbers outside any country are not allowed")
     if region not in rules.countries:

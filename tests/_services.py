@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from lab._ports import free_port
+
 __all__ = [
     "HOST",
     "MQTT_URL_VARIABLE",
@@ -43,7 +45,6 @@ __all__ = [
     "PrivateMosquitto",
     "PrivatePostgres",
     "ServiceError",
-    "free_port",
     "mqtt_address",
     "postgres_admin_dsn",
     "stop_session_services",
@@ -60,14 +61,6 @@ START_TIMEOUT = 30.0
 class ServiceError(RuntimeError):
     """A private server could not be set up, started or stopped; the message says why
     and, when the server wrote one, ends with the tail of its log."""
-
-
-def free_port() -> int:
-    """A TCP port on the loopback that nothing listens on at the time of the call."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _answers(port: int) -> bool:
@@ -123,7 +116,7 @@ class PrivatePostgres:
 
     def __init__(self, directory: Path | None = None, *, port: int | None = None) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="sb-pg-")) if directory is None else directory
-        self.port = free_port() if port is None else port
+        self.port = free_port(HOST, tcp_too=True) if port is None else port
         self.data = self.directory / "data"
         self.logfile = self.directory / "postgres.log"
         self._as_user: str | None = "postgres" if os.geteuid() == 0 else None
@@ -286,7 +279,7 @@ class PrivateMosquitto:
         self.directory = (
             Path(tempfile.mkdtemp(prefix="sb-mqtt-")) if directory is None else directory
         )
-        self.port = free_port() if port is None else port
+        self.port = free_port(HOST, tcp_too=True) if port is None else port
         self.url = f"mqtt://{HOST}:{self.port}"
         self.host = HOST
         self.logfile = self.directory / "mosquitto.log"

@@ -60,10 +60,10 @@ class Admission:
         if self._failures.throttled(address, asyncio.get_running_loop().time()):
             self._stats.closed_auth_throttled += 1
             return CloseCode.AUTH_THROTTLED, "too many failed authentications; retry later"
-        if self._unauthenticated.total() >= s.max_unauthenticated:
-            self._stats.closed_over_capacity += 1
-            return CloseCode.TRY_AGAIN_LATER, "too many connections authenticating; retry later"
-        if self._unauthenticated[address] >= s.max_unauthenticated_per_address:
+        if (
+            self._unauthenticated.total() >= s.max_unauthenticated
+            or self._unauthenticated[address] >= s.max_unauthenticated_per_address
+        ):
             self._stats.closed_over_capacity += 1
             return CloseCode.TRY_AGAIN_LATER, "too many connections authenticating; retry later"
         return None

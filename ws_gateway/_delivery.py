@@ -116,7 +116,7 @@ def deliver(
     return len(now), queued
 
 
-async def send_loop(client: Client, initial: list[str], *, limit: int, send_timeout: float) -> None:
+async def send_loop(client: Client, initial: list[str], *, send_timeout: float) -> None:
     """Write the first messages, then the backlog whenever there is one.
 
     Between backlogs the client is marked ``direct`` and the fan-out writes
@@ -125,10 +125,10 @@ async def send_loop(client: Client, initial: list[str], *, limit: int, send_time
     connection handler to close the client.
     """
     try:
-        await _write_out(client, deque(initial), limit=limit, send_timeout=send_timeout)
+        await _write_out(client, deque(initial), send_timeout=send_timeout)
         while True:
             if client.backlog:
-                await _write_out(client, client.backlog, limit=limit, send_timeout=send_timeout)
+                await _write_out(client, client.backlog, send_timeout=send_timeout)
                 continue
             # Nothing queued and nothing to wait for: no await from the
             # check above to here, so no message can slip in between.
@@ -141,12 +141,10 @@ async def send_loop(client: Client, initial: list[str], *, limit: int, send_time
         client.request_close(None)
 
 
-async def _write_out(
-    client: Client, messages: deque[str], *, limit: int, send_timeout: float
-) -> None:
+async def _write_out(client: Client, messages: deque[str], *, send_timeout: float) -> None:
     """Write ``messages`` in order until there are none left.
 
-    While the transport holds at most ``limit`` (``client_buffer``) bytes,
+    While the transport holds at most the client's ``buffer_limit`` bytes,
     messages are written synchronously (as the fan-out does); above that, one is
     sent with ``send``, which waits for the transport to drain, under
     ``send_timeout`` (one timer per wait, not per message). Messages appended
@@ -155,6 +153,7 @@ async def _write_out(
     """
     ws = client.ws
     buffered = ws.transport.get_write_buffer_size
+    limit = client.buffer_limit
     while messages:
         if buffered() <= limit:
             broadcast((ws,), messages.popleft())

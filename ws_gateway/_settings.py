@@ -9,6 +9,8 @@ from typing import Any
 
 from config import WebsocketConfig
 
+from .protocol import MAX_MESSAGE_BYTES
+
 __all__ = ["GatewaySettings", "GatewayStats", "tls_context"]
 
 
@@ -44,7 +46,7 @@ class GatewaySettings:
     allowed_origins: tuple[str, ...] = ()
     allow_missing_origin: bool = True
     ssl: ssl.SSLContext | None = None
-    max_message_bytes: int = 65536
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     commands_per_second: float = 20
     ping_interval: float = 20.0
     replay_buffer: int = 10000

@@ -305,7 +305,7 @@ class Gateway:
         try:
             async with asyncio.TaskGroup() as tg:
                 sender = tg.create_task(
-                    send_loop(client, initial, limit=s.client_buffer, send_timeout=s.send_timeout),
+                    send_loop(client, initial, send_timeout=s.send_timeout),
                     name=f"ws-gateway.send.{session}",
                 )
                 reader = tg.create_task(

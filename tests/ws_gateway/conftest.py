@@ -134,6 +134,12 @@ class Client:
         except ConnectionClosed as exc:
             return exc
 
+    async def close_frame(self, timeout: float = 3.0) -> tuple[int, str]:
+        """The code and reason the server closed with, within ``timeout``."""
+        closed = await self.closed(timeout=timeout)
+        assert closed.rcvd is not None, "the server did not close the connection in time"
+        return closed.rcvd.code, closed.rcvd.reason
+
 
 @dataclass
 class Telephony:

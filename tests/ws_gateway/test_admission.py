@@ -29,12 +29,6 @@ def write_lock_held(tmp_path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-async def close_of(client: Client, timeout: float) -> tuple[int, str]:
-    closed = await client.closed(timeout=timeout)
-    assert closed.rcvd is not None, "the server did not close the connection in time"
-    return closed.rcvd.code, closed.rcvd.reason
-
-
 async def test_token_checks_are_reads_answered_while_another_writer_holds_the_lock(
     make_gateway: Any,
     open_client: Any,
@@ -51,7 +45,7 @@ async def test_token_checks_are_reads_answered_while_another_writer_holds_the_lo
     guesses = [await open_client(gw=gw) for _ in range(20)]
     for n, guess in enumerate(guesses):
         await guess.ws.send(json.dumps({"type": "auth", "token": f"sbt_guess{n:040d}"}))
-    codes = await asyncio.gather(*(close_of(g, 5.0) for g in guesses))
+    codes = await asyncio.gather(*(g.close_frame(5.0) for g in guesses))
     assert codes == [(4401, "invalid token")] * 20
     sue: Client = await open_client(gw=gw)
     assert (await sue.auth(tokens["sue"]))["user"] == "sue"
@@ -67,10 +61,10 @@ async def test_repeated_auth_failures_from_an_address_are_throttled_with_4429(
     for n in range(3):
         guess: Client = await open_client(gw=gw)
         await guess.ws.send(json.dumps({"type": "auth", "token": f"sbt_wrong{n}"}))
-        assert await close_of(guess, 1.0) == (4401, "invalid token")
+        assert await guess.close_frame(1.0) == (4401, "invalid token")
     # The address is refused at once, before it may send even a good token.
     refused: Client = await open_client(gw=gw)
-    assert await close_of(refused, 1.0) == (
+    assert await refused.close_frame(1.0) == (
         4429,
         "too many failed authentications; retry later",
     )
@@ -90,7 +84,10 @@ async def test_unauthenticated_connections_are_capped_per_address_with_1013(
     gw: Gateway = await make_gateway(max_unauthenticated_per_address=2, auth_timeout=5.0)
     waiting = [await open_client(gw=gw) for _ in range(2)]
     extra: Client = await open_client(gw=gw)
-    assert await close_of(extra, 1.0) == (1013, "too many connections authenticating; retry later")
+    assert await extra.close_frame(1.0) == (
+        1013,
+        "too many connections authenticating; retry later",
+    )
     other: Client = await open_client(gw=gw, local_addr=("127.0.0.2", 0))
     await other.auth(tokens["bob"])
     # Once one of the waiting authenticates, there is room again.
@@ -107,7 +104,10 @@ async def test_unauthenticated_connections_are_capped_in_all_with_1013(
         await open_client(gw=gw, local_addr=(f"127.0.0.{n + 2}", 0))
     await until(lambda: gw.stats.authenticating == 3)
     extra: Client = await open_client(gw=gw, local_addr=("127.0.0.9", 0))
-    assert await close_of(extra, 1.0) == (1013, "too many connections authenticating; retry later")
+    assert await extra.close_frame(1.0) == (
+        1013,
+        "too many connections authenticating; retry later",
+    )
 
 
 async def test_a_user_over_max_sessions_per_user_is_closed_with_4409(
@@ -118,7 +118,7 @@ async def test_a_user_over_max_sessions_per_user_is_closed_with_4409(
     await open_client(tokens["alice"], gw=gw)
     third: Client = await open_client(gw=gw)
     await third.ws.send(json.dumps({"type": "auth", "token": tokens["alice"]}))
-    assert await close_of(third, 1.0) == (4409, "too many sessions for this user")
+    assert await third.close_frame(1.0) == (4409, "too many sessions for this user")
     # Others are not counted against alice.
     await open_client(tokens["bob"], gw=gw)
     await first.ws.close()
