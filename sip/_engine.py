@@ -150,7 +150,6 @@ class Engine:
         else:
             time.sleep(msec / 1000)
         self._run_deferred()
-        self._retry_holds()
         if self._sources is not None:
             self._sources.report_drops()
 
@@ -567,15 +566,22 @@ class Engine:
 
         self._deferred.append(run)
 
-    def _retry_holds(self) -> None:
-        for record in list(self._calls.values()):
-            if record.pending_hold is None or record.call is None or record.hangup_requested:
-                continue
-            try:
-                send_hold(record, held=record.pending_hold)
-            except pj.Error as exc:
-                record.pending_hold = None
-                log("warning", "hold_failed", call_id=record.call_id, error=exc.info())
+    def _on_tsx_state(self, call_id: str) -> None:
+        # A transaction of the call moved: the re-INVITE a waiting hold or resume
+        # stood behind may be over. Sent after libHandleEvents returns, not from
+        # inside pjsip's callback.
+        record = self._calls.get(call_id)
+        if record is not None and record.pending_hold is not None:
+            self._deferred.append(lambda: self._retry_hold(record))
+
+    def _retry_hold(self, record: CallRecord) -> None:
+        if record.pending_hold is None or record.call is None or record.hangup_requested:
+            return
+        try:
+            send_hold(record, held=record.pending_hold)
+        except pj.Error as exc:
+            record.pending_hold = None
+            log("warning", "hold_failed", call_id=record.call_id, error=exc.info())
 
     def _run_deferred(self) -> None:
         actions, self._deferred = self._deferred, []

@@ -146,6 +146,10 @@ class Call(pj.Call):  # type: ignore[misc]
         self._engine._on_media_state(self.call_id, self.getInfo())
 
     @guard
+    def onCallTsxState(self, prm: Any) -> None:
+        self._engine._on_tsx_state(self.call_id)
+
+    @guard
     def onDtmfDigit(self, prm: Any) -> None:
         self._engine.emit(p.Dtmf(call_id=self.call_id, digit=str(prm.digit)))
 
@@ -306,8 +310,13 @@ def send_hold(record: CallRecord, *, held: bool) -> None:
     """Send the hold (or resume) re-INVITE of ``record``'s call, or keep it in
     ``record.pending_hold`` while the call's previous re-INVITE is still in progress
     (an agent pressing hold then resume at once): pjsip refuses a second one with
-    PJ_EINVALIDOP, and the engine sends it again from its loop. Other pjsip errors
-    raise."""
+    PJ_EINVALIDOP, and the engine sends it again when a transaction of the call
+    changes state. A resume while the hold still waits just drops the hold. Other
+    pjsip errors raise."""
+    if not held and record.pending_hold is True:
+        # The hold never went out: the call is not held, there is nothing to resume.
+        record.pending_hold = None
+        return
     try:
         if held:
             record.call.setHold(pj.CallOpParam(True))
