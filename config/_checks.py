@@ -106,9 +106,7 @@ def _check_outbound(
 ) -> list[tuple[KeyPath, str]]:
     """Overrides name configured agents, each once; the overflow number is callable."""
     # Imported here: the policy reads the models, which run these checks.
-    import phonenumbers
-
-    from config.outbound import OutboundPolicy, is_extension
+    from config.outbound import OutboundPolicy
 
     problems: list[tuple[KeyPath, str]] = []
     keys = {agent.key for _, agent in agents}
@@ -129,19 +127,11 @@ def _check_outbound(
         default_region=site.default_region,
         agent_extensions=[agent.extension for _, agent in agents],
     )
-    target = inbound.overflow_number
-    if is_extension(target):
-        refusal = policy.check_extension(target)
-    else:
-        try:
-            parsed = phonenumbers.parse(target, site.default_region)
-        except phonenumbers.NumberParseException:
-            parsed = None
-        if parsed is None or not phonenumbers.is_valid_number(parsed):
-            problems.append((("inbound", "overflow_number"), "is not a valid phone number"))
-            return problems
-        e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-        refusal = policy.check_number(e164)
+    try:
+        refusal = policy.check_target(inbound.overflow_number)
+    except ValueError:
+        problems.append((("inbound", "overflow_number"), "is not a valid phone number"))
+        return problems
     if refusal is not None:
         problems.append((("inbound", "overflow_number"), str(refusal)))
     return problems

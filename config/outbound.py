@@ -131,7 +131,7 @@ class OutboundPolicy:
     def __init__(
         self, outbound: OutboundConfig, *, default_region: str, agent_extensions: Iterable[str]
     ) -> None:
-        region = default_region
+        region = self._region = default_region
         self._base = _Rules(
             countries=frozenset({region, *outbound.allowed_countries}),
             refused=frozenset(outbound.refused_types),
@@ -193,6 +193,23 @@ class OutboundPolicy:
         return Refusal(
             "outbound.extensions",
             f"extension {extension} is neither an agent's phone nor a listed extension",
+        )
+
+    def check_target(self, target: str) -> Refusal | None:
+        """:meth:`check_extension` for an extension, else :meth:`check_number` for
+        ``target`` read as a number of ``site.default_region`` (a configured overflow
+        number). Raises :class:`ValueError` if it is neither an extension nor a valid
+        phone number."""
+        if is_extension(target):
+            return self.check_extension(target)
+        try:
+            parsed = phonenumbers.parse(target, self._region)
+        except NumberParseException:
+            parsed = None
+        if parsed is None or not phonenumbers.is_valid_number(parsed):
+            raise ValueError(f"{target!r} is not a valid phone number")
+        return self.check_number(
+            phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
         )
 
     def screen(self, numbers: Iterable[str]) -> dict[str, Refusal]:

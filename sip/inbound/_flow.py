@@ -21,9 +21,8 @@ import structlog
 
 from bus import Bus, CallAnswered, CallDialing, CallRinging
 from config import AgentConfig, Config
-from config.outbound import OutboundPolicy, Refusal, is_extension
+from config.outbound import OutboundPolicy, Refusal
 from crm_store import CallDirection, CallEndReason, Store, StoreError
-from crm_store.phones import try_normalize_phone
 from sip._service import CallTaskService
 from sip.exceptions import (
     CallNotReady,
@@ -261,12 +260,10 @@ class CallFlow(CallTaskService):
         self._arm(s, "forward", self.forward_ring_timeout, serial=s.serial)
 
     def _overflow_refusal(self, number: str) -> Refusal | None:
-        if is_extension(number):
-            return self._policy.check_extension(number)
-        e164 = try_normalize_phone(number, self._config.site.default_region)
-        if e164 is None:
+        try:
+            return self._policy.check_target(number)
+        except ValueError:
             return None  # the PBX is given it as configured, and answers for it
-        return self._policy.check_number(e164)
 
     def _miss(self, s: Session) -> None:
         """Nobody answers: reject the caller with ``inbound.reject_code``."""
