@@ -100,6 +100,11 @@ class UserRow(Base):
     extension: Mapped[str | None] = mapped_column(String(32))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # An argon2 hash (PHC string); NULL: the user cannot log in with a password.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    # Wrong passwords in a row since the last success or lock-out.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None]
 
 
 class ApiTokenRow(Base):
@@ -114,6 +119,46 @@ class ApiTokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class WebSessionRow(Base):
+    """A browser session: the cookie's token (hashed) and its CSRF token."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[uuid.UUID] = _pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The absolute end; the idle end is ``last_seen_at`` plus the idle limit.
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    revoked_at: Mapped[datetime | None]
+    address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(200))
+
+
+class WsTicketRow(Base):
+    """A single-use websocket ticket, issued to a browser session or an API token.
+
+    The row outlives its use: the websocket session it opened lasts as long as the
+    browser session (or the token) it came from, and is re-checked through it.
+    """
+
+    __tablename__ = "ws_tickets"
+    __table_args__ = (
+        CheckConstraint("(session_id IS NULL) <> (api_token_id IS NULL)", name="one_issuer"),
+    )
+
+    id: Mapped[uuid.UUID] = _pk()
+    ticket_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    session_id: Mapped[uuid.UUID | None] = _fk("web_sessions.id", "CASCADE")
+    api_token_id: Mapped[uuid.UUID | None] = _fk("api_tokens.id", "CASCADE")
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None]
 
 
 class ClientRow(Base):
@@ -375,6 +420,8 @@ metadata = Base.metadata
 
 users = cast(Table, UserRow.__table__)
 api_tokens = cast(Table, ApiTokenRow.__table__)
+web_sessions = cast(Table, WebSessionRow.__table__)
+ws_tickets = cast(Table, WsTicketRow.__table__)
 clients = cast(Table, ClientRow.__table__)
 client_tags = cast(Table, ClientTagRow.__table__)
 leads = cast(Table, LeadRow.__table__)

@@ -9,8 +9,9 @@ copied from the row and safe to keep.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from .enums import (
@@ -38,9 +39,12 @@ __all__ = [
     "CallerMatch",
     "Client",
     "Lead",
+    "LoginOutcome",
+    "LoginResult",
     "Phone",
     "Task",
     "User",
+    "WebSession",
 ]
 
 
@@ -66,6 +70,47 @@ class ApiToken:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebSession:
+    """A browser session. Its token is never stored or shown here: only
+    :meth:`SessionRepository.login` returns it, once."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    csrf_token: str = field(repr=False)
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    address: str | None
+    user_agent: str | None
+
+
+class LoginOutcome(StrEnum):
+    OK = "ok"
+    #: Unknown user, wrong password, no password set or disabled user, alike.
+    WRONG_CREDENTIALS = "wrong_credentials"
+    #: Too many wrong passwords in a row; ``retry_after`` says for how long.
+    LOCKED = "locked"
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    """What :meth:`SessionRepository.login` answers. ``user``, ``session`` and
+    ``token`` (the cookie's value) are set when ``outcome`` is ``OK``;
+    ``retry_after`` (whole seconds) when it is ``LOCKED``."""
+
+    outcome: LoginOutcome
+    user: User | None = None
+    session: WebSession | None = None
+    token: str | None = field(default=None, repr=False)
+    retry_after: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is LoginOutcome.OK
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "Conflict",
+    "InvalidPassword",
     "InvalidPhone",
     "NotFound",
     "SchemaOutOfDate",
@@ -49,6 +50,11 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """The change clashes with the current state of the data."""
+
+
+class InvalidPassword(StoreError):
+    """A password refused by the policy (too short, too long); the message says why
+    and never contains the password."""
 
 
 class InvalidPhone(StoreError):

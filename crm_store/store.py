@@ -33,6 +33,7 @@ from .repos import (
     DialerRepository,
     LeadRepository,
     PresenceRepository,
+    SessionRepository,
     TaskRepository,
     UserRepository,
 )
@@ -75,7 +76,8 @@ class Store:
         db.lookup_hook = self._lookup_e164
         if self._reader is not None and path is not None:
             db.sqlite_writer = SqliteWriter(path)
-        self.users = UserRepository(db)
+        self.sessions = SessionRepository(db)
+        self.users = UserRepository(db, sessions=self.sessions)
         self.clients = ClientRepository(db)
         self.leads = LeadRepository(db)
         self.journal = CallJournal(db)

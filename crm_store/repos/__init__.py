@@ -9,6 +9,7 @@ from .clients import ClientRepository
 from .dialer import DialerRepository, DialerSessionRecord, DoNotCallEntry, PendingAttempt
 from .leads import LeadRepository
 from .presence import AgentPresenceRecord, PresenceRepository
+from .sessions import SessionRepository
 from .tasks import TaskRepository
 from .users import UserRepository
 
@@ -24,6 +25,7 @@ __all__ = [
     "LeadRepository",
     "PendingAttempt",
     "PresenceRepository",
+    "SessionRepository",
     "TaskRepository",
     "UserRepository",
 ]

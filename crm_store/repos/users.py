@@ -15,12 +15,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import _models as m
+from .. import _passwords as passwords
 from .._base import Actor, Database, audit, conflict_from, token_from, user_from
 from .._types import utcnow
 from ..dto import ApiToken, User
 from ..enums import Role
 from ..exceptions import NotFound
 from ..ids import new_id
+from .sessions import SessionRepository, is_ticket, revoke_user_sessions
 
 __all__ = ["LAST_USED_RESOLUTION", "TOKEN_PREFIX", "UserRepository"]
 
@@ -55,10 +57,16 @@ _AUTHENTICATES = (m.api_tokens.c.revoked_at.is_(None), m.users.c.active.is_(True
 
 
 class UserRepository:
-    """Users (agents, supervisors, admins) and their API tokens."""
+    """Users (agents, supervisors, admins), their passwords and their API tokens.
 
-    def __init__(self, db: Database) -> None:
+    :meth:`authenticate` and :meth:`token_users` also take the websocket tickets
+    (``sbk_...``) of ``sessions``, so that a gateway built on them accepts a
+    browser's ticket in place of a token without knowing the difference.
+    """
+
+    def __init__(self, db: Database, *, sessions: SessionRepository) -> None:
         self._db = db
+        self._sessions = sessions
         # Token id -> when it was last used, not yet written (see flush_last_used).
         self._used: dict[uuid.UUID, datetime] = {}
 
@@ -136,6 +144,46 @@ class UserRepository:
         action = "activate" if active else "deactivate"
         return await self._change(user_id, {"active": active}, action=action, actor=actor)
 
+    async def set_password(self, user_id: uuid.UUID, password: str, *, actor: Actor = None) -> User:
+        """Set the user's password (stored as an argon2id hash), clear their
+        lock-out, and end their browser sessions (so a password changed because it
+        leaked shuts the door at once). The audit entry records the change, never
+        the hash.
+
+        Raises :class:`InvalidPassword` for a password shorter than
+        ``MIN_PASSWORD_LENGTH`` (8) or absurdly long, :class:`NotFound` for no such
+        user. Cancellation during the hash (in a thread) leaves everything as it was.
+        """
+        passwords.check_policy(password)
+        digest = await passwords.hash_password(password)
+        changes = {"password_hash": digest, "failed_logins": 0, "locked_until": None}
+        async with self._db.write() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        update(m.users)
+                        .where(m.users.c.id == user_id)
+                        .values(**changes)
+                        .returning(m.users)
+                    )
+                )
+                .mappings()
+                .one_or_none()
+            )
+            if row is None:
+                raise NotFound("user", user_id)
+            ended = await revoke_user_sessions(conn, user_id)
+            await audit(
+                conn,
+                actor=actor,
+                entity_type="user",
+                entity_id=user_id,
+                action="set_password",
+                changes={"sessions_ended": ended},
+            )
+        log.info("user_password_set", user_id=str(user_id), sessions_ended=ended)
+        return user_from(row)
+
     async def set_role(self, user_id: uuid.UUID, role: Role, *, actor: Actor = None) -> User:
         """Give the user ``role``. Open websocket sessions of the user are re-checked
         by the gateway and closed when their rights changed."""
@@ -212,7 +260,10 @@ class UserRepository:
     async def authenticate(self, token: str) -> User | None:
         """Return the active user owning ``token``, or ``None``.
 
-        Unknown, malformed and revoked tokens and tokens of disabled users all give
+        A websocket ticket (``sbk_...``) is redeemed instead: see
+        :meth:`SessionRepository.redeem_ticket` (it works once, and is a write).
+
+        For API tokens: unknown, malformed and revoked tokens and tokens of disabled users all give
         ``None``, indistinguishably. The check is a read: it never takes the
         database's write lock, so a flood of guesses cannot hold up writers (on
         SQLite, ``BEGIN IMMEDIATE`` for each guess would). A success is noted in
@@ -220,6 +271,8 @@ class UserRepository:
         once per :data:`LAST_USED_RESOLUTION`; that touch is bookkeeping, not a
         change of state, and is not written to the audit log.
         """
+        if is_ticket(token):
+            return await self._sessions.redeem_ticket(token)
         if not _well_formed(token):
             return None
         async with self._db.read() as conn:
@@ -273,10 +326,13 @@ class UserRepository:
 
         A read, for re-checking open sessions in one query (per 500 tokens):
         tokens revoked, unknown or of a disabled user are absent from the result.
-        Nothing is noted as used.
+        Nothing is noted as used. A websocket ticket among them stands for its
+        browser session (or API token): present while that is alive, used or not
+        (see :meth:`SessionRepository.ticket_users`).
         """
+        tickets = [t for t in tokens if is_ticket(t)]
+        found: dict[str, User] = await self._sessions.ticket_users(tickets) if tickets else {}
         digests = {_hash_token(t): t for t in tokens if _well_formed(t)}
-        found: dict[str, User] = {}
         keys = list(digests)
         chunks = [keys[i : i + _IN_CHUNK] for i in range(0, len(keys), _IN_CHUNK)]
         async with self._db.read() as conn:
