@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from config import AgentConfig, Config, LineConfig, PbxConfig
+from config import Config
 from crm_store import Role, Store, User, upgrade
 from web._services import Services
 from web.app import create_app
@@ -23,16 +23,18 @@ from ws_gateway.exceptions import Unavailable
 
 PASSWORD = "correct horse battery"
 
-CONFIG = Config(
-    pbx=PbxConfig(host="127.0.0.1", domain="switchboard.lab"),
-    lines=(
-        LineConfig(extension="2001", secret="s1", role="agent"),
-        LineConfig(extension="2002", secret="s2", role="agent"),
-    ),
-    agents=(
-        AgentConfig(name="Alice", extension="101", line="2001", user="alice"),
-        AgentConfig(name="Bob", extension="102", line="2002", user="bob"),
-    ),
+CONFIG = Config.model_validate(
+    {
+        "pbx": {"host": "127.0.0.1", "domain": "switchboard.lab"},
+        "lines": [
+            {"extension": "2001", "secret": "s1", "role": "agent"},
+            {"extension": "2002", "secret": "s2", "role": "agent"},
+        ],
+        "agents": [
+            {"name": "Alice", "extension": "101", "line": "2001", "user": "alice"},
+            {"name": "Bob", "extension": "102", "line": "2002", "user": "bob"},
+        ],
+    }
 )
 
 

@@ -43,7 +43,7 @@ async def _tickets(store: Store) -> int:
 
 
 def _set_cookie(response: httpx.Response) -> str:
-    header = response.headers.get("set-cookie")
+    header: str | None = response.headers.get("set-cookie")
     assert header is not None, "no cookie set"
     return header
 
