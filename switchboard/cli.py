@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import ipaddress
 import json
 import os
@@ -22,7 +23,16 @@ import structlog
 
 import config as cfgmod
 from config import Config, ConfigError
-from crm_store import Role, Store, StoreError, User, downgrade, head_revision, upgrade
+from crm_store import (
+    InvalidPassword,
+    Role,
+    Store,
+    StoreError,
+    User,
+    downgrade,
+    head_revision,
+    upgrade,
+)
 from sip import firewall
 from sip.exceptions import PoolConfigError
 from sip.pool import plan_workers
@@ -140,6 +150,17 @@ def _parser() -> argparse.ArgumentParser:
     role = usub.add_parser("role", help="change a user's role (open sessions are closed)")
     role.add_argument("username")
     role.add_argument("role", choices=[r.value for r in Role])
+    password = usub.add_parser(
+        "password",
+        help="set a user's password for the web pages (asked twice; ends their browser "
+        "sessions and lifts a lock-out)",
+    )
+    password.add_argument("username")
+    password.add_argument(
+        "--stdin",
+        action="store_true",
+        help="read the password from one line of standard input (for scripts)",
+    )
     cli_dialer.add_parsers(sub)
     return p
 
@@ -339,6 +360,28 @@ async def _users_role(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _read_password(from_stdin: bool) -> str:
+    """The new password: one line of standard input, or typed twice unseen."""
+    if from_stdin:
+        return sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    first = getpass.getpass("New password: ")
+    if getpass.getpass("Again: ") != first:
+        raise _Failure("the two passwords differ; nothing changed")
+    return first
+
+
+async def _users_password(store: Store, args: argparse.Namespace) -> int:
+    user = await _user(store, args.username)
+    password = await asyncio.to_thread(_read_password, args.stdin)
+    try:
+        await store.users.set_password(user.id, password)
+    except InvalidPassword as exc:
+        print(f"switchboard: {exc}; nothing changed", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"password set for {user.username}")
+    return EXIT_OK
+
+
 _USERS: dict[str, StoreCommand] = {
     "add": _users_add,
     "list": _users_list,
@@ -348,6 +391,7 @@ _USERS: dict[str, StoreCommand] = {
     "disable": _users_active,
     "enable": _users_active,
     "role": _users_role,
+    "password": _users_password,
 }
 
 

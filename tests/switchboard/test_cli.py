@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from pathlib import Path
 
-from crm_store import Role, Store
+from crm_store import LoginOutcome, Role, Store
 
-from .conftest import run_cli, write_config
+from .conftest import SWITCHBOARD, run_cli, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,6 +118,80 @@ def test_users_token_for_unknown_user_fails_clearly(tmp_path: Path) -> None:
     result = run_cli("--config", cfg, "users", "token", "nobody")
     assert result.returncode == 1
     assert "no user named 'nobody'" in result.stderr
+
+
+def _password_cli(
+    cfg: str, username: str, line: str, *, prompted: bool = False
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            *SWITCHBOARD,
+            *("--config", cfg, "users", "password", username),
+            *(() if prompted else ("--stdin",)),
+        ],
+        input=line,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+        check=False,
+        # No controlling terminal: the prompts read standard input (getpass's
+        # fallback) instead of a terminal the test may be running in.
+        start_new_session=True,
+    )
+
+
+def _login(tmp_path: Path, username: str, password: str) -> LoginOutcome:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'switchboard.sqlite3'}"
+
+    async def attempt() -> LoginOutcome:
+        store = await Store.open(url, default_region="FR")
+        try:
+            return (await store.sessions.login(username, password, address=None)).outcome
+        finally:
+            await store.aclose()
+
+    return asyncio.run(attempt())
+
+
+def test_users_password_from_stdin_lets_the_user_log_in(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path / "switchboard.toml"))
+    assert run_cli("--config", cfg, "db", "upgrade").returncode == 0
+    assert run_cli("--config", cfg, "users", "add", "alice").returncode == 0
+    assert _login(tmp_path, "alice", "s3cret pass phrase") is LoginOutcome.WRONG_CREDENTIALS
+    result = _password_cli(cfg, "alice", "s3cret pass phrase\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "password set for alice"
+    assert "s3cret" not in result.stdout + result.stderr
+    assert _login(tmp_path, "alice", "s3cret pass phrase") is LoginOutcome.OK
+
+
+def test_users_password_asks_twice_and_refuses_two_different_answers(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path / "switchboard.toml"))
+    assert run_cli("--config", cfg, "db", "upgrade").returncode == 0
+    assert run_cli("--config", cfg, "users", "add", "alice").returncode == 0
+    differ = _password_cli(cfg, "alice", "first answer\nsecond answer\n", prompted=True)
+    assert differ.returncode == 1
+    assert "differ" in differ.stderr
+    assert _login(tmp_path, "alice", "first answer") is LoginOutcome.WRONG_CREDENTIALS
+    same = _password_cli(cfg, "alice", "same answer\nsame answer\n", prompted=True)
+    assert same.returncode == 0, same.stderr
+    assert _login(tmp_path, "alice", "same answer") is LoginOutcome.OK
+
+
+def test_users_password_refuses_a_short_one_and_changes_nothing(tmp_path: Path) -> None:
+    cfg = str(write_config(tmp_path / "switchboard.toml"))
+    assert run_cli("--config", cfg, "db", "upgrade").returncode == 0
+    assert run_cli("--config", cfg, "users", "add", "alice").returncode == 0
+    assert _password_cli(cfg, "alice", "long enough one\n").returncode == 0
+    short = _password_cli(cfg, "alice", "short\n")
+    assert short.returncode == 2
+    assert "at least 8 characters" in short.stderr
+    assert "short" not in short.stderr.replace("at least", "")
+    assert _login(tmp_path, "alice", "long enough one") is LoginOutcome.OK
+    unknown = _password_cli(cfg, "nobody", "long enough one\n")
+    assert unknown.returncode == 1
+    assert "no user named 'nobody'" in unknown.stderr
 
 
 def test_db_upgrade_then_downgrade_to_base(tmp_path: Path) -> None:
