@@ -8,6 +8,12 @@ decided from it alone.
 The gateway takes any :data:`Authenticator`; :func:`store_authenticator` builds
 the one the daemon uses, over ``store.users.authenticate`` and the agents of the
 current configuration.
+
+The credential of the ``auth`` message is an API token (``sbt_...``) or a web
+page's single-use ticket (``sbk_...``, from ``POST /api/auth/ticket``). The gateway
+does not tell them apart: the store redeems a ticket in ``authenticate`` and, in
+``token_users``, answers for it as long as the browser session it was issued to
+lives, so logout closes the page's socket like a revoked token does.
 """
 
 from __future__ import annotations
