@@ -15,6 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from crm_store.repos.sessions import is_ticket
 from ws_gateway import Principal, principal_from_user
 
 from . import sessions
@@ -32,7 +33,9 @@ async def principal(request: Request, svc: Annotated[Services, Depends(services)
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
     if scheme.lower() == "bearer" and credential:
-        user = await svc.store.users.authenticate(credential.strip())
+        # A websocket ticket is no API token: refused here, and not used up.
+        is_token = not is_ticket(credential.strip())
+        user = await svc.store.users.authenticate(credential.strip()) if is_token else None
         if user is None:
             raise Unauthenticated("invalid or revoked API token")
         return principal_from_user(user, svc.config().agents)

@@ -218,6 +218,11 @@ async def test_bearer_api_token_still_works_without_csrf(
     ticket = await http.post("/api/auth/ticket", headers=bearer)
     assert ticket.status_code == 200
     assert ticket.json()["ticket"].startswith("sbk_")
+    # A websocket ticket is not an API token: refused, and left unused.
+    sbk = {"Authorization": f"Bearer {ticket.json()['ticket']}"}
+    assert (await http.post("/api/probe", headers=sbk)).status_code == 401
+    assert (await http.get("/api/auth/me", headers=sbk)).status_code == 401
+    assert await store.users.authenticate(ticket.json()["ticket"]) is not None
     bad = {"Authorization": "Bearer sbt_not-a-token"}
     assert (await http.post("/api/probe", headers=bad)).status_code == 401
     assert (await http.post("/api/auth/ticket", headers=bad)).status_code == 401
