@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from bus.agent_states import AgentStates
-from ws_gateway.exceptions import BadRequest, Forbidden, Unavailable
+from ws_gateway.exceptions import BadRequest, Forbidden, NotFound, Unavailable
 
 from ._services import Services, services
 from .security import CurrentPrincipal
@@ -61,6 +61,8 @@ async def set_state(
     states = _states(svc)
     if not principal.sees_all and agent not in principal.agents:
         raise Forbidden("this agent is not yours", details={"agent": agent})
+    if agent not in states.presence.agents():
+        raise NotFound("no such agent", details={"agent": agent})
     reasons = svc.config().widget.pause_reasons
     if body.state == "paused" and body.reason not in reasons:
         raise BadRequest(
