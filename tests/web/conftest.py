@@ -76,9 +76,9 @@ allowed_origins = ["https://crm.example.com"]
 class StoreHandler:
     """The daemon's handling of the commands the API uses, minus the telephony."""
 
-    def __init__(self, config: Config, store: Store, agents: AgentStates) -> None:
+    def __init__(self, config: Config, crm: Store, agents: AgentStates) -> None:
         self.config = config
-        self.store = store
+        self.store = crm
         self.agents = agents
 
     async def handle(

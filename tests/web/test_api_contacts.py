@@ -5,8 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from crm_store import CallDirection, CallEndReason, ClientKind, Visibility
 from tests.web.conftest import Env
 
