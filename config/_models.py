@@ -71,6 +71,7 @@ __all__ = [
     "SiteConfig",
     "StoreConfig",
     "WebsocketConfig",
+    "WidgetConfig",
 ]
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -755,7 +756,80 @@ class HttpConfig(_Section):
     """``[http]``: the HTTP API and the web pages."""
 
     host: NonEmpty = Field(default="127.0.0.1", description="Address to listen on.")
-    port: Port = Field(default=8080, description="Port to listen on.")
+    port: Annotated[int, Strict(), Field(ge=0, le=65535)] = Field(
+        default=8080, description="Port to listen on (0: any free port, for tests)."
+    )
+    max_body_bytes: Int = Field(
+        default=65536,
+        ge=1024,
+        description="Largest request body accepted, bytes; a larger one is refused with "
+        "413 too_large.",
+    )
+
+
+def _ws_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError("must be a websocket URL like wss://switchboard.example.com/")
+    return value
+
+
+WebsocketUrl = Annotated[
+    str, Strict(), AfterValidator(_ws_url), Constraint("ws(s)://host[:port][/path]")
+]
+
+
+def _distinct_texts(values: tuple[str, ...]) -> tuple[str, ...]:
+    if len({v.casefold() for v in values}) != len(values):
+        raise ValueError("must not list a value twice")
+    return values
+
+
+class WidgetConfig(_Section):
+    """``[widget]``: the agent's call widget (the web page and the embeddable panel)."""
+
+    pause_reasons: tuple[Annotated[NonEmpty, Field(max_length=200)], ...] = Field(
+        default=("lunch", "break", "training", "meeting", "after-call work"),
+        min_length=1,
+        description="Reasons an agent may give for a pause, in the order offered; "
+        "agent.state.set refuses any other (bad_request).",
+    )
+    dispositions: tuple[Annotated[NonEmpty, Field(max_length=64)], ...] = Field(
+        default=(
+            "interested",
+            "callback",
+            "sale",
+            "not interested",
+            "wrong number",
+            "voicemail",
+        ),
+        min_length=1,
+        description="Outcomes an agent may give a call at wrap-up, in the order offered; "
+        "call.disposition refuses any other (bad_request).",
+    )
+    wrap_up: Literal["off", "optional", "required"] = Field(
+        default="optional",
+        description="After a call: off: no wrap-up step; optional: the step is shown and "
+        "may be skipped; required: the agent gives a disposition before the next call.",
+    )
+    corner: Literal["bottom-right", "bottom-left"] = Field(
+        default="bottom-right",
+        description="Corner of the CRM's page where the embedded panel floats.",
+    )
+    language: Literal["en", "fr"] = Field(
+        default="en", description="Language of the widget when the browser asks for none we have."
+    )
+    websocket_url: WebsocketUrl | None = Field(
+        default=None,
+        json_schema_extra={"default_text": "from [websocket] host and port"},
+        description="URL the pages use to reach the websocket, when it differs from "
+        "[websocket] host and port (behind a reverse proxy).",
+    )
+
+    @field_validator("pause_reasons", "dispositions")
+    @classmethod
+    def _distinct_values(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return _distinct_texts(values)
 
 
 class LoggingConfig(_Section):
@@ -985,6 +1059,7 @@ class Config(BaseModel):
         default_factory=WebsocketConfig, description="See [websocket]."
     )
     http: HttpConfig = Field(default_factory=HttpConfig, description="See [http].")
+    widget: WidgetConfig = Field(default_factory=WidgetConfig, description="See [widget].")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="See [logging].")
     dialer: DialerConfig = Field(default_factory=DialerConfig, description="See [dialer].")
     inbound: InboundConfig = Field(default_factory=InboundConfig, description="See [inbound].")

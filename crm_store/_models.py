@@ -434,3 +434,6 @@ audit_log = cast(Table, AuditRow.__table__)
 do_not_call = cast(Table, DoNotCallRow.__table__)
 dialer_sessions = cast(Table, DialerSessionRow.__table__)
 agent_presence = cast(Table, AgentPresenceRow.__table__)
+
+# The call history of one agent, newest first (the widget's history, keyset paged).
+Index("ix_calls_agent_created", calls.c.agent_user_id, calls.c.created_at)

@@ -37,6 +37,7 @@ from .repos import (
     TaskRepository,
     UserRepository,
 )
+from .repos.contacts import ContactRepository
 
 __all__ = ["Store", "open_store"]
 
@@ -87,6 +88,7 @@ class Store:
         self.audit = AuditRepository(db)
         self.dialer = DialerRepository(db)
         self.presence = PresenceRepository(db)
+        self.contacts = ContactRepository(db)
 
     @classmethod
     async def open(cls, url: str, *, default_region: str = "FR", pool_size: int = 5) -> Store:

@@ -64,7 +64,7 @@ from sip.inbound import InboundService
 from ws_gateway import Principal
 from ws_gateway import exceptions as gw
 
-__all__ = ["CommandRouter"]
+__all__ = ["CommandRouter", "check_disposition", "check_pause_reason"]
 
 log = structlog.get_logger(__name__)
 
@@ -96,6 +96,24 @@ def refusal(exc: PoolError | DialerError) -> gw.CommandError:
             error, message = _REFUSALS[cls]
             return error(message, details={"reason": exc.error_id})
     raise AssertionError("unreachable: PoolError and DialerError are in the table")
+
+
+def check_pause_reason(config: Config, state: str, reason: str | None) -> None:
+    """Raise ``bad_request`` for a pause whose reason is not in ``[widget] pause_reasons``."""
+    if state == "paused" and reason not in config.widget.pause_reasons:
+        raise gw.BadRequest(
+            "not a pause reason of [widget] pause_reasons",
+            details={"allowed": list(config.widget.pause_reasons)},
+        )
+
+
+def check_disposition(config: Config, disposition: str) -> None:
+    """Raise ``bad_request`` for a disposition not in ``[widget] dispositions``."""
+    if disposition not in config.widget.dispositions:
+        raise gw.BadRequest(
+            "not a disposition of [widget] dispositions",
+            details={"allowed": list(config.widget.dispositions)},
+        )
 
 
 class CommandRouter:
@@ -251,6 +269,7 @@ class CommandRouter:
         return {}
 
     async def _disposition(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        check_disposition(self._config, args["disposition"])
         call_id = uuid.UUID(args["call_id"])
         await self._inbound.record_ready(call_id)
         # A dialer call's disposition also ends its wrap-up; any other call's is
@@ -307,6 +326,7 @@ class CommandRouter:
     # --- agents -----------------------------------------------------------
 
     async def _agent_state(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
+        check_pause_reason(self._config, args["state"], args.get("reason"))
         try:
             await self._agents.set(args["agent"], args["state"], args.get("reason"))
         except KeyError as exc:

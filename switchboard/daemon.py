@@ -34,7 +34,11 @@ from sip.exceptions import PoolConfigError, WorkerStartError
 from sip.inbound import InboundService
 from sip.pool import SipPool
 from sip.recordings import RecordingRetention
+from web._services import CommandRunner, Services
+from web.app import create_app
+from web.server import HttpServer
 from ws_gateway import (
+    CommandHandler,
     Gateway,
     GatewaySettings,
     Principal,
@@ -45,7 +49,7 @@ from ws_gateway import (
 from ws_gateway import exceptions as gw
 from ws_gateway.exceptions import CommandError as GatewayCommandError
 from ws_gateway.protocol import command_args
-from ws_gateway.rights import authorize
+from ws_gateway.rights import CallDirectory, authorize
 
 from .commands import CommandRouter
 from .logs import configure_logging, set_level
@@ -128,6 +132,7 @@ class Daemon:
         self.dialer: Dialer | None = None
         self.bridge: MqttBridge[Principal] | None = None
         self.reconciler: CallReconciler | None = None
+        self.http: HttpServer | None = None
         self.notifier = Notifier(environ)
         self._ready = False
 
@@ -211,6 +216,8 @@ class Daemon:
                 control=control,
                 inbound=inbound,
             )
+
+            await self._start_http(stack, gateway, handler)
 
             # A missed call.ended must not leave a call on the wall or an agent busy.
             self.reconciler = CallReconciler(
@@ -311,6 +318,7 @@ class Daemon:
         cfg = self.config.bus
         if cfg.mqtt_url is None:
             return
+        commands = command_runner(handler, gateway.projection)
 
         async def run(
             principal: Principal, name: str, args: Mapping[str, Any]
@@ -322,11 +330,8 @@ class Daemon:
                     "replies are published on the broker; use the websocket or "
                     "`switchboard users token`",
                 )
-            # The same validation and rights as a websocket command.
             try:
-                checked = command_args(name, args)
-                allowed = authorize(principal, name, checked, gateway.projection)
-                return await handler.handle(principal, name, allowed)
+                return await commands(principal, name, args)
             except GatewayCommandError as exc:
                 raise MqttCommandError(exc.code, exc.message, details=exc.details) from exc
 
@@ -356,6 +361,34 @@ class Daemon:
             raise StartupError(f"bus: cannot load the MQTT TLS files: {exc}") from exc
         await stack.enter_async_context(bridge)
         self.bridge = bridge
+
+    async def _start_http(
+        self, stack: contextlib.AsyncExitStack, gateway: Gateway, handler: _LateHandler
+    ) -> None:
+        """Serve the web app on ``[http]``; entered after the components it uses, so
+        it stops (requests in flight finish) before any of them is closed."""
+        assert self.store is not None
+        cfg = self.config.http
+        rec = self.config.recording
+        services = Services(
+            store=self.store,
+            config=lambda: self.config,
+            agents=self.agents,
+            commands=command_runner(handler, gateway.projection),
+            calls=gateway.projection,
+            ready=lambda: self._ready,
+            recordings=Path(rec.directory) if rec.enabled else None,
+        )
+        server = HttpServer(create_app(services), host=cfg.host, port=cfg.port)
+        try:
+            await stack.enter_async_context(server)
+        except OSError as exc:
+            raise StartupError(
+                f"http.port: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}; "
+                "is another process using it? Set [http] port to a free one"
+            ) from exc
+        log.info("http.listening", url=server.url)
+        self.http = server
 
     def _status(self) -> str:
         """The ``STATUS=`` line for the daemon as it is now."""
@@ -483,6 +516,20 @@ class Daemon:
                 sections=refused,
                 reason="these sections need a restart: `systemctl restart switchboard`",
             )
+
+
+def command_runner(handler: CommandHandler, calls: CallDirectory) -> CommandRunner:
+    """``await run(principal, name, args)``: a command checked exactly as the
+    websocket checks it (its schema, then the principal's rights against the
+    gateway's view of the calls), then carried out by ``handler``. Used by MQTT
+    and by the HTTP API; raises :class:`ws_gateway.exceptions.CommandError`."""
+
+    async def run(principal: Principal, name: str, args: Mapping[str, Any]) -> Mapping[str, Any]:
+        checked = command_args(name, args)
+        allowed = authorize(principal, name, checked, calls)
+        return await handler.handle(principal, name, allowed)
+
+    return run
 
 
 class _LateHandler:

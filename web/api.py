@@ -1,5 +1,20 @@
-"""(to be built)"""
+"""The JSON API under ``/api``: one router including each concern's.
+
+Every endpoint takes the caller's principal (:data:`web.security.CurrentPrincipal`)
+and decides what it may see with :mod:`ws_gateway.rights`, the module the
+websocket uses; live call control stays on the websocket's commands.
+"""
+
+from __future__ import annotations
 
 from fastapi import APIRouter
 
+from . import _api_agents, _api_calls, _api_contacts, _api_settings
+
+__all__ = ["router"]
+
 router = APIRouter()
+router.include_router(_api_settings.router)
+router.include_router(_api_contacts.router)
+router.include_router(_api_calls.router)
+router.include_router(_api_agents.router)

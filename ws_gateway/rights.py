@@ -21,6 +21,11 @@ command reaches the handler:
     supervisors and admins only, on a known call.
 ``admin``
     admins only.
+
+CRM data (the HTTP API, and the caller's card on the websocket) follows the same
+rule through :func:`can_open_call` and :func:`can_open_contact`: a call is seen
+by the principal its agent belongs to (and by supervisors and admins); a
+private contact by its responsible user only (and by supervisors and admins).
 """
 
 from __future__ import annotations
@@ -41,7 +46,11 @@ __all__ = [
     "Scope",
     "audience",
     "authorize",
+    "can_open_call",
+    "can_open_contact",
     "can_see",
+    "check_call",
+    "check_contact",
 ]
 
 
@@ -118,6 +127,40 @@ def can_see(principal: Principal, event_audience: str | None) -> bool:
     if principal.sees_all:
         return True
     return event_audience is not None and event_audience in principal.agents
+
+
+def can_open_call(principal: Principal, call_agent: str | None) -> bool:
+    """Whether ``principal`` may read a call (its record, note, recording) whose
+    agent is ``call_agent`` (``None``: a call given to no agent, for supervisors
+    and admins only). The same rule as :func:`can_see` for the call's events."""
+    return can_see(principal, call_agent)
+
+
+def can_open_contact(
+    principal: Principal, visibility: str, responsible_user_id: uuid.UUID | None
+) -> bool:
+    """Whether ``principal`` may see a client or lead card: shared ones by all,
+    a private one by its responsible user, supervisors and admins."""
+    if principal.sees_all or visibility != "private":
+        return True
+    return responsible_user_id is not None and responsible_user_id == principal.user_id
+
+
+def check_call(principal: Principal, call_agent: str | None, call_id: uuid.UUID) -> None:
+    """Raise :class:`~ws_gateway.Forbidden` unless :func:`can_open_call`."""
+    if not can_open_call(principal, call_agent):
+        raise Forbidden("this call is not yours", details={"call_id": str(call_id)})
+
+
+def check_contact(
+    principal: Principal,
+    visibility: str,
+    responsible_user_id: uuid.UUID | None,
+    contact_id: uuid.UUID,
+) -> None:
+    """Raise :class:`~ws_gateway.Forbidden` unless :func:`can_open_contact`."""
+    if not can_open_contact(principal, visibility, responsible_user_id):
+        raise Forbidden("this contact is private", details={"id": str(contact_id)})
 
 
 def authorize(

@@ -1,0 +1,251 @@
+"""Contacts across clients and leads: search, cards' last calls, call history.
+
+Read-only queries for the widget and the HTTP API. Rights are not decided here:
+the caller passes who may see private clients (``viewer``) and whose calls
+(``agent_user_id``); :mod:`ws_gateway.rights` decides what to pass.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import String, and_, cast, false, func, or_, select
+from sqlalchemy.engine import RowMapping
+
+from .. import _models as m
+from .._base import Database, call_from, hydrate_client, hydrate_lead
+from ..dto import Call, Client, Lead
+from ..enums import CallDirection, Visibility
+
+__all__ = ["CallPage", "ContactRef", "ContactRepository", "HistoryEntry", "SearchHit"]
+
+_DIGITS = re.compile(r"[0-9]")
+#: Fewest digits in a search for it to match phone numbers too.
+MIN_PHONE_DIGITS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRef:
+    """The client or lead a call is linked to."""
+
+    kind: Literal["client", "lead"]
+    id: uuid.UUID
+    display_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One search result: exactly one of ``client`` and ``lead`` is set."""
+
+    kind: Literal["client", "lead"]
+    client: Client | None = None
+    lead: Lead | None = None
+
+    @property
+    def display_name(self) -> str:
+        owner = self.client or self.lead
+        assert owner is not None
+        return owner.display_name
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    call: Call
+    contact: ContactRef | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallPage:
+    """A page of call history, newest first; ``next`` is ``(created_at, id)`` of
+    the last entry when more may follow, to pass as ``before``."""
+
+    entries: list[HistoryEntry]
+    next: tuple[datetime, uuid.UUID] | None
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class ContactRepository:
+    """Queries across clients, leads and their calls."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def search(
+        self, text: str, *, viewer: uuid.UUID | None, sees_all: bool, limit: int = 20
+    ) -> list[SearchHit]:
+        """Clients and leads whose name, company or email contains ``text``
+        (case-insensitive), or with a phone number containing the digits of
+        ``text`` when it has at least three; by display name, at most ``limit``.
+
+        Private clients are included only when ``sees_all`` or ``viewer`` is
+        their responsible user. ``text`` is data only: it is bound, never spliced.
+        """
+        pattern = _like(text.strip())
+        digits = "".join(_DIGITS.findall(text))
+        c, lead_t, p = m.clients, m.leads, m.phones
+        client_phone: Any = false()
+        lead_phone: Any = false()
+        if len(digits) >= MIN_PHONE_DIGITS:
+            number = f"%{digits}%"
+            client_phone = c.c.id.in_(
+                select(p.c.client_id).where(
+                    p.c.client_id.is_not(None), p.c.number_e164.like(number)
+                )
+            )
+            lead_phone = lead_t.c.id.in_(
+                select(p.c.lead_id).where(p.c.lead_id.is_not(None), p.c.number_e164.like(number))
+            )
+        client_match = or_(
+            c.c.display_name.ilike(pattern, escape="\\"),
+            c.c.company_name.ilike(pattern, escape="\\"),
+            cast(c.c.emails, String).ilike(pattern, escape="\\"),
+            client_phone,
+        )
+        if not sees_all:
+            client_match = and_(
+                client_match,
+                or_(c.c.visibility == Visibility.SHARED, c.c.responsible_user_id == viewer),
+            )
+        lead_match = or_(
+            lead_t.c.display_name.ilike(pattern, escape="\\"),
+            lead_t.c.company_name.ilike(pattern, escape="\\"),
+            cast(lead_t.c.emails, String).ilike(pattern, escape="\\"),
+            lead_phone,
+        )
+        client_stmt = select(c).where(client_match).order_by(c.c.display_name, c.c.id).limit(limit)
+        lead_stmt = (
+            select(lead_t)
+            .where(lead_match)
+            .order_by(lead_t.c.display_name, lead_t.c.id)
+            .limit(limit)
+        )
+        async with self._db.read() as conn:
+            client_rows = (await conn.execute(client_stmt)).mappings().all()
+            lead_rows = (await conn.execute(lead_stmt)).mappings().all()
+            ranked: list[tuple[str, int, RowMapping]] = [
+                (r["display_name"].casefold(), 0, r) for r in client_rows
+            ] + [(r["display_name"].casefold(), 1, r) for r in lead_rows]
+            ranked.sort(key=lambda t: (t[0], t[1], t[2]["id"]))
+            hits: list[SearchHit] = []
+            for _, which, row in ranked[:limit]:
+                if which == 0:
+                    hits.append(SearchHit("client", client=await hydrate_client(conn, row)))
+                else:
+                    hits.append(SearchHit("lead", lead=await hydrate_lead(conn, row)))
+        return hits
+
+    async def history(
+        self,
+        *,
+        agent_user_id: uuid.UUID | None = None,
+        client_id: uuid.UUID | None = None,
+        lead_id: uuid.UUID | None = None,
+        direction: CallDirection | None = None,
+        missed: bool | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before: tuple[datetime, uuid.UUID] | None = None,
+        limit: int = 25,
+    ) -> CallPage:
+        """Calls newest first, filtered, with keyset paging (``before`` is the
+        ``next`` of the previous page). ``missed``: an inbound call that ended
+        unanswered (``False``: every other call)."""
+        k = m.calls
+        conds: list[Any] = []
+        if agent_user_id is not None:
+            conds.append(k.c.agent_user_id == agent_user_id)
+        if client_id is not None:
+            conds.append(k.c.client_id == client_id)
+        if lead_id is not None:
+            conds.append(k.c.lead_id == lead_id)
+        if direction is not None:
+            conds.append(k.c.direction == direction)
+        is_missed = and_(
+            k.c.direction == CallDirection.INBOUND,
+            k.c.answered_at.is_(None),
+            k.c.ended_at.is_not(None),
+        )
+        if missed is True:
+            conds.append(is_missed)
+        elif missed is False:
+            conds.append(~is_missed)
+        if since is not None:
+            conds.append(k.c.created_at >= since)
+        if until is not None:
+            conds.append(k.c.created_at < until)
+        if before is not None:
+            at, last_id = before
+            conds.append(or_(k.c.created_at < at, and_(k.c.created_at == at, k.c.id < last_id)))
+        stmt = (
+            select(
+                k,
+                m.clients.c.display_name.label("_client_name"),
+                m.leads.c.display_name.label("_lead_name"),
+            )
+            .outerjoin(m.clients, m.clients.c.id == k.c.client_id)
+            .outerjoin(m.leads, m.leads.c.id == k.c.lead_id)
+            .where(*conds)
+            .order_by(k.c.created_at.desc(), k.c.id.desc())
+            .limit(limit + 1)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        entries = [_entry(r) for r in rows[:limit]]
+        more = len(rows) > limit and entries
+        last = entries[-1].call if more else None
+        return CallPage(entries, (last.created_at, last.id) if last is not None else None)
+
+    async def entry(self, call_id: uuid.UUID) -> HistoryEntry | None:
+        """One call with its contact, or ``None``."""
+        k = m.calls
+        stmt = (
+            select(
+                k,
+                m.clients.c.display_name.label("_client_name"),
+                m.leads.c.display_name.label("_lead_name"),
+            )
+            .outerjoin(m.clients, m.clients.c.id == k.c.client_id)
+            .outerjoin(m.leads, m.leads.c.id == k.c.lead_id)
+            .where(k.c.id == call_id)
+        )
+        async with self._db.read() as conn:
+            row = (await conn.execute(stmt)).mappings().one_or_none()
+        return None if row is None else _entry(row)
+
+    async def call_list_progress(self) -> list[tuple[uuid.UUID, str, int, int]]:
+        """Every call list: ``(id, name, total items, items done)``, by name; an
+        item is done once it needs no more dialing (done, failed, skipped, invalid)."""
+        i = m.call_list_items
+        finished = ("done", "failed", "skipped", "invalid")
+        stmt = (
+            select(
+                m.call_lists.c.id,
+                m.call_lists.c.name,
+                func.count(i.c.id),
+                func.count(i.c.id).filter(i.c.state.in_(finished)),
+            )
+            .outerjoin(i, i.c.list_id == m.call_lists.c.id)
+            .group_by(m.call_lists.c.id, m.call_lists.c.name)
+            .order_by(m.call_lists.c.name, m.call_lists.c.id)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+
+def _entry(row: RowMapping) -> HistoryEntry:
+    call = call_from(row)
+    contact: ContactRef | None = None
+    if call.client_id is not None and row["_client_name"] is not None:
+        contact = ContactRef("client", call.client_id, row["_client_name"])
+    elif call.lead_id is not None and row["_lead_name"] is not None:
+        contact = ContactRef("lead", call.lead_id, row["_lead_name"])
+    return HistoryEntry(call, contact)
