@@ -306,15 +306,20 @@ class SessionRepository:
             )
             if user_row is None:
                 return LoginResult(LoginOutcome.WRONG_CREDENTIALS)
-            # What this user leaves behind: sessions over, and their tickets.
+            # Sessions over, with their tickets: anyone's past their absolute end
+            # (indexed), and this user's revoked or idle ones.
             await conn.execute(
                 delete(_S).where(
-                    _S.c.user_id == user_id,
                     or_(
-                        _S.c.revoked_at.is_not(None),
                         _S.c.expires_at <= now,
-                        _S.c.last_seen_at <= now - IDLE_TIMEOUT,
-                    ),
+                        and_(
+                            _S.c.user_id == user_id,
+                            or_(
+                                _S.c.revoked_at.is_not(None),
+                                _S.c.last_seen_at <= now - IDLE_TIMEOUT,
+                            ),
+                        ),
+                    )
                 )
             )
             row = (await conn.execute(_S.insert().values(values).returning(_S))).mappings().one()

@@ -286,3 +286,27 @@ async def test_tokens_are_not_tickets_and_the_reverse(store: Store) -> None:
     assert await store.users.authenticate(opened.token) is None
     assert await store.sessions.get(plaintext) is None
     assert await store.users.authenticate("sbk_" + "x" * 43) is None
+
+
+async def test_sessions_over_are_deleted_at_a_log_in(store: Store) -> None:
+    await _user(store)
+    await _user(store, "bob")
+    old = await store.sessions.login("bob", PASSWORD, address=None)
+    out = await store.sessions.login("alice", PASSWORD, address=None)
+    kept = await store.sessions.login("alice", PASSWORD, address=None)
+    assert old.session
+    assert out.session
+    assert out.token
+    assert kept.session
+    await store.sessions.issue_ticket(old.session)
+    await _set(store, "web_sessions", old.session.id, expires_at=utcnow() - timedelta(seconds=1))
+    await store.sessions.logout(out.token)
+    await store.sessions.login("alice", PASSWORD, address=None)
+    t = m.web_sessions
+    async with store.engine.connect() as conn:
+        left = set((await conn.execute(select(t.c.id))).scalars())
+        tickets = (await conn.execute(select(m.ws_tickets.c.id))).all()
+    assert old.session.id not in left
+    assert out.session.id not in left
+    assert kept.session.id in left
+    assert tickets == []
