@@ -205,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cli_dialer.run_dialer(cfg, args))
         if args.command == "call":
             return asyncio.run(cli_dialer.run_call(cfg, args))
+        if args.command == "agent":
+            return asyncio.run(cli_dialer.run_agent(cfg, args))
         return asyncio.run(_with_store(cfg, _USERS[args.users_command], args))
     except (StartupError, _Failure, StoreError, cli_dialer.CliProblem) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)

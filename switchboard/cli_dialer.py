@@ -1,4 +1,4 @@
-"""``switchboard lists …`` and ``switchboard dialer …``.
+"""``switchboard lists …``, ``switchboard dialer …``, ``call`` and ``agent state``.
 
 Call lists are built straight in the store: pasted numbers, or one column of a
 CSV or XLSX file (a file with any bad row is refused whole, every bad row named
@@ -25,7 +25,7 @@ from crm_store import CallListReport, Store
 from crm_store.importing import MAX_IMPORT_BYTES, printable, read_numbers
 from dialer import screen_entries
 
-__all__ = ["CliProblem", "add_parsers", "run_call", "run_dialer", "run_lists"]
+__all__ = ["CliProblem", "add_parsers", "run_agent", "run_call", "run_dialer", "run_lists"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -67,6 +67,13 @@ def add_parsers(sub: Any) -> None:
         if action == "start":
             cmd.add_argument("list_id")
         _daemon_options(cmd)
+
+    agent = sub.add_parser("agent", help="an agent's state in the daemon, as the widget sets it")
+    asub = agent.add_subparsers(dest="agent_command", required=True, metavar="ACTION")
+    state = asub.add_parser("state", help="become available, paused (with a reason) or offline")
+    state.add_argument("state", choices=("available", "paused", "offline"))
+    state.add_argument("reason", nargs="?", help="why, when paused: one of [widget] pause_reasons")
+    _daemon_options(state)
 
 
 def _daemon_options(cmd: Any) -> None:
@@ -135,6 +142,15 @@ async def run_dialer(cfg: Config, args: argparse.Namespace) -> int:
     if args.dialer_command == "start":
         command["call_list_id"] = str(_uuid(args.list_id))
     return await _send(cfg, args, f"dialer.{args.dialer_command}", command)
+
+
+async def run_agent(cfg: Config, args: argparse.Namespace) -> int:
+    """``agent state STATE [REASON]``: the agent's declared state, kept by the daemon
+    across restarts; the same command the widget's state menu sends."""
+    command: dict[str, Any] = {"state": args.state}
+    if args.reason is not None:
+        command["reason"] = args.reason
+    return await _send(cfg, args, "agent.state.set", command)
 
 
 async def run_call(cfg: Config, args: argparse.Namespace) -> int:

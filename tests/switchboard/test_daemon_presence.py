@@ -101,3 +101,22 @@ def test_agent_who_logged_out_before_a_restart_stays_offline_after_it(
     daemon = _crash_and_restart(daemon, cfg, start_daemon)
 
     assert _alice(asyncio.run(_session(port, token))) == ("offline", None)
+
+
+def test_agent_state_from_the_cli_is_the_widgets_and_survives_a_restart(
+    tmp_path: Path, start_daemon: StartDaemon
+) -> None:
+    cfg, port, token = _setup(tmp_path)
+    daemon = start_daemon(cfg)
+    daemon.wait_for("READY=1", timeout=30)
+    paused = run_cli("--config", str(cfg), "agent", "state", "paused", "lunch", "--token", token)
+    assert paused.returncode == 0, paused.stderr
+    assert json.loads(paused.stdout) is not None
+    # A reason outside [widget] pause_reasons is refused and changes nothing.
+    odd = run_cli("--config", str(cfg), "agent", "state", "paused", "<b>nap</b>", "--token", token)
+    assert odd.returncode == 1
+    assert "bad_request" in odd.stderr
+
+    daemon = _crash_and_restart(daemon, cfg, start_daemon)
+
+    assert _alice(asyncio.run(_session(port, token))) == ("paused", "lunch")
