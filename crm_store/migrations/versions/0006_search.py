@@ -1,7 +1,7 @@
 """Call history: an index for one agent's calls, newest first.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-04 21:00:00.000000
 """
 
