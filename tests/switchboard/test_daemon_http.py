@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import DaemonProcess, write_config
+from .conftest import DaemonProcess, run_cli, write_config
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -54,3 +54,34 @@ def test_http_port_in_use_is_a_clear_startup_error(
     log = daemon.log()
     assert "http.port: cannot listen on 127.0.0.1:" in log
     assert "READY=1" not in daemon.seen
+
+
+def test_agent_state_over_http_takes_the_websocket_command_path(
+    tmp_path: Path, start_daemon: StartDaemon
+) -> None:
+    cfg = write_config(tmp_path / "switchboard.toml")
+    assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
+    assert run_cli("--config", str(cfg), "users", "add", "ada", "--role", "admin").returncode == 0
+    issued = run_cli("--config", str(cfg), "users", "token", "ada")
+    assert issued.returncode == 0, issued.stderr
+    auth = {"Authorization": f"Bearer {issued.stdout.strip()}"}
+    daemon = start_daemon(cfg)
+    daemon.wait_for("READY=1")
+    url = f"http://127.0.0.1:{_http_port(cfg)}/api/agents/Alice%20Martin/state"
+    refused = httpx.put(url, json={"state": "paused", "reason": "nap"}, headers=auth, timeout=5)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["details"]["allowed"][0] == "lunch"
+    paused = httpx.put(url, json={"state": "paused", "reason": "lunch"}, headers=auth, timeout=5)
+    assert paused.status_code == 200, paused.text
+    assert (paused.json()["state"], paused.json()["reason"]) == ("paused", "lunch")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit() == 0
+    # Stored: the next start gives it back.
+    restarted = start_daemon(cfg)
+    restarted.wait_for("READY=1")
+    colleagues = httpx.get(
+        f"http://127.0.0.1:{_http_port(cfg)}/api/colleagues", headers=auth, timeout=5
+    ).json()
+    assert [(c["agent"], c["state"]) for c in colleagues] == [("Alice Martin", "paused")]
+    restarted.signal(signal.SIGTERM)
+    assert restarted.wait_exit() == 0
