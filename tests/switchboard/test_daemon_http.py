@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
+from websockets.asyncio.client import connect
 
 from .conftest import DaemonProcess, run_cli, write_config
 
 StartDaemon = Callable[..., DaemonProcess]
+
+
+async def _ws_command(port: int, token: str, reason: str) -> Any:
+    async with connect(f"ws://127.0.0.1:{port}", open_timeout=10) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+        assert json.loads(await ws.recv())["type"] == "auth.ok"
+        args = {"agent": "Alice Martin", "state": "paused", "reason": reason}
+        await ws.send(
+            json.dumps({"type": "command", "id": "c1", "name": "agent.state.set", "args": args})
+        )
+        async with asyncio.timeout(10):
+            while True:
+                message = json.loads(await ws.recv())
+                if message.get("id") == "c1":
+                    return message
 
 
 def _http_port(config: Path) -> int:
@@ -71,6 +89,10 @@ def test_agent_state_over_http_takes_the_websocket_command_path(
     refused = httpx.put(url, json={"state": "paused", "reason": "nap"}, headers=auth, timeout=5)
     assert refused.status_code == 400
     assert refused.json()["error"]["details"]["allowed"][0] == "lunch"
+    # The websocket's command checks the same list.
+    ws_port = tomllib.loads(cfg.read_text())["websocket"]["port"]
+    ws_reply = asyncio.run(_ws_command(ws_port, issued.stdout.strip(), "nap"))
+    assert (ws_reply["type"], ws_reply["code"]) == ("error", "bad_request")
     paused = httpx.put(url, json={"state": "paused", "reason": "lunch"}, headers=auth, timeout=5)
     assert paused.status_code == 200, paused.text
     assert (paused.json()["state"], paused.json()["reason"]) == ("paused", "lunch")
