@@ -416,6 +416,33 @@ class AuditRow(Base):
     changes: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class SearchTermRow(Base):
+    """Words, email parts and phone-digit suffixes of clients and leads, folded:
+    contact search is a prefix range scan of ``term`` (see ``crm_store._search``).
+    The column compares bytes on PostgreSQL too (collation ``C``), as on SQLite."""
+
+    __tablename__ = "search_terms"
+    __table_args__ = (
+        CheckConstraint(
+            "(client_id IS NOT NULL AND lead_id IS NULL)"
+            " OR (client_id IS NULL AND lead_id IS NOT NULL)",
+            name="one_owner",
+        ),
+        # Covering: a prefix scan yields the owners without reading the table.
+        Index("ix_search_terms_term", "term", "client_id", "lead_id"),
+        # One owner's terms: rewriting them, and checking a second word.
+        Index("ix_search_terms_client", "client_id", "term"),
+        Index("ix_search_terms_lead", "lead_id", "term"),
+    )
+
+    id: Mapped[uuid.UUID] = _pk()
+    term: Mapped[str] = mapped_column(
+        String(101).with_variant(String(101, collation="C"), "postgresql")
+    )
+    client_id: Mapped[uuid.UUID | None] = _fk("clients.id", "CASCADE", index=False)
+    lead_id: Mapped[uuid.UUID | None] = _fk("leads.id", "CASCADE", index=False)
+
+
 metadata = Base.metadata
 
 users = cast(Table, UserRow.__table__)
@@ -434,6 +461,7 @@ audit_log = cast(Table, AuditRow.__table__)
 do_not_call = cast(Table, DoNotCallRow.__table__)
 dialer_sessions = cast(Table, DialerSessionRow.__table__)
 agent_presence = cast(Table, AgentPresenceRow.__table__)
+search_terms = cast(Table, SearchTermRow.__table__)
 
 # The call history of one agent, newest first (the widget's history, keyset paged).
 Index("ix_calls_agent_created", calls.c.agent_user_id, calls.c.created_at)

@@ -24,6 +24,7 @@ router = APIRouter(tags=["settings"])
 #: A target of up to six digits is an extension (as in [outbound]).
 _EXTENSION = re.compile(r"[0-9]{1,6}")
 _ANY_ADDRESS = frozenset({"0.0.0.0", "::", ""})
+_HOST = re.compile(r"(?P<name>[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 
 
 def websocket_url(request_host: str | None, cfg: Config) -> str:
@@ -34,11 +35,11 @@ def websocket_url(request_host: str | None, cfg: Config) -> str:
     ws = cfg.websocket
     scheme = "wss" if ws.tls_cert is not None else "ws"
     host = ws.host
-    if request_host:
-        # The Host header's name (without its port): the name the browser used.
-        name = request_host.rsplit(":", 1)[0] if not request_host.endswith("]") else request_host
-        if name:
-            host = name
+    # The Host header's name (without its port): the name the browser used. It
+    # is the client's text, and goes into a header: only a plain name is taken.
+    found = _HOST.fullmatch(request_host or "")
+    if found is not None:
+        host = found.group("name")
     elif host in _ANY_ADDRESS:
         host = "127.0.0.1"
     if ":" in host and not host.startswith("["):

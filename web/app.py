@@ -66,7 +66,7 @@ def create_app(svc: Services) -> FastAPI:
             return JSONResponse({"status": "starting"}, status_code=503)
         health = await svc.store.check_health(timeout=2.0)
         if health.degraded and health.reason is not None:
-            # The reason is the driver's (no password); it says what to look at.
+            # The cause is in the daemon's log and STATUS; a probe needs only the verdict.
             return JSONResponse(
                 {"status": "store_unavailable", "pending": health.pending}, status_code=503
             )

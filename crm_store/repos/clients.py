@@ -22,6 +22,7 @@ from .._base import (
     load_client,
     phone_from,
 )
+from .._search import reindex
 from .._types import utcnow
 from ..dto import Address, Client, Phone
 from ..enums import ClientKind, PhoneKind, Visibility
@@ -132,6 +133,7 @@ class ClientRepository:
             async with self._db.write() as conn:
                 await conn.execute(m.clients.insert().values(values))
                 await insert_phones(conn, numbers, client_id=values["id"])
+                await reindex(conn, client_id=values["id"])
                 if tag_list:
                     await conn.execute(
                         m.client_tags.insert(),
@@ -222,6 +224,7 @@ class ClientRepository:
                 .where(m.clients.c.id == client_id)
                 .values(**changes, display_name=display, updated_at=utcnow())
             )
+            await reindex(conn, client_id=client_id)
             await audit(
                 conn,
                 actor=actor,
@@ -276,6 +279,7 @@ class ClientRepository:
                     .mappings()
                     .one()
                 )
+                await reindex(conn, client_id=client_id)
                 await audit(
                     conn,
                     actor=actor,
@@ -305,6 +309,7 @@ class ClientRepository:
             )
             if row is None:
                 raise NotFound("phone", phone_id)
+            await reindex(conn, client_id=row["client_id"])
             await audit(
                 conn,
                 actor=actor,

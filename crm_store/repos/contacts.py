@@ -13,19 +13,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import String, and_, cast, false, func, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.engine import RowMapping
 
 from .. import _models as m
 from .._base import Database, call_from, hydrate_client, hydrate_lead
+from .._search import MIN_PHONE_DIGITS, PHONE_MARK, TERM_MAX, prefix_range, query_words
 from ..dto import Call, Client, Lead
 from ..enums import CallDirection, Visibility
 
 __all__ = ["CallPage", "ContactRef", "ContactRepository", "HistoryEntry", "SearchHit"]
 
 _DIGITS = re.compile(r"[0-9]")
-#: Fewest digits in a search for it to match phone numbers too.
-MIN_PHONE_DIGITS = 3
+#: Owners read for the driving word when other words narrow them down, and alone.
+_DRIVER_CAP = 2_000
+_SINGLE_CAP = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +69,6 @@ class CallPage:
     next: tuple[datetime, uuid.UUID] | None
 
 
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 class ContactRepository:
     """Queries across clients, leads and their calls."""
 
@@ -81,45 +78,27 @@ class ContactRepository:
     async def search(
         self, text: str, *, viewer: uuid.UUID | None, sees_all: bool, limit: int = 20
     ) -> list[SearchHit]:
-        """Clients and leads whose name, company or email contains ``text``
-        (case-insensitive), or with a phone number containing the digits of
-        ``text`` when it has at least three; by display name, at most ``limit``.
+        """Clients and leads matching ``text``, by display name, at most ``limit``.
 
-        Private clients are included only when ``sees_all`` or ``viewer`` is
-        their responsible user. ``text`` is data only: it is bound, never spliced.
+        Every word of ``text`` must begin a word of the name or company, or an
+        email (or one of its parts); or, when ``text`` has at least three digits,
+        its digits must appear in one of the phone numbers. Case and accents do
+        not matter. Private clients are included only when ``sees_all`` or
+        ``viewer`` is their responsible user. ``text`` is bound, never spliced.
+        Each match is an indexed range scan of ``search_terms``.
         """
-        pattern = _like(text.strip())
-        digits = "".join(_DIGITS.findall(text))
-        c, lead_t, p = m.clients, m.leads, m.phones
-        client_phone: Any = false()
-        lead_phone: Any = false()
-        if len(digits) >= MIN_PHONE_DIGITS:
-            number = f"%{digits}%"
-            client_phone = c.c.id.in_(
-                select(p.c.client_id).where(
-                    p.c.client_id.is_not(None), p.c.number_e164.like(number)
-                )
-            )
-            lead_phone = lead_t.c.id.in_(
-                select(p.c.lead_id).where(p.c.lead_id.is_not(None), p.c.number_e164.like(number))
-            )
-        client_match = or_(
-            c.c.display_name.ilike(pattern, escape="\\"),
-            c.c.company_name.ilike(pattern, escape="\\"),
-            cast(c.c.emails, String).ilike(pattern, escape="\\"),
-            client_phone,
-        )
+        words = query_words(text)
+        digits = "".join(_DIGITS.findall(text))[:TERM_MAX]
+        c, lead_t = m.clients, m.leads
+        client_match = _matching(c.c.id, m.search_terms.c.client_id, words, digits)
+        lead_match = _matching(lead_t.c.id, m.search_terms.c.lead_id, words, digits)
+        if client_match is None or lead_match is None:
+            return []
         if not sees_all:
             client_match = and_(
                 client_match,
                 or_(c.c.visibility == Visibility.SHARED, c.c.responsible_user_id == viewer),
             )
-        lead_match = or_(
-            lead_t.c.display_name.ilike(pattern, escape="\\"),
-            lead_t.c.company_name.ilike(pattern, escape="\\"),
-            cast(lead_t.c.emails, String).ilike(pattern, escape="\\"),
-            lead_phone,
-        )
         client_stmt = select(c).where(client_match).order_by(c.c.display_name, c.c.id).limit(limit)
         lead_stmt = (
             select(lead_t)
@@ -239,6 +218,43 @@ class ContactRepository:
         async with self._db.read() as conn:
             rows = (await conn.execute(stmt)).all()
         return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+
+def _matching(owner_id: Any, owner: Any, words: list[str], digits: str) -> Any:
+    """The condition on ``owner_id`` (``clients.c.id``...) for an owner (``owner``, a
+    column of ``search_terms``) matching every word, or whose phones hold
+    ``digits``; ``None`` when the search can match nothing.
+
+    The longest word drives (the most selective, as a rule): its owners are read
+    from the index, at most :data:`_DRIVER_CAP` of them (a single broad word, "a",
+    yields the first owners in term order, not all); the other words are then
+    checked per owner on the owner's own index.
+    """
+    t = m.search_terms
+
+    def in_range(prefix: str) -> Any:
+        low, high = prefix_range(prefix)
+        return and_(t.c.term >= low, t.c.term < high)
+
+    def candidates(prefix: str, cap: int) -> Any:
+        return owner_id.in_(select(owner).where(owner.is_not(None), in_range(prefix)).limit(cap))
+
+    parts: list[Any] = []
+    if words:
+        unique = sorted(dict.fromkeys(words), key=len, reverse=True)
+        driver, others = unique[0], unique[1:]
+        cap = _DRIVER_CAP if others else _SINGLE_CAP
+        parts.append(
+            and_(
+                candidates(driver, cap),
+                *(exists(select(owner).where(owner == owner_id, in_range(w))) for w in others),
+            )
+        )
+    if len(digits) >= MIN_PHONE_DIGITS:
+        parts.append(candidates(PHONE_MARK + digits, _SINGLE_CAP))
+    if not parts:
+        return None
+    return or_(*parts)
 
 
 def _entry(row: RowMapping) -> HistoryEntry:

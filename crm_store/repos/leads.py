@@ -25,6 +25,7 @@ from .._base import (
     load_lead,
 )
 from .._lookup import lookup_e164, lookup_e164_sync
+from .._search import reindex, reindex_sync
 from .._types import utcnow
 from ..dto import CallerMatch, Client, Lead
 from ..enums import ClientKind, LeadSource, LeadStatus, PhoneKind, Visibility
@@ -263,6 +264,7 @@ class LeadRepository:
                 )
             ).all()
             await insert_phones(conn, [(n, k) for n, k in numbers], client_id=client_id)
+            await reindex(conn, client_id=client_id)
             await conn.execute(
                 update(m.leads)
                 .where(m.leads.c.id == lead_id)
@@ -403,6 +405,7 @@ def _insert_lead(
     }
     row = conn.execute(m.leads.insert().values(values).returning(m.leads)).mappings().one()
     phones = insert_phones_sync(conn, numbers, lead_id=values["id"])
+    reindex_sync(conn, lead_id=values["id"])
     audit_sync(
         conn,
         actor=actor,

@@ -169,3 +169,12 @@ async def test_server_listens_in_the_loop_and_stops(env: Env) -> None:
     ):
         pass
     await server.aclose()  # idempotent
+
+
+async def test_a_forged_host_header_does_not_reach_the_policy(env: Env) -> None:
+    reply = await env.client.get("/healthz", headers={"Host": "evil.example; script-src *"})
+    csp = reply.headers["content-security-policy"]
+    assert "evil" not in csp
+    assert "connect-src 'self' ws://127.0.0.1:8765/" in csp
+    v6 = await env.client.get("/healthz", headers={"Host": "[::1]:8080"})
+    assert "connect-src 'self' ws://[::1]:8765/" in v6.headers["content-security-policy"]

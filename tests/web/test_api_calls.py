@@ -7,6 +7,8 @@ import wave
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bus import CallCreated
+from bus.events import Envelope
 from crm_store import Call, CallDirection, CallEndReason, ClientKind
 from tests.web.conftest import Env
 
@@ -232,3 +234,46 @@ async def test_wrap_up_stores_disposition_note_and_follow_up(env: Env) -> None:
     card = (await env.client.get(f"/api/clients/{client.id}", headers=env.auth("alice"))).json()
     assert [(t["title"], t["kind"]) for t in card["open_tasks"]] == [("Call back", "call")]
     assert card["open_tasks"][0]["due_at"] == due
+
+
+def _announce(env: Env, call: Call, agent: str) -> None:
+    """The gateway's view learns of the call, as from the bus."""
+    env.projection.apply(
+        Envelope(
+            origin="web-test",
+            seq=1,
+            at=call.created_at,
+            event=CallCreated(
+                call_id=call.id,
+                direction=call.direction.value,
+                from_number=call.from_number,
+                to_number=call.to_number,
+                line="2001",
+                agent=agent,
+                worker_id="w1",
+            ),
+        )
+    )
+
+
+async def test_unknown_caller_becomes_a_lead_from_the_call(env: Env) -> None:
+    call = await env.store.calls.create(
+        CallDirection.INBOUND, "+33655443322", "2001", agent_user_id=env.users["alice"].id
+    )
+    _announce(env, call, "alice")
+    refused = await env.client.post(
+        f"/api/calls/{call.id}/lead", json={"name": "Intruder"}, headers=env.auth("bob")
+    )
+    assert refused.status_code == 403
+    made = await env.client.post(
+        f"/api/calls/{call.id}/lead", json={"name": "Yann Le Gall"}, headers=env.auth("alice")
+    )
+    assert made.status_code == 201, made.text
+    card = made.json()
+    assert (card["kind"], card["display_name"]) == ("lead", "Yann Le Gall")
+    assert card["phones"] == [{"number": "+33655443322", "kind": "mobile"}]
+    found = await env.client.get(
+        "/api/contacts/search", params={"q": "3322"}, headers=env.auth("alice")
+    )
+    assert [r["id"] for r in found.json()["results"]] == [card["id"]]
+    assert (await env.store.contacts.search("Intruder", viewer=None, sees_all=True)) == []
