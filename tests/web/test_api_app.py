@@ -171,6 +171,22 @@ async def test_server_listens_in_the_loop_and_stops(env: Env) -> None:
     await server.aclose()  # idempotent
 
 
+async def test_accepted_connections_do_not_wait_for_delayed_acks(env: Env) -> None:
+    """Every accepted connection has TCP_NODELAY, or small replies wait ~40 ms."""
+    app = create_app(env.services)
+    async with (
+        HttpServer(app, host="127.0.0.1", port=0) as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+    ):
+        assert (await client.get("/healthz")).status_code == 200
+        assert server._server is not None
+        connections = server._server.server_state.connections
+        assert connections, "the keep-alive connection is still open"
+        for protocol in connections:
+            sock = protocol.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
 async def test_a_forged_host_header_does_not_reach_the_policy(env: Env) -> None:
     reply = await env.client.get("/healthz", headers={"Host": "evil.example; script-src *"})
     csp = reply.headers["content-security-policy"]
