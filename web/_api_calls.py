@@ -20,7 +20,7 @@ from crm_store.repos.contacts import HistoryEntry
 from ws_gateway import Principal
 from ws_gateway.exceptions import BadRequest, Forbidden
 from ws_gateway.exceptions import NotFound as ApiNotFound
-from ws_gateway.rights import check_call
+from ws_gateway.rights import can_open_call, check_call
 
 from ._api_common import NOTE_MAX_CHARS, Directory, call_summary, client_card, lead_card
 from ._services import Services, services
@@ -105,8 +105,22 @@ async def _open(
     if entry is None:
         raise ApiNotFound("no such call", details={"call_id": str(call_id)})
     directory = await Directory.load(svc)
-    check_call(principal, directory.call_agent(entry.call.agent_user_id), call_id)
+    stored_agent = directory.call_agent(entry.call.agent_user_id)
+    if not can_open_call(principal, stored_agent):
+        # A live call is also its current agent's: an inbound call ringing at
+        # an agent's phone has no agent on its record until it is answered.
+        live_agent = svc.calls.call_agent(call_id) if svc.calls.knows_call(call_id) else None
+        check_call(principal, live_agent, call_id)
     return entry, directory
+
+
+async def _open_for_command(svc: Services, principal: Principal, call_id: uuid.UUID) -> None:
+    """Check ``call_id`` before a call command. A call the telephony still knows
+    is left to the command, which checks the same rights against the live call
+    and waits for its record (an inbound call's pop-up comes before its record
+    is written)."""
+    if not svc.calls.knows_call(call_id):
+        await _open(svc, principal, call_id)
 
 
 def _detail(entry: HistoryEntry, directory: Directory) -> dict[str, Any]:
@@ -252,7 +266,7 @@ async def post_disposition(
 async def post_client(
     call_id: uuid.UUID, body: NewClientFromCall, principal: CurrentPrincipal, svc: Svc
 ) -> JSONResponse:
-    await _open(svc, principal, call_id)
+    await _open_for_command(svc, principal, call_id)
     args = {"call_id": str(call_id), "display_name": body.display_name}
     result = await svc.commands(principal, "call.create_client", args)
     try:
@@ -272,7 +286,7 @@ async def post_client(
 async def post_lead(
     call_id: uuid.UUID, body: NewLeadFromCall, principal: CurrentPrincipal, svc: Svc
 ) -> JSONResponse:
-    await _open(svc, principal, call_id)
+    await _open_for_command(svc, principal, call_id)
     result = await svc.commands(
         principal, "call.create_lead", {"call_id": str(call_id), "name": body.name}
     )

@@ -277,3 +277,25 @@ async def test_unknown_caller_becomes_a_lead_from_the_call(env: Env) -> None:
     )
     assert [r["id"] for r in found.json()["results"]] == [card["id"]]
     assert (await env.store.contacts.search("Intruder", viewer=None, sees_all=True)) == []
+
+
+async def test_a_call_ringing_at_an_agent_is_theirs_before_its_record_says_so(env: Env) -> None:
+    """An inbound call offered to Alice has no agent on its record until she
+    answers; the pop-up's actions are hers already, and still not Bob's."""
+    call = await env.store.calls.create(CallDirection.INBOUND, "+33655440011", "2001")
+    _announce(env, call, "alice")
+    assert (
+        await env.client.get(f"/api/calls/{call.id}", headers=env.auth("bob"))
+    ).status_code == 403
+    refused = await env.client.post(
+        f"/api/calls/{call.id}/lead", json={"name": "Intruder"}, headers=env.auth("bob")
+    )
+    assert refused.status_code == 403
+    seen = await env.client.get(f"/api/calls/{call.id}", headers=env.auth("alice"))
+    assert seen.status_code == 200, seen.text
+    made = await env.client.post(
+        f"/api/calls/{call.id}/lead", json={"name": "Maëlle Guyot"}, headers=env.auth("alice")
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["display_name"] == "Maëlle Guyot"
+    assert (await env.store.contacts.search("Intruder", viewer=None, sees_all=True)) == []
