@@ -27,6 +27,7 @@ from bus.agent_states import AgentStates
 from bus.presence import InvalidPresence
 from config import Config
 from crm_store import (
+    Call,
     CallDirection,
     ClientKind,
     Conflict,
@@ -288,26 +289,41 @@ class CommandRouter:
             await self._store.calls.set_note(call_id, args["note"], actor=principal.user_id)
         return {}
 
-    async def _customer_number(self, call_id: str) -> str:
+    async def _call_and_customer(self, call_id: str) -> tuple[Call, str]:
         await self._inbound.record_ready(uuid.UUID(call_id))
         call = await self._store.calls.get(uuid.UUID(call_id))
         inbound = call.direction is CallDirection.INBOUND
-        return call.from_number if inbound else call.to_number
+        return call, call.from_number if inbound else call.to_number
 
     async def _create_lead(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
-        number = await self._customer_number(args["call_id"])
+        call, number = await self._call_and_customer(args["call_id"])
+        name, note = args.get("name"), args.get("note")
+        if call.lead_id is not None and name:
+            # The caller was made a lead from their number already: name that one.
+            named = await self._store.leads.name_unnamed(
+                call.lead_id,
+                first_name=name,
+                owner_user_id=principal.user_id,
+                note=note,
+                actor=principal.user_id,
+            )
+            if named is not None:
+                return {"lead_id": str(named.id)}
         lead = await self._store.leads.create(
-            first_name=args.get("name"),
+            first_name=name,
             phones=[number],
             source=LeadSource.MANUAL,
             owner_user_id=principal.user_id,
-            note=args.get("note"),
+            note=note,
             actor=principal.user_id,
+        )
+        await self._store.calls.link(
+            call.id, client_id=call.client_id, lead_id=lead.id, actor=principal.user_id
         )
         return {"lead_id": str(lead.id)}
 
     async def _create_client(self, principal: Principal, args: dict[str, Any]) -> Mapping[str, Any]:
-        number = await self._customer_number(args["call_id"])
+        call, number = await self._call_and_customer(args["call_id"])
         kind = ClientKind(args.get("kind", "person"))
         name = args["display_name"]
         first, _, last = name.partition(" ")
@@ -320,6 +336,9 @@ class CommandRouter:
             phones=[number],
             responsible_user_id=principal.user_id,
             actor=principal.user_id,
+        )
+        await self._store.calls.link(
+            call.id, client_id=client.id, lead_id=call.lead_id, actor=principal.user_id
         )
         return {"client_id": str(client.id)}
 

@@ -180,6 +180,63 @@ class LeadRepository:
         log.info("lead_taken", lead_id=str(lead_id), user_id=str(user_id))
         return lead
 
+    async def name_unnamed(
+        self,
+        lead_id: uuid.UUID,
+        *,
+        first_name: str,
+        owner_user_id: uuid.UUID,
+        note: str | None = None,
+        actor: Actor = None,
+    ) -> Lead | None:
+        """Give a name to a lead that has none (one created from an unknown
+        caller's number), and to ``owner_user_id`` if it has no owner; ``None``
+        if the lead has a name already (it is left as it is).
+
+        For "create lead" on a call whose caller was made a lead automatically:
+        the agent names that lead rather than making a second one. Raises
+        :class:`NotFound` if the lead does not exist.
+        """
+        c = m.leads.c
+        async with self._db.write() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(c.first_name, c.last_name, c.company_name, c.owner_user_id, c.note)
+                        .where(c.id == lead_id)
+                        .with_for_update()
+                    )
+                )
+                .mappings()
+                .one_or_none()
+            )
+            if row is None:
+                raise NotFound("lead", lead_id)
+            if row["first_name"] or row["last_name"] or row["company_name"]:
+                return None
+            values: dict[str, Any] = {
+                "first_name": first_name,
+                "display_name": _lead_display_name(first_name, None, None, first_name),
+                "owner_user_id": row["owner_user_id"] or owner_user_id,
+                "updated_at": utcnow(),
+            }
+            if note:
+                values["note"] = f"{row['note']}\n{note}" if row["note"] else note
+            await conn.execute(update(m.leads).where(c.id == lead_id).values(values))
+            await reindex(conn, lead_id=lead_id)
+            await audit(
+                conn,
+                actor=actor,
+                entity_type="lead",
+                entity_id=lead_id,
+                action="name",
+                changes={k: v for k, v in values.items() if k != "updated_at"},
+            )
+            lead = await load_lead(conn, lead_id)
+        assert lead is not None
+        log.info("lead_named", lead_id=str(lead_id))
+        return lead
+
     async def give_if_unowned(
         self, lead_id: uuid.UUID, user_id: uuid.UUID, *, actor: Actor = None
     ) -> Lead | None:

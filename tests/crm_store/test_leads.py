@@ -109,3 +109,28 @@ async def test_convert_lead_to_client(store: Store) -> None:
     assert (match.kind, match.id) == ("client", client.id)
     with pytest.raises(Conflict):
         await store.leads.convert_to_client(lead.id)
+
+
+async def test_a_lead_made_from_a_number_is_named_once_and_given_to_its_namer(
+    store: Store,
+) -> None:
+    alice = await store.users.add("alice", "Alice", Role.AGENT)
+    bob = await store.users.add("bob", "Bob", Role.AGENT)
+    match, _ = await store.leads.find_or_create_for_number("+33612340099", LeadSource.INCOMING_CALL)
+    named = await store.leads.name_unnamed(
+        match.id, first_name="Maëlle Guyot", owner_user_id=alice.id, note="wants a quote"
+    )
+    assert named is not None
+    assert (named.display_name, named.owner_user_id, named.note) == (
+        "Maëlle Guyot",
+        alice.id,
+        "wants a quote",
+    )
+    assert named.source is LeadSource.INCOMING_CALL
+    found = await store.contacts.search("maelle", viewer=None, sees_all=True)
+    assert [hit.lead.id for hit in found if hit.lead is not None] == [match.id]
+    # Named already: left as it is, for a new lead to be made instead.
+    again = await store.leads.name_unnamed(match.id, first_name="Other", owner_user_id=bob.id)
+    assert again is None
+    kept = await store.leads.get(match.id)
+    assert (kept.display_name, kept.owner_user_id) == ("Maëlle Guyot", alice.id)
