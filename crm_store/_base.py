@@ -315,6 +315,44 @@ async def hydrate_lead(conn: AsyncConnection, row: Mapping[Any, Any]) -> Lead:
     return lead_from(row, [phone_from(p) for p in result.mappings()])
 
 
+async def hydrate_clients(conn: AsyncConnection, rows: Sequence[Mapping[Any, Any]]) -> list[Client]:
+    """:func:`hydrate_client` for many rows in two round trips (phones, tags),
+    in the order of ``rows``."""
+    ids = [r["id"] for r in rows]
+    if not ids:
+        return []
+    phones: dict[uuid.UUID, list[Phone]] = {i: [] for i in ids}
+    tags: dict[uuid.UUID, list[str]] = {i: [] for i in ids}
+    for p in (
+        await conn.execute(
+            select(m.phones).where(m.phones.c.client_id.in_(ids)).order_by(m.phones.c.id)
+        )
+    ).mappings():
+        phones[p["client_id"]].append(phone_from(p))
+    for client_id, tag in await conn.execute(
+        select(m.client_tags.c.client_id, m.client_tags.c.tag).where(
+            m.client_tags.c.client_id.in_(ids)
+        )
+    ):
+        tags[client_id].append(tag)
+    return [client_from(r, phones[r["id"]], sorted(tags[r["id"]])) for r in rows]
+
+
+async def hydrate_leads(conn: AsyncConnection, rows: Sequence[Mapping[Any, Any]]) -> list[Lead]:
+    """:func:`hydrate_lead` for many rows in one round trip, in the order of ``rows``."""
+    ids = [r["id"] for r in rows]
+    if not ids:
+        return []
+    phones: dict[uuid.UUID, list[Phone]] = {i: [] for i in ids}
+    for p in (
+        await conn.execute(
+            select(m.phones).where(m.phones.c.lead_id.in_(ids)).order_by(m.phones.c.id)
+        )
+    ).mappings():
+        phones[p["lead_id"]].append(phone_from(p))
+    return [lead_from(r, phones[r["id"]]) for r in rows]
+
+
 def _client_children() -> Any:
     phones_part = select(
         literal("p").label("k"),

@@ -17,7 +17,7 @@ from .._base import (
     Database,
     audit,
     conflict_from,
-    hydrate_client,
+    hydrate_clients,
     is_unique_violation,
     load_client,
     phone_from,
@@ -382,7 +382,7 @@ class ClientRepository:
     async def _many(self, stmt: Any) -> list[Client]:
         async with self._db.read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()
-            return [await hydrate_client(conn, r) for r in rows]
+            return await hydrate_clients(conn, rows)
 
     @staticmethod
     async def _touch(conn: Any, client_id: uuid.UUID) -> None:

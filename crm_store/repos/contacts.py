@@ -17,7 +17,7 @@ from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.engine import RowMapping
 
 from .. import _models as m
-from .._base import Database, call_from, hydrate_client, hydrate_lead
+from .._base import Database, call_from, hydrate_clients, hydrate_leads
 from .._search import MIN_PHONE_DIGITS, PHONE_MARK, TERM_MAX, prefix_range, query_words
 from ..dto import Call, Client, Lead
 from ..enums import CallDirection, Visibility
@@ -113,13 +113,15 @@ class ContactRepository:
                 (r["display_name"].casefold(), 0, r) for r in client_rows
             ] + [(r["display_name"].casefold(), 1, r) for r in lead_rows]
             ranked.sort(key=lambda t: (t[0], t[1], t[2]["id"]))
-            hits: list[SearchHit] = []
-            for _, which, row in ranked[:limit]:
-                if which == 0:
-                    hits.append(SearchHit("client", client=await hydrate_client(conn, row)))
-                else:
-                    hits.append(SearchHit("lead", lead=await hydrate_lead(conn, row)))
-        return hits
+            kept = ranked[:limit]
+            clients = iter(await hydrate_clients(conn, [r for _, w, r in kept if w == 0]))
+            leads = iter(await hydrate_leads(conn, [r for _, w, r in kept if w == 1]))
+        return [
+            SearchHit("client", client=next(clients))
+            if which == 0
+            else SearchHit("lead", lead=next(leads))
+            for _, which, _row in kept
+        ]
 
     async def history(
         self,
