@@ -53,7 +53,7 @@ PACKAGES = (
 def _get(url: str) -> bytes:
     if not url.startswith(REGISTRY + "/"):
         raise SystemExit(f"refusing to fetch outside the npm registry: {url}")
-    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - https only
+    with urllib.request.urlopen(url, timeout=60) as response:
         data: bytes = response.read()
     return data
 
