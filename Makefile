@@ -38,9 +38,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/pybabel compile --statistics -d web/translations
 	touch $@
 
-setup: system-deps $(VENV)/.installed
+# The web tier's catalogues are compiled again whenever a .po changes.
+$(VENV)/.catalogues: $(wildcard web/translations/*/LC_MESSAGES/*.po) | $(VENV)/.installed
+	$(BIN)/pybabel compile -d web/translations
+	touch $@
+
+setup: system-deps $(VENV)/.installed $(VENV)/.catalogues
 
 # The lab (Kamailio, simulated customers, agent phones) and the daemon on it.
 demo: setup

@@ -27,7 +27,7 @@ from ._services import Services, services
 from .errors import TooLarge
 from .security import CurrentPrincipal
 
-__all__ = ["router"]
+__all__ = ["call_detail", "history_page", "router", "set_note"]
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +69,33 @@ async def list_calls(
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
     before: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
+    return await history_page(
+        svc,
+        principal,
+        direction=direction,
+        missed=missed,
+        since=since,
+        until=until,
+        agent=agent,
+        limit=limit,
+        before=before,
+    )
+
+
+async def history_page(
+    svc: Services,
+    principal: Principal,
+    *,
+    direction: str | None = None,
+    missed: bool | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    agent: str | None = None,
+    limit: int = 25,
+    before: str | None = None,
+) -> dict[str, Any]:
+    """A page of the call log ``principal`` may see (the API's and the page's):
+    ``{"calls": [...], "next": cursor or None}``."""
     directory = await Directory.load(svc)
     if principal.sees_all:
         user_id = None
@@ -132,6 +159,11 @@ def _detail(entry: HistoryEntry, directory: Directory) -> dict[str, Any]:
 
 @router.get("/api/calls/{call_id}", summary="One call", responses=_CALL_ERRORS)
 async def get_call(call_id: uuid.UUID, principal: CurrentPrincipal, svc: Svc) -> dict[str, Any]:
+    return await call_detail(svc, principal, call_id)
+
+
+async def call_detail(svc: Services, principal: Principal, call_id: uuid.UUID) -> dict[str, Any]:
+    """One call, after the rights check (the API's and the page's)."""
     entry, directory = await _open(svc, principal, call_id)
     return _detail(entry, directory)
 
@@ -210,9 +242,16 @@ def _check_note(text: str | None) -> None:
 async def put_note(
     call_id: uuid.UUID, body: Note, principal: CurrentPrincipal, svc: Svc
 ) -> dict[str, Any]:
-    _check_note(body.text)
+    return await set_note(svc, principal, call_id, body.text)
+
+
+async def set_note(
+    svc: Services, principal: Principal, call_id: uuid.UUID, text: str
+) -> dict[str, Any]:
+    """Set a call's note after the checks (the API's and the page's)."""
+    _check_note(text)
     await _open(svc, principal, call_id)
-    await svc.store.calls.set_note(call_id, body.text or None, actor=principal.user_id)
+    await svc.store.calls.set_note(call_id, text or None, actor=principal.user_id)
     entry, directory = await _open(svc, principal, call_id)
     return call_summary(entry, directory)
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from crm_store import ClientKind, InvalidPhone, LeadSource, NotFound
+from ws_gateway import Principal
 from ws_gateway.exceptions import BadRequest
 from ws_gateway.exceptions import NotFound as ApiNotFound
 from ws_gateway.rights import check_contact
@@ -19,7 +20,7 @@ from ._services import Services, services
 from .errors import TooLarge
 from .security import CurrentPrincipal
 
-__all__ = ["router"]
+__all__ = ["client_card_of", "lead_card_of", "router", "search_contacts"]
 
 router = APIRouter(tags=["contacts"])
 
@@ -37,17 +38,26 @@ async def search(
     q: Annotated[str, Query(min_length=1, max_length=100)],
     limit: Annotated[int, Query(ge=1, le=50)] = 20,
 ) -> dict[str, Any]:
+    return {"results": await search_contacts(svc, principal, q, limit=limit)}
+
+
+async def search_contacts(
+    svc: Services, principal: Principal, q: str, *, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The search hits ``principal`` may see (the API's and the page's)."""
     if not q.strip():
         raise BadRequest("q must not be blank", details={"path": "q"})
     hits = await svc.store.contacts.search(
         q, viewer=principal.user_id, sees_all=principal.sees_all, limit=limit
     )
     directory = await Directory.load(svc)
-    return {"results": [search_hit(h, directory) for h in hits]}
+    return [search_hit(h, directory) for h in hits]
 
 
-@router.get("/api/clients/{client_id}", summary="A client's card", responses=_NOT_FOUND)
-async def get_client(client_id: uuid.UUID, principal: CurrentPrincipal, svc: Svc) -> dict[str, Any]:
+async def client_card_of(
+    svc: Services, principal: Principal, client_id: uuid.UUID
+) -> dict[str, Any]:
+    """A client's card, after the rights check (the API's and the page's)."""
     try:
         client = await svc.store.clients.get(client_id)
     except NotFound:
@@ -56,13 +66,23 @@ async def get_client(client_id: uuid.UUID, principal: CurrentPrincipal, svc: Svc
     return await client_card(svc.store, principal, await Directory.load(svc), client)
 
 
-@router.get("/api/leads/{lead_id}", summary="A lead's card", responses=_NOT_FOUND)
-async def get_lead(lead_id: uuid.UUID, principal: CurrentPrincipal, svc: Svc) -> dict[str, Any]:
+async def lead_card_of(svc: Services, principal: Principal, lead_id: uuid.UUID) -> dict[str, Any]:
+    """A lead's card (the API's and the page's)."""
     try:
         lead = await svc.store.leads.get(lead_id)
     except NotFound:
         raise ApiNotFound("no such lead", details={"id": str(lead_id)}) from None
     return await lead_card(svc.store, principal, await Directory.load(svc), lead)
+
+
+@router.get("/api/clients/{client_id}", summary="A client's card", responses=_NOT_FOUND)
+async def get_client(client_id: uuid.UUID, principal: CurrentPrincipal, svc: Svc) -> dict[str, Any]:
+    return await client_card_of(svc, principal, client_id)
+
+
+@router.get("/api/leads/{lead_id}", summary="A lead's card", responses=_NOT_FOUND)
+async def get_lead(lead_id: uuid.UUID, principal: CurrentPrincipal, svc: Svc) -> dict[str, Any]:
+    return await lead_card_of(svc, principal, lead_id)
 
 
 class _Body(BaseModel):

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import Config
 
-from . import api, auth, pages
+from . import api, auth, i18n, pages
 from ._api_settings import websocket_url
 from ._services import Services
 from .errors import error_body, install_handlers
@@ -30,25 +30,32 @@ _CSP = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self'; "
     "form-action 'self'"
 )
-#: FastAPI's interactive docs page loads Swagger UI from its CDN with an inline
-#: script; that page alone gets these sources.
+#: The interactive docs page starts the vendored Swagger UI with an inline
+#: script; that page alone gets it.
 _DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: "
-    "https://fastapi.tiangolo.com; object-src 'none'; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; "
+    "frame-ancestors 'none'"
 )
 
 
 def create_app(svc: Services) -> FastAPI:
-    """The app serving ``svc``'s daemon; started by :class:`web.server.HttpServer`."""
+    """The app serving ``svc``'s daemon; started by :class:`web.server.HttpServer`.
+
+    Raises :class:`web.i18n.MissingCatalogues` when the compiled translations are
+    not installed."""
+    catalogues = i18n.load()
+    version = pages.static_version()
     app = FastAPI(
         title="Switchboard",
         summary="Telephony companion for CRMs: contacts, calls, recordings, agents.",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        # The docs page is web.pages.api_docs, on the vendored Swagger UI.
+        docs_url=None,
         redoc_url=None,
     )
     app.state.services = svc
+    app.state.renderer = pages.Renderer(catalogues, version)
     install_handlers(app)
 
     @app.get("/healthz", tags=["health"], summary="The process answers")
@@ -75,6 +82,11 @@ def create_app(svc: Services) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.mount(
+        "/static",
+        pages.VersionedStatic(directory=pages.STATIC_DIR, version=version),
+        name="static",
+    )
 
     app.add_middleware(SecurityHeaders, config=svc.config)
     # Outermost: a body over the limit is refused before anything reads it.
