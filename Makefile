@@ -9,8 +9,10 @@ BIN := $(VENV)/bin
 # customers), sox (test audio), nftables (checks `switchboard firewall` rulesets),
 # PostgreSQL and Mosquitto (the tests start private
 # servers from their programs; see tests/_services.py) and systemd (systemd-analyze
-# verifies the unit file).
-DEB_PACKAGES := kamailio sip-tester sox nftables postgresql mosquitto systemd
+# verifies the unit file) and Chromium (the browser tests drive Debian's build through
+# Playwright; Playwright never downloads a browser of its own).
+DEB_PACKAGES := kamailio sip-tester sox nftables postgresql mosquitto systemd chromium
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 # Which PostgreSQL and MQTT broker the tests use. "private" (the default, and what CI
 # runs): servers the test session starts on free loopback ports and stops at its end,
@@ -67,6 +69,7 @@ test: lint typecheck unit
 
 bench: setup
 	$(BIN)/python bench/lookup.py
+	$(BIN)/python bench/web.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

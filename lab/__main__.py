@@ -78,10 +78,24 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--run-dir", type=Path, help="default: a new temporary directory")
     demo = sub.add_parser("demo", help="run the lab and a Switchboard daemon on it")
     demo.add_argument("--run-dir", type=Path, help="default: a new temporary directory")
+    demo.add_argument(
+        "--caller-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a simulated customer calls reception this often (default 60; 0: never)",
+    )
     args = parser.parse_args(argv)
     run_dir = (args.run_dir or Path(tempfile.mkdtemp(prefix="switchboard-lab-"))).resolve()
     if args.command == "demo":
-        return asyncio.run(run_demo(run_dir, extensions=demo_extensions(), phones=list(PHONES)))
+        return asyncio.run(
+            run_demo(
+                run_dir,
+                extensions=demo_extensions(),
+                phones=list(PHONES),
+                caller_every=args.caller_every,
+            )
+        )
     return asyncio.run(_up(run_dir))
 
 
