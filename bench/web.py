@@ -228,11 +228,17 @@ async def _popups(
                         and data.get("from_number") == number
                     ):
                         call_id, ws_at = data["call_id"], at
-            shown = await page.wait_for_function(
-                "id => window.sbPopupShownAt && window.sbPopupShownAt[id]", arg=call_id,
-                timeout=20_000,
-            )  # fmt: skip
-            shown_at = float(await shown.json_value()) / 1000
+            # Polled: the page's policy (no eval) refuses wait_for_function's strings.
+            shown_at = math.nan
+            async with asyncio.timeout(20):
+                while math.isnan(shown_at):
+                    value = await page.evaluate(
+                        "id => (window.sbPopupShownAt || {})[id] ?? null", call_id
+                    )
+                    if value is None:
+                        await asyncio.sleep(0.05)
+                    else:
+                        shown_at = float(value) / 1000
             pbx_in, _fork = wire.times(customer.call_id)
             if not math.isnan(pbx_in):
                 popup_ms.append((shown_at - pbx_in) * 1000)
