@@ -63,13 +63,16 @@ def demo_config(
     *,
     pbx_port: int,
     run_dir: Path,
+    domain: str | None = None,
     http_port: int | None = None,
     websocket_port: int | None = None,
 ) -> dict[str, Any]:
     """The example configuration pointed at a lab on ``pbx_port``.
 
     Relative paths in the example (secret files) are made absolute, because the
-    generated file lives in ``run_dir``, not next to the example. ``http_port`` and
+    generated file lives in ``run_dir``, not next to the example. ``domain`` is the
+    lab's SIP domain (``lab.domain``): the lines register in it, and the SIP workers
+    know an incoming call's line by the domain of its request URI. ``http_port`` and
     ``websocket_port`` replace the example's ports (the websocket's allowed origins
     follow the HTTP port). The lines lose their display names (the lab's SIPp
     customers copy a Contact with a display name into their BYE's request line,
@@ -78,6 +81,8 @@ def demo_config(
     """
     data = tomllib.loads(example.read_text())
     data["pbx"]["port"] = pbx_port
+    if domain is not None:
+        data["pbx"]["domain"] = domain
     for line in data.get("lines", []):
         if "secret_file" in line:
             line["secret_file"] = str((example.parent / line["secret_file"]).resolve())
@@ -279,6 +284,7 @@ async def run_demo(
             EXAMPLE,
             pbx_port=lab.pbx_port,
             run_dir=run_dir,
+            domain=lab.domain,
             http_port=http_port,
             websocket_port=free_or_default_port(8765),
         )

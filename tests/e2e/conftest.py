@@ -153,6 +153,7 @@ def e2e_config(lab: Lab, run_dir: Path) -> dict[str, Any]:
         EXAMPLE,
         pbx_port=lab.pbx_port,
         run_dir=run_dir,
+        domain=lab.domain,
         http_port=free_tcp_port(),
         websocket_port=free_tcp_port(),
     )
