@@ -138,13 +138,14 @@ def test_demo_serves_the_login_page_with_the_printed_passwords(tmp_path: Path) -
     assert proc.returncode == 0, rest
     assert "stopping the lab" in rest
 
-    # The daemon recorded the customer's call.
-    assert number[1] in asyncio.run(_inbound_callers(run_dir / "switchboard.sqlite3"))
+    # The daemon took the customer's call on the reception line (a line the PBX
+    # did not route to the daemon's registration would leave it without one).
+    assert (number[1], "2100") in asyncio.run(_inbound_callers(run_dir / "switchboard.sqlite3"))
 
 
-async def _inbound_callers(db: Path) -> set[str]:
+async def _inbound_callers(db: Path) -> set[tuple[str, str | None]]:
     from crm_store import Store
 
     async with await Store.open(f"sqlite+aiosqlite:///{db}") as store:
         calls = await store.calls.list_recent(limit=50)
-    return {c.from_number for c in calls if c.direction == "inbound"}
+    return {(c.from_number, c.line) for c in calls if c.direction == "inbound"}
