@@ -281,12 +281,18 @@ async def history_partial(
     renderer: Render,
     direction: Literal["all", "inbound", "outbound", "internal"] = "all",
     missed: Annotated[str | None, Query(max_length=8)] = None,
-    day: Annotated[date | None, Query(alias="date")] = None,
+    # The form sends an empty value when no day is chosen.
+    day_text: Annotated[str, Query(alias="date", max_length=10)] = "",
     tz: Annotated[str | None, Query(max_length=64)] = None,
     before: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
     since = until = None
-    if day is not None:
+    day: date | None = None
+    if day_text:
+        try:
+            day = date.fromisoformat(day_text)
+        except ValueError:
+            raise BadRequest("date: not a day (YYYY-MM-DD)", details={"path": "date"}) from None
         since, until = _day_bounds(day, tz)
     page = await history_page(
         svc,

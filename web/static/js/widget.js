@@ -455,6 +455,7 @@ function onCallEnded(call) {
   if (needsWrapUp) openWrapUp(call);
   if (state.dialer.callId === call.id) {
     state.dialer.callId = null;
+    state.dialer.number = null;
     renderDialerCard();
   }
   if (state.current === call.id) {
