@@ -8,10 +8,14 @@ daemon's bus; the tests publish the events of calls coming in the same way.
 
 from __future__ import annotations
 
+import asyncio
+import re
 import socket
 import uuid
+import wave
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,11 +24,17 @@ import pytest
 from playwright.async_api import (
     Browser,
     BrowserContext,
+    ConsoleMessage,
+    Error,
     Page,
     Response,
     async_playwright,
     expect,
 )
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
 
 from bus import (
     Bus,
@@ -45,7 +55,16 @@ from bus.events import (
     Event,
 )
 from config import Config
-from crm_store import CallDirection, CallListEntry, ClientKind, LeadSource, Role, Store, User
+from crm_store import (
+    CallDirection,
+    CallEndReason,
+    CallListEntry,
+    ClientKind,
+    LeadSource,
+    Role,
+    Store,
+    User,
+)
 from crm_store import upgrade as upgrade_store
 from switchboard.daemon import command_runner
 from web._services import Services
@@ -73,7 +92,7 @@ def _free_port() -> int:
         return port
 
 
-def _config(http_port: int, ws_port: int, recordings: Path, wrap_up: str) -> Config:
+def _config(http_port: int, ws_port: int, crm_port: int, recordings: Path, wrap_up: str) -> Config:
     return Config.model_validate(
         {
             "site": {"id": "browser-test", "default_region": "FR"},
@@ -90,7 +109,10 @@ def _config(http_port: int, ws_port: int, recordings: Path, wrap_up: str) -> Con
             "websocket": {
                 "host": "127.0.0.1",
                 "port": ws_port,
-                "allowed_origins": [f"http://127.0.0.1:{http_port}"],
+                "allowed_origins": [
+                    f"http://127.0.0.1:{http_port}",
+                    f"http://127.0.0.1:{crm_port}",
+                ],
             },
             "widget": {"wrap_up": wrap_up},
         }
@@ -217,7 +239,9 @@ class Live:
     browser: Browser
     gateway: Gateway
     contexts: list[BrowserContext] = field(default_factory=list)
-    #: Responses no page should get: server errors, partials refused.
+    crm_url: str = ""
+    #: What no page should meet: server errors, partials refused, script errors,
+    #: content security policy violations.
     bad_responses: list[str] = field(default_factory=list)
 
     def watch(self, context: BrowserContext) -> None:
@@ -228,7 +252,20 @@ class Live:
             ):
                 self.bad_responses.append(f"{response.status} {response.url}")
 
+        def console(message: ConsoleMessage) -> None:
+            text = message.text
+            if message.type == "error" and "Failed to load resource" not in text:
+                self.bad_responses.append(f"console: {text}")
+
+        def page_error(error: Error) -> None:
+            self.bad_responses.append(f"page error: {error}")
+
+        def opened(page: Page) -> None:
+            page.on("console", console)
+            page.on("pageerror", page_error)
+
         context.on("response", seen)
+        context.on("page", opened)
         self.contexts.append(context)
 
     def publish(self, event: Event) -> None:
@@ -271,11 +308,24 @@ class Live:
         return call.id
 
 
+def _crm_page(widget_url: str) -> Starlette:
+    """A CRM's page (another origin of the same site) that embeds the panel."""
+    html = (
+        "<!doctype html><title>CRM</title><h1>Deals</h1>"
+        f'<script src="{widget_url}/embed.js" data-corner="bottom-left" async></script>'
+    )
+
+    async def page(request: Request) -> HTMLResponse:
+        return HTMLResponse(html)
+
+    return Starlette(routes=[Route("/crm.html", page)])
+
+
 async def _live(store: Store, tmp_path: Path, wrap_up: str) -> AsyncIterator[Live]:
-    http_port, ws_port = _free_port(), _free_port()
+    http_port, ws_port, crm_port = _free_port(), _free_port(), _free_port()
     recordings = tmp_path / "recordings"
     recordings.mkdir()
-    config = _config(http_port, ws_port, recordings, wrap_up)
+    config = _config(http_port, ws_port, crm_port, recordings, wrap_up)
     bus = Bus(config.site.id)
     agents = AgentStates(config, bus, store=store.presence)
     await agents.restore()
@@ -299,7 +349,10 @@ async def _live(store: Store, tmp_path: Path, wrap_up: str) -> AsyncIterator[Liv
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM)
         try:
-            async with HttpServer(app, host="127.0.0.1", port=http_port) as server:
+            async with (
+                HttpServer(app, host="127.0.0.1", port=http_port) as server,
+                HttpServer(_crm_page(server.url), host="127.0.0.1", port=crm_port) as crm,
+            ):
                 live = Live(
                     config,
                     store,
@@ -310,6 +363,7 @@ async def _live(store: Store, tmp_path: Path, wrap_up: str) -> AsyncIterator[Liv
                     users,
                     browser,
                     None,  # type: ignore[arg-type]
+                    crm_url=crm.url,
                 )
                 await live.start_gateway()
                 try:
@@ -338,6 +392,13 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 @pytest.fixture
 async def live(store: Store, tmp_path: Path) -> AsyncIterator[Live]:
     async for found in _live(store, tmp_path, "required"):
+        yield found
+
+
+@pytest.fixture
+async def live_optional(store: Store, tmp_path: Path) -> AsyncIterator[Live]:
+    """The widget with ``[widget] wrap_up = "optional"``."""
+    async for found in _live(store, tmp_path, "optional"):
         yield found
 
 
@@ -691,3 +752,178 @@ async def test_bad_input_gets_a_clear_error_and_changes_nothing(live: Live) -> N
     assert (await live.store.calls.get(call_id)).note is None
     assert not [h for h in live.phones.handled if h[0] == "call.note"]
     await expect(page.get_by_test_id("conn-status")).to_have_attribute("data-state", "online")
+
+
+async def _ended_call(
+    live: Live, *, minutes: int, answered: bool = True, recording: bool = False
+) -> uuid.UUID:
+    at = datetime(2026, 12, 1, 9, 0, tzinfo=UTC) + timedelta(minutes=minutes)
+    call = await live.store.calls.create(
+        CallDirection.INBOUND, CUSTOMER, "2001", agent_user_id=live.users["alice"].id, at=at
+    )
+    if answered:
+        await live.store.calls.mark_answered(call.id, at + timedelta(seconds=2))
+    reason = CallEndReason.COMPLETED if answered else CallEndReason.NO_ANSWER
+    await live.store.calls.end(call.id, reason, at + timedelta(seconds=62))
+    if recording:
+        path = live.config.recording.directory / f"{call.id}.wav"
+        with wave.open(str(path), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(8000)
+            out.writeframes(b"\0\0" * 8000)
+        await live.store.calls.attach_recording(call.id, str(path), 1.0)
+    return call.id
+
+
+async def test_history_filters_pages_and_opens_a_call_with_its_recording(live: Live) -> None:
+    recorded = await _ended_call(live, minutes=0, recording=True)
+    await live.store.calls.set_disposition(recorded, "sale")
+    missed = await _ended_call(live, minutes=1, answered=False)
+    for i in range(2, 25):
+        await _ended_call(live, minutes=i)
+    page = await live.page()
+    rows = page.get_by_test_id("history-row")
+    await expect(rows).to_have_count(20)
+    await page.get_by_test_id("history-next").click()
+    await expect(rows).to_have_count(25)
+    await expect(page.get_by_test_id("history-next")).to_have_count(0)
+
+    await page.get_by_test_id("history-missed").check()
+    await expect(rows).to_have_count(1)
+    await expect(rows).to_have_attribute("data-call-id", str(missed))
+    await expect(rows).to_have_attribute("data-missed", "true")
+    await rows.get_by_test_id("history-callback").click()
+    assert await _handled(live, "call.originate") == {"to": CUSTOMER, "agent": "alice"}
+    await page.get_by_test_id("history-missed").uncheck()
+    await page.get_by_test_id("history-direction").select_option("outbound")
+    await expect(rows).to_have_count(0)
+    await page.get_by_test_id("history-direction").select_option("all")
+    await page.get_by_test_id("history-date").fill("2026-12-02")
+    await expect(rows).to_have_count(0)
+    await page.get_by_test_id("history-date").fill("2026-12-01")
+    await expect(rows).to_have_count(20)
+
+    await page.get_by_test_id("history-next").click()
+    row = page.locator(f"[data-testid=history-row][data-call-id='{recorded}']")
+    await expect(row).to_have_attribute("data-disposition", "sale")
+    await row.click()
+    detail = page.get_by_test_id("call-detail")
+    await expect(detail).to_have_attribute("data-call-id", str(recorded))
+    await expect(detail.get_by_test_id("call-detail-disposition")).to_have_text("sale")
+    audio = detail.get_by_test_id("recording-audio")
+    await expect(audio).to_have_attribute("src", f"/api/calls/{recorded}/recording")
+    duration = await audio.evaluate(
+        "(el) => new Promise((ok) => { if (el.readyState > 0) ok(el.duration);"
+        " el.addEventListener('loadedmetadata', () => ok(el.duration)); el.load(); })"
+    )
+    assert duration == pytest.approx(1.0, abs=0.05)
+    # Local time (the context is in Paris): 09:00 UTC is 10:00.
+    await expect(detail.locator("time")).to_contain_text("10:00")
+    await detail.get_by_test_id("call-detail-note").fill("paid by card")
+    async with page.expect_response(f"**/partials/calls/{recorded}/note") as saved:
+        await detail.get_by_test_id("call-detail-note-save").click()
+    assert (await saved.value).status == 200
+    await expect(page.get_by_test_id("call-detail-note")).to_have_value("paid by card")
+    assert (await live.store.calls.get(recorded)).note == "paid by card"
+
+
+async def _handled(live: Live, name: str) -> dict[str, Any]:
+    """The arguments of the last ``name`` command the telephony got (waits for it)."""
+    async with asyncio.timeout(5):
+        while True:
+            found = [a for n, a in live.phones.handled if n == name]
+            if found:
+                return found[-1]
+            await asyncio.sleep(0.02)
+
+
+async def test_search_calls_a_contact_and_the_dialpad_works_with_the_keyboard(
+    live: Live,
+) -> None:
+    client = await live.store.clients.create(
+        ClientKind.COMPANY, name="Boulangerie Dupain", phones=["+33145678901"]
+    )
+    page = await live.page()
+    await page.get_by_test_id("search-input").fill("boulang")
+    hit = page.get_by_test_id("search-hit")
+    await expect(hit).to_have_attribute("data-id", str(client.id))
+    await expect(hit).to_have_attribute("data-kind", "client")
+    await hit.get_by_test_id("search-call").click()
+    assert await _handled(live, "call.originate") == {
+        "to": "+33145678901",
+        "client_id": str(client.id),
+        "agent": "alice",
+    }
+    live.phones.handled.clear()
+    await page.get_by_test_id("dial-input").fill("01 45 67 89 02")
+    await expect(page.get_by_test_id("dial-preview")).to_have_text("+33 1 45 67 89 02")
+    await page.get_by_test_id("dial-input").press("Enter")
+    assert await _handled(live, "call.originate") == {"to": "+33145678902", "agent": "alice"}
+
+    await page.get_by_test_id("state-paused").click()
+    await expect(page.get_by_test_id("pause-reason")).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(page.get_by_test_id("pause-reason")).to_be_hidden()
+    await expect(page.get_by_test_id("state-paused")).to_be_focused()
+
+
+async def test_optional_wrap_up_may_be_skipped(live_optional: Live) -> None:
+    live = live_optional
+    page = await live.page()
+    call_id = await live.stored_call()
+    _inbound(live, call_id, None)
+    await page.get_by_test_id("popup-answer").click()
+    await expect(page.get_by_test_id("call-panel")).to_have_attribute("data-state", "bridged")
+    live.publish(
+        CallEnded(call_id=call_id, reason="completed", sip_code=200, agent="alice", talk_seconds=3)
+    )
+    await expect(page.get_by_test_id("wrapup")).to_be_visible()
+    await page.get_by_test_id("wrapup-skip").click()
+    await expect(page.get_by_test_id("wrapup")).to_be_hidden()
+    assert (await live.store.calls.get(call_id)).disposition is None
+
+
+async def test_language_switcher_shows_the_widget_in_french(live: Live) -> None:
+    page = await live.page()
+    await page.get_by_test_id("lang-fr").click()
+    await page.wait_for_url(f"{live.url}/widget")
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    await expect(page.locator("html")).to_have_attribute("lang", "fr")
+    await expect(page.get_by_test_id("conn-status")).to_have_text("Connecté")
+    await expect(page.get_by_test_id("dial-call")).to_have_text("Appeler")
+    call_id = await live.stored_call()
+    _inbound(live, call_id, None)
+    await expect(page.get_by_test_id("popup-unknown")).to_have_text("Numéro inconnu")
+    await expect(page.get_by_test_id("popup-answer")).to_have_text("Répondre")
+
+
+async def test_embed_script_opens_the_panel_from_a_crm_page(live: Live) -> None:
+    page = await live.page()
+    await page.goto(f"{live.crm_url}/crm.html")
+    button = page.locator("[data-switchboard=toggle]")
+    await expect(button).to_be_visible()
+    box = await button.bounding_box()
+    assert box is not None
+    assert box["x"] < 100
+    await button.click()
+    frame = page.frame_locator("[data-switchboard=panel]")
+    await expect(frame.locator("body")).to_have_attribute("data-ready", "true")
+    await expect(frame.locator("body")).to_have_class(re.compile("layout-panel"))
+    await expect(button).to_have_attribute("aria-expanded", "true")
+    await button.click()
+    await expect(page.locator("[data-switchboard=panel]")).to_be_hidden()
+
+
+async def test_api_docs_run_from_vendored_files(live: Live) -> None:
+    context = await live.browser.new_context()
+    live.contexts.append(context)
+    page = await context.new_page()
+    elsewhere: list[str] = []
+    page.on(
+        "request",
+        lambda r: elsewhere.append(r.url) if not r.url.startswith(live.url) else None,
+    )
+    await page.goto(f"{live.url}/api/docs")
+    await expect(page.locator(".swagger-ui .info .title")).to_contain_text("Switchboard")
+    assert elsewhere == []
