@@ -594,8 +594,12 @@ async def test_call_panel_never_goes_back_and_wrap_up_is_required(live: Live) ->
     await expect(page.get_by_test_id("call-note-status")).to_have_attribute("data-state", "saved")
     assert (await live.store.calls.get(call_id)).note == "wants a quote"
 
+    row = page.locator(f"[data-testid=history-row][data-call-id='{call_id}']")
+    await expect(row).to_have_count(0)
     await page.get_by_test_id("call-hangup").click()
     await expect(panel).to_have_attribute("data-state", "ended")
+    # The history is refreshed once the call ends.
+    await expect(row).to_have_count(1)
     wrapup = page.get_by_test_id("wrapup")
     await expect(wrapup).to_be_visible()
     await expect(wrapup).to_have_attribute("data-call-id", str(call_id))
@@ -608,8 +612,14 @@ async def test_call_panel_never_goes_back_and_wrap_up_is_required(live: Live) ->
     await page.get_by_test_id("wrapup-followup-due").fill("2030-01-15T10:30")
     await page.get_by_test_id("wrapup-save").click()
     await expect(wrapup).to_be_hidden()
+    await expect(row).to_have_attribute("data-disposition", "callback")
     stored = await live.store.calls.get(call_id)
     assert stored.disposition == "callback"
+    due = datetime(2031, 1, 1, tzinfo=UTC)
+    tasks = await live.store.tasks.due_for(live.users["alice"].id, due)
+    assert [(t.title, t.due_at) for t in tasks] == [
+        ("Send the quote", datetime(2030, 1, 15, 9, 30, tzinfo=UTC))
+    ]
 
 
 async def test_widget_reconnects_after_the_gateway_restarts(live: Live) -> None:
@@ -619,6 +629,22 @@ async def test_widget_reconnects_after_the_gateway_restarts(live: Live) -> None:
     await page.get_by_test_id("pause-reason").select_option("lunch")
     await page.get_by_test_id("pause-confirm").click()
     await expect(page.get_by_test_id("agent-state")).to_have_attribute("data-state", "paused")
+    # A call the restarted gateway no longer knows: its fresh snapshot replaces it.
+    gone = uuid.uuid4()
+    live.publish(
+        CallCreated(
+            call_id=gone,
+            direction="outbound",
+            from_number="2001",
+            to_number=CUSTOMER,
+            line="2001",
+            agent="alice",
+            worker_id="w1",
+        )
+    )
+    panel = page.get_by_test_id("call-panel")
+    await expect(panel).to_have_attribute("data-call-id", str(gone))
+    await expect(panel).to_be_visible()
     await live.gateway.aclose()
     await expect(status).to_have_attribute("data-state", "reconnecting")
     await expect(status).to_have_text("Reconnecting…")
@@ -628,6 +654,7 @@ async def test_widget_reconnects_after_the_gateway_restarts(live: Live) -> None:
     await expect(page.locator("body")).to_have_attribute("data-ready", "true")
     await expect(page.get_by_test_id("agent-state")).to_have_attribute("data-state", "paused")
     await expect(page.get_by_test_id("agent-state")).to_contain_text("lunch")
+    await expect(panel).to_be_hidden()
     # Live again: a call after the restart pops up.
     call_id = await live.stored_call()
     _inbound(live, call_id, None)

@@ -3,7 +3,7 @@
 // websocket (ws.js); CRM data from the JSON API and htmx partials. Every value
 // from the server or the user is put in the page with textContent.
 import { api, ApiError, errorText, toast } from "./api.js";
-import { formatDuration, loadCatalogue, localiseTimes, t } from "./i18n.js";
+import { formatDateTime, formatDuration, loadCatalogue, localiseTimes, t } from "./i18n.js";
 import * as ring from "./ring.js";
 import { Live } from "./ws.js";
 
@@ -281,6 +281,9 @@ function callOf(id) {
       from: null,
       to: null,
       card: null,
+      // Whether the card is known (from call.ringing): a call known only from a
+      // snapshot is not said to be from an unknown number.
+      cardKnown: false,
       agent: null,
       dialer: false,
       talked: false,
@@ -405,7 +408,10 @@ function applyCallEvent(type, at, d) {
       if (d.direction) call.direction = d.direction;
       if (d.from_number) call.from = d.from_number;
       if (d.to_number) call.to = d.to_number;
-      if (d.card) call.card = d.card;
+      if ("card" in d) {
+        call.card = d.card || null;
+        call.cardKnown = true;
+      }
       advance(call, "ringing");
       if (d.leg === "agent" && d.direction === "inbound" && mine(d.agent)) {
         showPopup(call);
@@ -499,10 +505,10 @@ function fillCard(root, card) {
     : "";
   fillList(root.querySelector("[data-testid=card-tags]"), card.tags || [], (x) => x);
   fillList(root.querySelector("[data-testid=card-last-calls]"), card.last_calls || [], (c) =>
-    [new Date(c.created_at).toLocaleString(), c.disposition || ""].join(" ").trim(),
+    [formatDateTime(c.created_at), c.disposition || ""].join(" ").trim(),
   );
   fillList(root.querySelector("[data-testid=card-tasks]"), card.open_tasks || [], (task) =>
-    task.due_at ? `${task.title} · ${new Date(task.due_at).toLocaleString()}` : task.title,
+    task.due_at ? `${task.title} · ${formatDateTime(task.due_at)}` : task.title,
   );
 }
 
@@ -542,19 +548,21 @@ function showPopup(call) {
       })
       .catch(() => {});
   }
-  renderPopupCard(el, call.card);
-  if (fresh) el.querySelector("[data-testid=popup-answer]").focus({ preventScroll: true });
+  renderPopupCard(el, call.card, call.cardKnown);
+  // Focus the answer button, unless the agent is typing somewhere.
+  const busy = document.activeElement && document.activeElement !== document.body;
+  if (fresh && !busy) el.querySelector("[data-testid=popup-answer]").focus({ preventScroll: true });
 }
 
-function renderPopupCard(el, card) {
-  const unknown = isUnknown(card);
+function renderPopupCard(el, card, known = true) {
+  const unknown = known && isUnknown(card);
   const unknownEl = el.querySelector("[data-testid=popup-unknown]");
   unknownEl.hidden = !unknown;
   unknownEl.textContent = unknown ? t("Unknown number") : "";
   const cardEl = el.querySelector("[data-testid=popup-card]");
   show(el.querySelector("[data-testid=popup-create-lead]"), unknown);
   show(el.querySelector("[data-testid=popup-create-client]"), unknown);
-  if (unknown) {
+  if (unknown || !card) {
     cardEl.hidden = true;
     return;
   }
@@ -600,7 +608,10 @@ function wirePopup(el, callId) {
       const card = await api("POST", `/api/calls/${callId}/${kind}`, body);
       form.hidden = true;
       const call = state.calls.get(callId);
-      if (call) call.card = { ...card, created: false };
+      if (call) {
+        call.card = { ...card, created: false };
+        call.cardKnown = true;
+      }
       renderPopupCard(el, { ...card, created: false });
       if (state.current === callId) renderPanel();
       toast(t("Contact saved."), "info");
@@ -722,8 +733,8 @@ async function transfer(mode) {
   setTransferStatus("started", to, "");
   try {
     await command("call.transfer", { call_id: currentId(), to, mode });
-  } catch (error) {
-    setTransferStatus("failed", to, error.code === "offline" ? "" : "");
+  } catch {
+    setTransferStatus("failed", to, "");
   }
 }
 
@@ -923,11 +934,13 @@ function applyDialerEvent(type, d) {
       break;
     case "dialer.session.stopped":
       setDialerState("stopped");
+      loadCallLists();
       state.dialer.number = null;
       renderDialerCard();
       break;
     case "dialer.session.finished":
       setDialerState("finished");
+      loadCallLists();
       state.dialer.number = null;
       renderDialerCard();
       break;
@@ -982,10 +995,16 @@ for (const name of ["pause", "resume", "skip", "stop"]) {
 
 function applySnapshot(snapshot) {
   // A snapshot replaces what was known (after a restart of the gateway, too).
-  const before = new Set(state.calls.keys());
+  const before = new Map(state.calls);
   state.calls.clear();
   for (const c of snapshot.calls || []) {
     const call = callOf(c.call_id);
+    const known = before.get(c.call_id);
+    if (known) {
+      call.card = known.card;
+      call.cardKnown = known.cardKnown;
+      call.dialer = known.dialer;
+    }
     call.direction = c.direction;
     call.from = c.from_number;
     call.to = c.to_number;
@@ -1005,7 +1024,7 @@ function applySnapshot(snapshot) {
     }
     call.startedAt = Date.parse(c.created_at) || Date.now();
   }
-  for (const id of before) {
+  for (const id of before.keys()) {
     if (!state.calls.has(id)) closePopup(id, false);
   }
   for (const [id] of state.popups) {
