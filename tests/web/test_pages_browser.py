@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import time
 import uuid
 import wave
 from collections.abc import AsyncIterator, Mapping
@@ -471,6 +472,7 @@ async def test_popup_shows_the_callers_card(live: Live) -> None:
         "tags": ["vip"],
         "responsible_user_id": str(live.users["bob"].id),
     }
+    published = time.time() * 1000
     _inbound(live, call_id, card)
     popup = page.locator(f"[data-testid=popup][data-call-id='{call_id}']")
     await expect(popup).to_be_visible()
@@ -481,7 +483,8 @@ async def test_popup_shows_the_callers_card(live: Live) -> None:
     await expect(popup.get_by_test_id("popup-unknown")).to_be_hidden()
     shown = await page.evaluate(f"window.sbPopupShownAt['{call_id}']")
     assert isinstance(shown, float | int)
-    assert shown > 1.7e12
+    # Published on the bus to shown in the page: well under a second here.
+    assert 0 < shown - published < 1000
 
 
 async def test_unknown_caller_becomes_a_lead_from_the_popup(live: Live) -> None:
