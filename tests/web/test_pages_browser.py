@@ -448,6 +448,10 @@ async def test_login_flow_refuses_a_wrong_password_then_opens_the_widget(live: L
     await expect(page.locator("body")).to_have_attribute("data-ready", "true")
     await expect(page.get_by_test_id("conn-status")).to_have_attribute("data-state", "online")
     await expect(page.get_by_test_id("conn-status")).to_have_text("Connected")
+    await page.get_by_test_id("logout").click()
+    await page.wait_for_url(f"{live.url}/login")
+    await page.goto(f"{live.url}/widget")
+    await page.wait_for_url("**/login?next=%2Fwidget")
 
 
 async def test_popup_shows_the_callers_card(live: Live) -> None:

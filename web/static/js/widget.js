@@ -36,8 +36,10 @@ function show(el, visible) {
   if (el) el.hidden = !visible;
 }
 
+// Whether an agent is one of this user's (a supervisor sees everyone's calls,
+// but the panel, pop-ups and wrap-up are for their own).
 function mine(agent) {
-  return agent === null || agent === undefined || myAgents.size === 0 || myAgents.has(agent);
+  return typeof agent === "string" && myAgents.has(agent);
 }
 
 function reportError(error) {
@@ -378,7 +380,7 @@ function focusCall(id) {
 
 function pickNextCall() {
   for (const [id, call] of state.calls) {
-    if (!call.ended) {
+    if (!call.ended && mine(call.agent)) {
       state.current = id;
       renderPanel();
       return;
@@ -399,7 +401,7 @@ function applyCallEvent(type, at, d) {
       call.from = d.from_number;
       call.to = d.to_number;
       advance(call, "created");
-      if (d.direction !== "inbound") focusCall(id);
+      if (d.direction !== "inbound" && mine(call.agent)) focusCall(id);
       break;
     case "call.dialing":
       advance(call, "dialing");
@@ -423,14 +425,14 @@ function applyCallEvent(type, at, d) {
       advance(call, "answered");
       if (!call.answeredAt) call.answeredAt = when;
       if (d.leg === "agent" || call.direction !== "inbound") closePopup(id, true);
-      if (call.direction === "inbound" && d.leg === "agent") focusCall(id);
+      if (call.direction === "inbound" && d.leg === "agent" && mine(call.agent)) focusCall(id);
       break;
     case "call.bridged":
       advance(call, "bridged");
       call.talked = true;
       call.answeredAt = call.answeredAt || when;
       closePopup(id, true);
-      focusCall(id);
+      if (mine(call.agent)) focusCall(id);
       break;
     case "call.held":
       call.held = !!d.held;
@@ -1032,7 +1034,8 @@ function applySnapshot(snapshot) {
     if (!call || call.rank >= RANK.answered) closePopup(id, false);
   }
   for (const [id, call] of state.calls) {
-    if (call.base === "ringing" && call.direction === "inbound" && mine(call.agent)) showPopup(call);
+    if (!mine(call.agent)) continue;
+    if (call.base === "ringing" && call.direction === "inbound") showPopup(call);
     if (!state.current || !state.calls.has(state.current)) state.current = id;
   }
   if (state.current && !state.calls.has(state.current)) state.current = null;
