@@ -883,6 +883,11 @@ async def test_search_calls_a_contact_and_the_dialpad_works_with_the_keyboard(
     hit = page.get_by_test_id("search-hit")
     await expect(hit).to_have_attribute("data-id", str(client.id))
     await expect(hit).to_have_attribute("data-kind", "client")
+    await hit.get_by_test_id("search-open").click()
+    card = page.get_by_test_id("contact-card")
+    await expect(card).to_have_attribute("data-id", str(client.id))
+    await expect(card.get_by_test_id("card-name")).to_have_text("Boulangerie Dupain")
+    await expect(card.get_by_test_id("card-phones")).to_contain_text("+33145678901")
     await hit.get_by_test_id("search-call").click()
     assert await _handled(live, "call.originate") == {
         "to": "+33145678901",
