@@ -324,6 +324,24 @@ function customerNumber(call) {
   return call.direction === "inbound" ? call.from : call.to;
 }
 
+// Numbers as people read them (+33 6 12 34 56 78), from the server's rules.
+const displayed = new Map();
+
+function displayNumber(number, then) {
+  if (!number || !number.startsWith("+")) return number || "";
+  if (displayed.has(number)) return displayed.get(number);
+  displayed.set(number, number);
+  normalise(number)
+    .then((n) => {
+      if (n.kind === "number") {
+        displayed.set(number, n.display);
+        then();
+      }
+    })
+    .catch(() => {});
+  return number;
+}
+
 function renderPanel() {
   const panel = $("call-panel");
   const call = state.current ? state.calls.get(state.current) : null;
@@ -345,7 +363,7 @@ function renderPanel() {
     showTransfer(false);
   }
   panel.dataset.state = shown;
-  $("call-number").textContent = customerNumber(call) || "";
+  $("call-number").textContent = displayNumber(customerNumber(call), renderPanel);
   $("call-state-label").textContent = stateLabels[shown]();
   $("call-card").textContent = call.card && !call.card.created ? call.card.display_name : "";
   show($("call-answer"), shown === "ringing" && call.direction === "inbound");
@@ -542,14 +560,10 @@ function showPopup(call) {
     if (ringsHere && !ring.start(call.id)) el.classList.add("flash");
     state.popups.set(call.id, el);
   }
-  el.querySelector("[data-testid=popup-number]").textContent = call.from || "";
-  if (call.from) {
-    normalise(call.from)
-      .then((n) => {
-        if (n.kind === "number") el.querySelector("[data-testid=popup-number]").textContent = n.display;
-      })
-      .catch(() => {});
-  }
+  const numberEl = el.querySelector("[data-testid=popup-number]");
+  numberEl.textContent = displayNumber(call.from, () => {
+    numberEl.textContent = displayNumber(call.from, () => {});
+  });
   renderPopupCard(el, call.card, call.cardKnown);
   // Focus the answer button, unless the agent is typing somewhere.
   const busy = document.activeElement && document.activeElement !== document.body;
@@ -795,7 +809,7 @@ function openWrapUp(call) {
   state.wrapup = { callId: call.id };
   const el = $("wrapup");
   el.dataset.callId = call.id;
-  $("wrapup-for").textContent = customerNumber(call) || "";
+  $("wrapup-for").textContent = displayNumber(customerNumber(call), () => {});
   $("wrapup-disposition").value = "";
   $("wrapup-note").value = $("call-note").value;
   $("wrapup-followup").checked = false;
@@ -974,6 +988,12 @@ async function loadCallLists() {
   const select = $("dialer-list");
   const chosen = select.value;
   select.replaceChildren();
+  if (lists.length === 0) {
+    const option = document.createElement("option");
+    option.value = "";
+    option.textContent = t("No call list");
+    select.append(option);
+  }
   for (const l of lists) {
     const option = document.createElement("option");
     option.value = l.id;
