@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
+import phonenumbers
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -95,6 +96,7 @@ class Renderer:
             env.install_gettext_translations(  # type: ignore[attr-defined]
                 catalogues.get(lang), newstyle=True
             )
+            env.filters["phone"] = display_phone
             env.globals["static"] = self.static
             env.globals["lang"] = lang
             env.globals["languages"] = LANGUAGES
@@ -105,6 +107,17 @@ class Renderer:
 
     def render(self, lang: str, name: str, **context: Any) -> str:
         return self._envs[lang].get_template(name).render(**context)
+
+
+def display_phone(number: str | None) -> str:
+    """An E.164 number in its international display form; anything else as it is."""
+    if not number or not number.startswith("+"):
+        return number or ""
+    try:
+        parsed = phonenumbers.parse(number)
+    except phonenumbers.NumberParseException:
+        return number
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL))
 
 
 def _renderer(request: Request) -> Renderer:
@@ -281,12 +294,18 @@ async def history_partial(
     renderer: Render,
     direction: Literal["all", "inbound", "outbound", "internal"] = "all",
     missed: Annotated[str | None, Query(max_length=8)] = None,
-    day: Annotated[date | None, Query(alias="date")] = None,
+    # The form sends an empty value when no day is chosen.
+    day_text: Annotated[str, Query(alias="date", max_length=10)] = "",
     tz: Annotated[str | None, Query(max_length=64)] = None,
     before: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
     since = until = None
-    if day is not None:
+    day: date | None = None
+    if day_text:
+        try:
+            day = date.fromisoformat(day_text)
+        except ValueError:
+            raise BadRequest("date: not a day (YYYY-MM-DD)", details={"path": "date"}) from None
         since, until = _day_bounds(day, tz)
     page = await history_page(
         svc,

@@ -229,6 +229,12 @@ async def test_history_partial_filters_and_pages_with_before(env: Env) -> None:
     assert len(re.findall(r'data-testid="history-row"', day.text)) == 20
     bad = await env.client.get("/partials/history", params={"date": "2026-12-01", "tz": "Mars/X"})
     assert bad.status_code == 400
+    no_day = await env.client.get(
+        "/partials/history", params={"direction": "all", "date": "", "tz": "Europe/Paris"}
+    )
+    assert no_day.status_code == 200
+    bad = await env.client.get("/partials/history", params={"date": "2026-13-45"})
+    assert bad.status_code == 400
     bad = await env.client.get("/partials/history", params={"before": "not-a-cursor"})
     assert bad.status_code == 400
 

@@ -26,10 +26,17 @@ export function t(msgid, values) {
   return text;
 }
 
+// The browser's own locale when it is of the page's language (en-GB dates for
+// an English page in Britain), else the page's language.
+function locale() {
+  const own = navigator.language || "";
+  return own.split("-")[0] === language ? own : language;
+}
+
 export function formatDateTime(iso) {
   const when = new Date(iso);
   if (Number.isNaN(when.getTime())) return iso;
-  return new Intl.DateTimeFormat(language, { dateStyle: "short", timeStyle: "short" }).format(when);
+  return new Intl.DateTimeFormat(locale(), { dateStyle: "short", timeStyle: "short" }).format(when);
 }
 
 export function formatDuration(seconds) {
@@ -44,7 +51,7 @@ export function formatDuration(seconds) {
 }
 
 export function formatNumber(n) {
-  return new Intl.NumberFormat(language).format(n);
+  return new Intl.NumberFormat(locale()).format(n);
 }
 
 // Server-rendered times are UTC ISO strings in <time data-format="datetime">.

@@ -74,17 +74,15 @@ export function start(callId) {
     o.start();
     return o;
   });
-  // 2 s on, 4 s off.
-  let on = true;
-  gain.gain.value = 0.08;
-  const timer = setInterval(() => {
-    on = !on;
-    gain.gain.value = on ? 0.08 : 0;
-  }, 3000);
+  // 2 s on, 4 s off, scheduled on the audio clock (ten minutes at most).
+  const scheduleUntil = audio.currentTime + 600;
+  for (let at = audio.currentTime; at < scheduleUntil; at += 6) {
+    gain.gain.setValueAtTime(0.08, at);
+    gain.gain.setValueAtTime(0, at + 2);
+  }
   ringing = {
     callId,
     stop: () => {
-      clearInterval(timer);
       for (const o of oscillators) o.stop();
       gain.disconnect();
     },

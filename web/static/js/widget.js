@@ -3,7 +3,7 @@
 // websocket (ws.js); CRM data from the JSON API and htmx partials. Every value
 // from the server or the user is put in the page with textContent.
 import { api, ApiError, errorText, toast } from "./api.js";
-import { formatDuration, loadCatalogue, localiseTimes, t } from "./i18n.js";
+import { formatDateTime, formatDuration, loadCatalogue, localiseTimes, t } from "./i18n.js";
 import * as ring from "./ring.js";
 import { Live } from "./ws.js";
 
@@ -36,8 +36,10 @@ function show(el, visible) {
   if (el) el.hidden = !visible;
 }
 
+// Whether an agent is one of this user's (a supervisor sees everyone's calls,
+// but the panel, pop-ups and wrap-up are for their own).
 function mine(agent) {
-  return agent === null || agent === undefined || myAgents.size === 0 || myAgents.has(agent);
+  return typeof agent === "string" && myAgents.has(agent);
 }
 
 function reportError(error) {
@@ -281,6 +283,9 @@ function callOf(id) {
       from: null,
       to: null,
       card: null,
+      // Whether the card is known (from call.ringing): a call known only from a
+      // snapshot is not said to be from an unknown number.
+      cardKnown: false,
       agent: null,
       dialer: false,
       talked: false,
@@ -319,6 +324,24 @@ function customerNumber(call) {
   return call.direction === "inbound" ? call.from : call.to;
 }
 
+// Numbers as people read them (+33 6 12 34 56 78), from the server's rules.
+const displayed = new Map();
+
+function displayNumber(number, then) {
+  if (!number || !number.startsWith("+")) return number || "";
+  if (displayed.has(number)) return displayed.get(number);
+  displayed.set(number, number);
+  normalise(number)
+    .then((n) => {
+      if (n.kind === "number") {
+        displayed.set(number, n.display);
+        then();
+      }
+    })
+    .catch(() => {});
+  return number;
+}
+
 function renderPanel() {
   const panel = $("call-panel");
   const call = state.current ? state.calls.get(state.current) : null;
@@ -340,7 +363,7 @@ function renderPanel() {
     showTransfer(false);
   }
   panel.dataset.state = shown;
-  $("call-number").textContent = customerNumber(call) || "";
+  $("call-number").textContent = displayNumber(customerNumber(call), renderPanel);
   $("call-state-label").textContent = stateLabels[shown]();
   $("call-card").textContent = call.card && !call.card.created ? call.card.display_name : "";
   show($("call-answer"), shown === "ringing" && call.direction === "inbound");
@@ -375,7 +398,7 @@ function focusCall(id) {
 
 function pickNextCall() {
   for (const [id, call] of state.calls) {
-    if (!call.ended) {
+    if (!call.ended && mine(call.agent)) {
       state.current = id;
       renderPanel();
       return;
@@ -396,7 +419,7 @@ function applyCallEvent(type, at, d) {
       call.from = d.from_number;
       call.to = d.to_number;
       advance(call, "created");
-      if (d.direction !== "inbound") focusCall(id);
+      if (d.direction !== "inbound" && mine(call.agent)) focusCall(id);
       break;
     case "call.dialing":
       advance(call, "dialing");
@@ -405,7 +428,10 @@ function applyCallEvent(type, at, d) {
       if (d.direction) call.direction = d.direction;
       if (d.from_number) call.from = d.from_number;
       if (d.to_number) call.to = d.to_number;
-      if (d.card) call.card = d.card;
+      if ("card" in d) {
+        call.card = d.card || null;
+        call.cardKnown = true;
+      }
       advance(call, "ringing");
       if (d.leg === "agent" && d.direction === "inbound" && mine(d.agent)) {
         showPopup(call);
@@ -417,14 +443,14 @@ function applyCallEvent(type, at, d) {
       advance(call, "answered");
       if (!call.answeredAt) call.answeredAt = when;
       if (d.leg === "agent" || call.direction !== "inbound") closePopup(id, true);
-      if (call.direction === "inbound" && d.leg === "agent") focusCall(id);
+      if (call.direction === "inbound" && d.leg === "agent" && mine(call.agent)) focusCall(id);
       break;
     case "call.bridged":
       advance(call, "bridged");
       call.talked = true;
       call.answeredAt = call.answeredAt || when;
       closePopup(id, true);
-      focusCall(id);
+      if (mine(call.agent)) focusCall(id);
       break;
     case "call.held":
       call.held = !!d.held;
@@ -455,6 +481,7 @@ function onCallEnded(call) {
   if (needsWrapUp) openWrapUp(call);
   if (state.dialer.callId === call.id) {
     state.dialer.callId = null;
+    state.dialer.number = null;
     renderDialerCard();
   }
   if (state.current === call.id) {
@@ -498,10 +525,10 @@ function fillCard(root, card) {
     : "";
   fillList(root.querySelector("[data-testid=card-tags]"), card.tags || [], (x) => x);
   fillList(root.querySelector("[data-testid=card-last-calls]"), card.last_calls || [], (c) =>
-    [new Date(c.created_at).toLocaleString(), c.disposition || ""].join(" ").trim(),
+    [formatDateTime(c.created_at), c.disposition || ""].join(" ").trim(),
   );
   fillList(root.querySelector("[data-testid=card-tasks]"), card.open_tasks || [], (task) =>
-    task.due_at ? `${task.title} · ${new Date(task.due_at).toLocaleString()}` : task.title,
+    task.due_at ? `${task.title} · ${formatDateTime(task.due_at)}` : task.title,
   );
 }
 
@@ -533,27 +560,25 @@ function showPopup(call) {
     if (ringsHere && !ring.start(call.id)) el.classList.add("flash");
     state.popups.set(call.id, el);
   }
-  el.querySelector("[data-testid=popup-number]").textContent = call.from || "";
-  if (call.from) {
-    normalise(call.from)
-      .then((n) => {
-        if (n.kind === "number") el.querySelector("[data-testid=popup-number]").textContent = n.display;
-      })
-      .catch(() => {});
-  }
-  renderPopupCard(el, call.card);
-  if (fresh) el.querySelector("[data-testid=popup-answer]").focus({ preventScroll: true });
+  const numberEl = el.querySelector("[data-testid=popup-number]");
+  numberEl.textContent = displayNumber(call.from, () => {
+    numberEl.textContent = displayNumber(call.from, () => {});
+  });
+  renderPopupCard(el, call.card, call.cardKnown);
+  // Focus the answer button, unless the agent is typing somewhere.
+  const busy = document.activeElement && document.activeElement !== document.body;
+  if (fresh && !busy) el.querySelector("[data-testid=popup-answer]").focus({ preventScroll: true });
 }
 
-function renderPopupCard(el, card) {
-  const unknown = isUnknown(card);
+function renderPopupCard(el, card, known = true) {
+  const unknown = known && isUnknown(card);
   const unknownEl = el.querySelector("[data-testid=popup-unknown]");
   unknownEl.hidden = !unknown;
   unknownEl.textContent = unknown ? t("Unknown number") : "";
   const cardEl = el.querySelector("[data-testid=popup-card]");
   show(el.querySelector("[data-testid=popup-create-lead]"), unknown);
   show(el.querySelector("[data-testid=popup-create-client]"), unknown);
-  if (unknown) {
+  if (unknown || !card) {
     cardEl.hidden = true;
     return;
   }
@@ -599,7 +624,10 @@ function wirePopup(el, callId) {
       const card = await api("POST", `/api/calls/${callId}/${kind}`, body);
       form.hidden = true;
       const call = state.calls.get(callId);
-      if (call) call.card = { ...card, created: false };
+      if (call) {
+        call.card = { ...card, created: false };
+        call.cardKnown = true;
+      }
       renderPopupCard(el, { ...card, created: false });
       if (state.current === callId) renderPanel();
       toast(t("Contact saved."), "info");
@@ -721,8 +749,8 @@ async function transfer(mode) {
   setTransferStatus("started", to, "");
   try {
     await command("call.transfer", { call_id: currentId(), to, mode });
-  } catch (error) {
-    setTransferStatus("failed", to, error.code === "offline" ? "" : "");
+  } catch {
+    setTransferStatus("failed", to, "");
   }
 }
 
@@ -781,7 +809,7 @@ function openWrapUp(call) {
   state.wrapup = { callId: call.id };
   const el = $("wrapup");
   el.dataset.callId = call.id;
-  $("wrapup-for").textContent = customerNumber(call) || "";
+  $("wrapup-for").textContent = displayNumber(customerNumber(call), () => {});
   $("wrapup-disposition").value = "";
   $("wrapup-note").value = $("call-note").value;
   $("wrapup-followup").checked = false;
@@ -922,11 +950,13 @@ function applyDialerEvent(type, d) {
       break;
     case "dialer.session.stopped":
       setDialerState("stopped");
+      loadCallLists();
       state.dialer.number = null;
       renderDialerCard();
       break;
     case "dialer.session.finished":
       setDialerState("finished");
+      loadCallLists();
       state.dialer.number = null;
       renderDialerCard();
       break;
@@ -958,6 +988,12 @@ async function loadCallLists() {
   const select = $("dialer-list");
   const chosen = select.value;
   select.replaceChildren();
+  if (lists.length === 0) {
+    const option = document.createElement("option");
+    option.value = "";
+    option.textContent = t("No call list");
+    select.append(option);
+  }
   for (const l of lists) {
     const option = document.createElement("option");
     option.value = l.id;
@@ -981,10 +1017,16 @@ for (const name of ["pause", "resume", "skip", "stop"]) {
 
 function applySnapshot(snapshot) {
   // A snapshot replaces what was known (after a restart of the gateway, too).
-  const before = new Set(state.calls.keys());
+  const before = new Map(state.calls);
   state.calls.clear();
   for (const c of snapshot.calls || []) {
     const call = callOf(c.call_id);
+    const known = before.get(c.call_id);
+    if (known) {
+      call.card = known.card;
+      call.cardKnown = known.cardKnown;
+      call.dialer = known.dialer;
+    }
     call.direction = c.direction;
     call.from = c.from_number;
     call.to = c.to_number;
@@ -1004,7 +1046,7 @@ function applySnapshot(snapshot) {
     }
     call.startedAt = Date.parse(c.created_at) || Date.now();
   }
-  for (const id of before) {
+  for (const id of before.keys()) {
     if (!state.calls.has(id)) closePopup(id, false);
   }
   for (const [id] of state.popups) {
@@ -1012,7 +1054,8 @@ function applySnapshot(snapshot) {
     if (!call || call.rank >= RANK.answered) closePopup(id, false);
   }
   for (const [id, call] of state.calls) {
-    if (call.base === "ringing" && call.direction === "inbound" && mine(call.agent)) showPopup(call);
+    if (!mine(call.agent)) continue;
+    if (call.base === "ringing" && call.direction === "inbound") showPopup(call);
     if (!state.current || !state.calls.has(state.current)) state.current = id;
   }
   if (state.current && !state.calls.has(state.current)) state.current = null;
