@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ __all__ = [
     "call_summary",
     "client_card",
     "client_hit",
+    "companies_of",
     "lead_card",
     "lead_hit",
     "search_hit",
@@ -106,12 +108,18 @@ def _phones(owner: Client | Lead) -> list[dict[str, str]]:
     ]
 
 
-def client_hit(client: Client, directory: Directory) -> dict[str, Any]:
+def client_hit(
+    client: Client, directory: Directory, companies: Mapping[uuid.UUID, str] | None = None
+) -> dict[str, Any]:
+    """``companies``: display names by id, for a person's company (see :func:`companies_of`)."""
+    company = client.company_name
+    if company is None and client.company_id is not None and companies is not None:
+        company = companies.get(client.company_id)
     return {
         "kind": "client",
         "id": str(client.id),
         "display_name": client.display_name,
-        "company": client.company_name,
+        "company": company,
         "phones": _phones(client),
         "emails": list(client.emails),
         "responsible": directory.person(client.responsible_user_id),
@@ -130,9 +138,18 @@ def lead_hit(lead: Lead, directory: Directory) -> dict[str, Any]:
     }
 
 
-def search_hit(hit: SearchHit, directory: Directory) -> dict[str, Any]:
+async def companies_of(store: Store, clients: Iterable[Client]) -> dict[uuid.UUID, str]:
+    """The names of the companies the people among ``clients`` work for."""
+    return await store.clients.display_names(
+        c.company_id for c in clients if c.company_name is None and c.company_id is not None
+    )
+
+
+def search_hit(
+    hit: SearchHit, directory: Directory, companies: Mapping[uuid.UUID, str] | None = None
+) -> dict[str, Any]:
     if hit.client is not None:
-        return client_hit(hit.client, directory)
+        return client_hit(hit.client, directory, companies)
     assert hit.lead is not None
     return lead_hit(hit.lead, directory)
 
@@ -173,7 +190,7 @@ def _task(task: Task) -> dict[str, Any]:
 async def client_card(
     store: Store, principal: Principal, directory: Directory, client: Client
 ) -> dict[str, Any]:
-    card = client_hit(client, directory)
+    card = client_hit(client, directory, await companies_of(store, [client]))
     card["tags"] = list(client.tags)
     card["visibility"] = client.visibility.value
     card.update(await _extras(store, principal, directory, client_id=client.id))

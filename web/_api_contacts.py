@@ -15,7 +15,14 @@ from ws_gateway.exceptions import BadRequest
 from ws_gateway.exceptions import NotFound as ApiNotFound
 from ws_gateway.rights import check_contact
 
-from ._api_common import NOTE_MAX_CHARS, Directory, client_card, lead_card, search_hit
+from ._api_common import (
+    NOTE_MAX_CHARS,
+    Directory,
+    client_card,
+    companies_of,
+    lead_card,
+    search_hit,
+)
 from ._services import Services, services
 from .errors import TooLarge
 from .security import CurrentPrincipal
@@ -51,7 +58,8 @@ async def search_contacts(
         q, viewer=principal.user_id, sees_all=principal.sees_all, limit=limit
     )
     directory = await Directory.load(svc)
-    return [search_hit(h, directory) for h in hits]
+    companies = await companies_of(svc.store, [h.client for h in hits if h.client is not None])
+    return [search_hit(h, directory, companies) for h in hits]
 
 
 async def client_card_of(

@@ -379,6 +379,18 @@ class ClientRepository:
         )
         return await self._many(stmt)
 
+    async def display_names(self, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """The display names of the clients ``ids`` that exist (one round trip):
+        for a person's company, shown with the person."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                select(m.clients.c.id, m.clients.c.display_name).where(m.clients.c.id.in_(wanted))
+            )
+            return {row.id: row.display_name for row in rows}
+
     async def _many(self, stmt: Any) -> list[Client]:
         async with self._db.read() as conn:
             rows = (await conn.execute(stmt)).mappings().all()

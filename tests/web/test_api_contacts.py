@@ -200,3 +200,15 @@ async def test_bad_contact_input_is_refused_and_stores_nothing(env: Env) -> None
     assert await _search(env, "sue", "Bad Phone") == []
     assert await _search(env, "sue", "Long Note") == []
     assert await env.store.clients.search("X") == []
+
+
+async def test_a_person_at_a_company_shows_the_companys_name(env: Env) -> None:
+    company = await env.store.clients.create(ClientKind.COMPANY, name="Atelier Roux SARL")
+    person = await env.store.clients.create(
+        ClientKind.PERSON, first_name="Inès", last_name="Roux", company_id=company.id
+    )
+    hits = {r["id"]: r["company"] for r in await _search(env, "bob", "roux")}
+    assert hits == {str(person.id): "Atelier Roux SARL", str(company.id): "Atelier Roux SARL"}
+    card = await env.client.get(f"/api/clients/{person.id}", headers=env.auth("bob"))
+    assert card.status_code == 200, card.text
+    assert card.json()["company"] == "Atelier Roux SARL"
