@@ -3,6 +3,7 @@ import { loadCatalogue, t } from "./i18n.js";
 const form = document.getElementById("login-form");
 const error = document.querySelector("[data-testid=login-error]");
 const ready = loadCatalogue(document.documentElement.lang);
+form.querySelector("[data-testid=login-submit]").disabled = false;
 
 function localNext(target) {
   return target && target.startsWith("/") && !target.startsWith("//") && !target.includes("\\")
