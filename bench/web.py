@@ -390,20 +390,24 @@ async def _originate(
         for c in range(count):
             _line, user, _phone = agents[c // CONVERSATIONS_PER_AGENT]
             to = customer_number(Behaviour.ANSWER, ring=0, talk=0, suffix=f"7{c:03d}")
-            request_id = f"o-{c}"
-            await ws.send(json.dumps({"type": "command", "id": request_id,
-                                      "name": "call.originate",
-                                      "args": {"to": to, "agent": user}}))  # fmt: skip
-            async with asyncio.timeout(20):
-                while True:
+            for attempt in range(20):
+                request_id = f"o-{c}-{attempt}"
+                await ws.send(json.dumps({"type": "command", "id": request_id,
+                                          "name": "call.originate",
+                                          "args": {"to": to, "agent": user}}))  # fmt: skip
+                async with asyncio.timeout(20):
                     reply = json.loads(await ws.recv())
-                    if reply.get("id") != request_id:
-                        continue
-                    if reply["type"] == "result":
-                        ids.append(reply["data"]["call_id"])
-                    else:
-                        errors.append(f"{user} -> {to}: {reply.get('code')} {reply.get('message')}")
-                    break
+                    while reply.get("id") != request_id:
+                        reply = json.loads(await ws.recv())
+                if reply["type"] == "result":
+                    ids.append(reply["data"]["call_id"])
+                elif reply.get("code") == "rate_limited":
+                    # The gateway's [websocket] commands_per_second: pace and try again.
+                    await asyncio.sleep(0.5)
+                    continue
+                else:
+                    errors.append(f"{user} -> {to}: {reply.get('code')} {reply.get('message')}")
+                break
     return ids, errors
 
 
