@@ -1,0 +1,115 @@
+"""The websocket client of ``bench/web.py``: one supervisor, stamping call events.
+
+Run by the bench as ``python bench/_web_events.py``, never by hand. It runs in its
+own process so that its stamps do not wait on the bench's event loop, which also
+drives the browser. It opens one ``websockets`` connection to the gateway, sends
+``{"type": "auth", "token": ...}`` and waits for ``auth.ok``. From then on it
+stamps every message with ``time.time()`` (CLOCK_REALTIME, the clock of the
+bench's wire timestamps) as soon as ``recv()`` returns, before any parsing, and
+reports each event of type ``call.ringing``, ``call.bridged`` or ``call.ended``
+(a supervisor sees every call).
+
+JSON lines. stdin: the settings (one line: ``url``, ``token``); nothing else.
+stdout: ``{"ready": true}`` once authenticated, then one line per reported
+event: ``{"type": ..., "call_id": ..., "leg": ..., "from_number": ..., "at":
+<time.time() at receipt>}``, flushed at once. The process ends when stdin
+reaches EOF (the bench closes it, or dies) or when the connection closes; a
+failed connection or authentication ends it before ``ready``, with the reason
+on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+_EVENT_PREFIX = '{"type":"event"'
+_REPORTED = ("call.ringing", "call.bridged", "call.ended")
+_CONNECT_TIMEOUT = 30.0
+_CLOSE_TIMEOUT = 5.0
+
+
+def _say(message: dict[str, Any]) -> None:
+    print(json.dumps(message), flush=True)
+
+
+async def _listen(ws: ClientConnection) -> None:
+    """Report the call events until the connection closes."""
+    while True:
+        try:
+            raw = await ws.recv()
+        except ConnectionClosed as exc:
+            print(f"connection closed: {exc}", file=sys.stderr)
+            return
+        at = time.time()
+        # The gateway's messages are compact JSON: a prefix test skips replies
+        # and the snapshot without parsing them.
+        if not isinstance(raw, str) or not raw.startswith(_EVENT_PREFIX):
+            continue
+        event = json.loads(raw)["event"]
+        if event["type"] not in _REPORTED:
+            continue
+        data = event["data"]
+        _say(
+            {
+                "type": event["type"],
+                "call_id": data.get("call_id"),
+                "leg": data.get("leg"),
+                "from_number": data.get("from_number"),
+                "at": at,
+            }
+        )
+
+
+async def main() -> int:
+    # Ctrl-C reaches the whole process group; the bench decides when the client
+    # closes (it closes stdin), so the client does not vanish mid-measurement.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    line = await reader.readline()
+    if not line:
+        return 0
+    settings = json.loads(line)
+    try:
+        async with asyncio.timeout(_CONNECT_TIMEOUT):
+            ws = await connect(
+                settings["url"],
+                compression=None,
+                ping_interval=None,  # the server pings; its pings are answered
+                close_timeout=_CLOSE_TIMEOUT,
+                max_queue=None,  # read as fast as frames arrive
+            )
+            await ws.send(json.dumps({"type": "auth", "token": settings["token"]}))
+            first = await ws.recv()
+    except (OSError, TimeoutError, ConnectionClosed) as exc:
+        print(f"web events client: {exc!r}", file=sys.stderr)
+        return 1
+    async with ws:
+        if not isinstance(first, str) or json.loads(first).get("type") != "auth.ok":
+            print(f"web events client: no auth.ok: {first!r:.200}", file=sys.stderr)
+            return 1
+        _say({"ready": True})
+        listening = asyncio.create_task(_listen(ws), name="web-events.listen")
+        eof = asyncio.create_task(reader.read(), name="web-events.stdin")
+        try:
+            await asyncio.wait({listening, eof}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (listening, eof):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
