@@ -27,7 +27,9 @@ Every INVITE the customers receive is logged (number, SIP Call-ID, arrival time 
 SIPp's own clock) in ``customers-invites.log``; :meth:`Customers.invites` reads it.
 
 Inbound calls (a customer calling an extension) are made by :meth:`Customers.call`, one
-SIPp UAC per call, authenticating as the ``trunk`` subscriber.
+SIPp UAC per call, authenticating as the ``trunk`` subscriber. A caller offers
+``telephone-event`` (RFC 4733 DTMF) and answers a re-INVITE (hold, resume) with 200,
+which restarts its talk timer, as a called customer does.
 """
 
 from __future__ import annotations
@@ -355,8 +357,10 @@ o=customer 1 1 IN IP[local_ip_type] [local_ip]
 s=-
 c=IN IP[media_ip_type] [media_ip]
 t=0 0
-m=audio [rtpstream_audio_port] RTP/AVP 8
+m=audio [rtpstream_audio_port] RTP/AVP 8 101
 a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
 a=sendrecv
 ]]>
   </send>
@@ -393,8 +397,10 @@ o=customer 1 1 IN IP[local_ip_type] [local_ip]
 s=-
 c=IN IP[media_ip_type] [media_ip]
 t=0 0
-m=audio [rtpstream_audio_port] RTP/AVP 8
+m=audio [rtpstream_audio_port] RTP/AVP 8 101
 a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
 a=sendrecv
 ]]>
   </send>
@@ -419,6 +425,8 @@ _UAC = (
   <recv response="180" optional="true"/>
   <recv response="183" optional="true"/>
   <recv request="BYE" optional="global" next="remote_bye"/>
+  <!-- A re-INVITE may come at any time once answered (hold, resume). -->
+  <recv request="INVITE" optional="global" next="reinvite"/>
   <recv response="200" rrs="true">
     <action>
       <todouble assign_to="talk_ms" variable="talk"/>
@@ -444,6 +452,7 @@ Content-Length: 0
       <exec rtp_stream="@@AUDIO@@,-1,8"/>
     </action>
   </nop>
+  <label id="talk"/>
   <pause variable="talk_ms"/>
   <send retrans="500">
     <![CDATA[
@@ -459,6 +468,33 @@ Content-Length: 0
 ]]>
   </send>
   <recv response="200" next="done"/>
+
+  <label id="reinvite"/>
+  <send retrans="500">
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[$from]@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=customer 1 2 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [rtpstream_audio_port] RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+a=sendrecv
+]]>
+  </send>
+  <recv request="ACK" next="talk"/>
 
   <label id="remote_bye"/>
   <send>

@@ -259,7 +259,7 @@ def test_known_client_call_answered_held_transferred_and_wrapped_up(
                     ready: a.readyState, middle};
         }"""
     )
-    assert played["duration"] > 3
+    assert played["duration"] > 1  # the call lasts as long as the steps above take
     assert abs(played["at"] - played["middle"]) < 0.5
     assert played["paused"] is False
     assert played["ready"] >= 1
