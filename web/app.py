@@ -138,9 +138,11 @@ class SecurityHeaders:
 class BodyLimit:
     """Refuse a request body over ``limit`` bytes with 413 ``too_large``.
 
-    A declared ``Content-Length`` over the limit is refused at once; a body sent
-    without one (chunked) is read up to the limit first and refused as soon as it
-    goes over, so the app never sees a part of it.
+    A declared ``Content-Length`` over the limit is refused without handing
+    anything to the app; a body sent without one (chunked) is read up to the limit
+    first and refused as soon as it goes over, so the app never sees a part of it.
+    Either way the rest of the body is read and discarded (up to 16 MiB) before
+    the answer, so that the client reads a 413, not a reset connection.
     """
 
     def __init__(self, app: ASGIApp, *, limit: int) -> None:
@@ -160,6 +162,7 @@ class BodyLimit:
                     await _refuse(send, 400, "bad_request", "invalid Content-Length")
                     return
         if declared is not None and declared > self.limit:
+            await _drain(receive, _DRAIN_MAX)
             await _too_large(send, self.limit)
             return
         if declared is not None or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -174,6 +177,8 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
+                if message.get("more_body", False):
+                    await _drain(receive, _DRAIN_MAX - size)
                 await _too_large(send, self.limit)
                 return
             chunks.append(chunk)
@@ -190,6 +195,23 @@ class BodyLimit:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+_DRAIN_MAX = 16 * 1024 * 1024
+"""How much of a refused body is read and thrown away before the 413, so that a
+client still sending gets the answer rather than a reset connection (a socket
+closed with unread data is reset). A longer body is cut off."""
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and discard the request body, up to ``budget`` bytes."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _capped(receive: Receive, limit: int) -> Receive:

@@ -3,8 +3,11 @@ OpenAPI; and the real server in the loop (:class:`web.server.HttpServer`)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import socket
+import uuid
 
 import httpx
 import pytest
@@ -194,3 +197,34 @@ async def test_a_forged_host_header_does_not_reach_the_policy(env: Env) -> None:
     assert "connect-src 'self' ws://127.0.0.1:8765/" in csp
     v6 = await env.client.get("/healthz", headers={"Host": "[::1]:8080"})
     assert "connect-src 'self' ws://[::1]:8765/" in v6.headers["content-security-policy"]
+
+
+async def test_a_client_sending_a_huge_body_reads_the_413_not_a_reset(env: Env) -> None:
+    """10 MB sent in full over a real socket: the answer is a 413 the client can
+    read (no connection reset midway), then the connection is closed cleanly."""
+    app = create_app(env.services)
+    async with HttpServer(app, host="127.0.0.1", port=0) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            body = b'{"text": "' + b"x" * 10_000_000 + b'"}'
+            token = env.auth("alice")["Authorization"]
+            head = (
+                f"PUT /api/calls/{uuid.uuid4()}/note HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: {token}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            writer.write(head.encode() + body)
+            await writer.drain()
+            async with asyncio.timeout(10):
+                status = await reader.readline()
+                assert status.startswith(b"HTTP/1.1 413"), status
+                length = 0
+                while (line := await reader.readline()) != b"\r\n":
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                answer = json.loads(await reader.readexactly(length))
+                assert answer["error"]["code"] == "too_large"
+                # Then the server closes the connection cleanly (no reset).
+                assert await reader.read() == b""
+        finally:
+            writer.close()
