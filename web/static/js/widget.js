@@ -969,7 +969,8 @@ function contactOf(number) {
     found = api("GET", `/api/contacts/search?q=${encodeURIComponent(number)}&limit=5`, undefined, {
       quiet: true,
     }).then(
-      (hits) => hits.find((h) => (h.phones || []).some((p) => p.number === number)) || null,
+      (found) =>
+        found.results.find((h) => (h.phones || []).some((p) => p.number === number)) || null,
       () => {
         dialerContacts.delete(number);
         return undefined; // not known: neither a name nor "Unknown number"
