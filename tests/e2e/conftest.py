@@ -37,7 +37,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from lab import free_port_block
 from lab.__main__ import PHONES, demo_extensions
@@ -309,10 +317,19 @@ def _api_csrf(context: BrowserContext) -> str:
     return str(reply.json()["csrf_token"])
 
 
-def shot(page: Page, name: str) -> Path:
-    """Save a screenshot of the page as ``docs/screenshots/<name>.png`` (1280x800)."""
+def shot(page: Page, name: str, focus: Locator | None = None) -> Path:
+    """Save a screenshot of the page as ``docs/screenshots/<name>.png`` (1280x800).
+
+    ``focus``: the element the picture is about, scrolled into view first;
+    without it, the page from its top."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    if focus is None:
+        page.evaluate("window.scrollTo(0, 0)")
+        page.wait_for_function("window.scrollY === 0")
+    else:
+        focus.scroll_into_view_if_needed()
+        expect(focus).to_be_in_viewport()
     page.screenshot(path=str(path), animations="disabled")
     return path
 

@@ -221,7 +221,7 @@ def test_known_client_call_answered_held_transferred_and_wrapped_up(
     expect(page.locator(tid("wrapup-skip"))).to_have_count(0)  # wrap_up = "required"
     page.click(tid("wrapup-save"))
     expect(page.locator(tid("wrapup-error"))).to_be_visible()
-    shot(page, "widget-wrapup")
+    shot(page, "widget-wrapup", wrapup)
     wrap_up(page, call_id, "sale", note="Two boxes of croissants a week.")
 
     # The call in the history, with its disposition and its recording.
@@ -330,7 +330,7 @@ def test_dialer_runs_a_three_number_list_to_the_end(
     state = page.locator(tid("dialer-state"))
     expect(state).to_have_attribute("data-state", "running")
     expect(page.locator(tid("dialer-card"))).to_be_visible(timeout=30_000)
-    shot(page, "widget-dialer")
+    shot(page, "widget-dialer", panel)
 
     # The answered call asks for a disposition; then the list runs to its end.
     wrapup = page.locator(tid("wrapup"))

@@ -154,6 +154,56 @@ async def test_hostile_names_and_queries_are_escaped(env: Env) -> None:
     assert "<script>alert" not in rows
 
 
+async def test_history_shows_an_unknown_number_in_display_form(env: Env) -> None:
+    await _login(env)
+    call = await _call(env, "alice", minutes=1, answered=False)
+    rows = (await env.client.get("/partials/history")).text
+    row = rows[rows.index(f'data-call-id="{call.id}"') :]
+    row = row[: row.index("</tr>")]
+    cells = re.findall(r"<td>([^<]*)</td>", row)
+    # The "Who" column reads as people read a number; the call-back keeps it raw.
+    assert "+33 6 12 34 56 78" in cells
+    assert "+33612345678" not in cells
+    assert 'data-number="+33612345678"' in row
+
+
+async def test_contact_card_headings_only_over_lists_with_content(env: Env) -> None:
+    await _login(env)
+    bare = await env.store.clients.create(
+        ClientKind.PERSON, first_name="Ines", last_name="Roy", phones=["+33698765432"]
+    )
+    card = (await env.client.get(f"/partials/contacts/client/{bare.id}")).text
+    assert "card-last-calls-heading" not in card
+    assert "card-tasks-heading" not in card
+    assert re.search(r'<ul data-testid="card-last-calls" hidden>\s*</ul>', card)
+    assert re.search(r'<ul data-testid="card-tasks" hidden>\s*</ul>', card)
+
+    busy = await env.store.clients.create(
+        ClientKind.PERSON, first_name="Paul", last_name="Blanc", phones=["+33612345678"]
+    )
+    await _call(env, "alice", minutes=1, answered=False, client_id=busy.id)
+    answered = await _call(env, "alice", minutes=2, client_id=busy.id)
+    await env.store.calls.set_disposition(answered.id, "sale")
+    await env.store.tasks.create("Send the quote", client_id=busy.id, due_at=T0 + timedelta(days=2))
+    card = (await env.client.get(f"/partials/contacts/client/{busy.id}")).text
+    assert 'data-testid="card-last-calls-heading">Last calls</h4>' in card
+    assert 'data-testid="card-tasks-heading">Open tasks</h4>' in card
+    calls = re.search(r'<ul data-testid="card-last-calls">(.*?)</ul>', card, re.S)
+    assert calls is not None
+    items = [
+        " ".join(re.sub(r"<[^>]+>", " ", li).split())
+        for li in re.findall(r"<li>(.*?)</li>", calls.group(1), re.S)
+    ]
+    assert items == [
+        "2026-12-01T09:02:00+00:00 · Inbound · sale",
+        "2026-12-01T09:01:00+00:00 · Inbound · Missed",
+    ]
+    tasks = re.search(r'<ul data-testid="card-tasks">(.*?)</ul>', card, re.S)
+    assert tasks is not None
+    assert "Send the quote · due" in " ".join(tasks.group(1).split())
+    assert 'datetime="2026-12-03T09:00:00+00:00"' in tasks.group(1)
+
+
 async def test_another_agents_call_detail_is_forbidden(env: Env) -> None:
     await _login(env)
     theirs = await _call(env, "bob", minutes=1)

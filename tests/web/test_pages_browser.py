@@ -487,10 +487,52 @@ async def test_popup_shows_the_callers_card(live: Live) -> None:
     await expect(popup.get_by_test_id("card-tags")).to_have_text("vip")
     await expect(popup.get_by_test_id("popup-number")).to_have_text("+33 6 12 34 56 78")
     await expect(popup.get_by_test_id("popup-unknown")).to_be_hidden()
+    # Nothing called or to do yet: no headings over empty lists.
+    await expect(popup.get_by_test_id("card-last-calls-heading")).to_be_hidden()
+    await expect(popup.get_by_test_id("card-tasks-heading")).to_be_hidden()
     shown = await page.evaluate(f"window.sbPopupShownAt['{call_id}']")
     assert isinstance(shown, float | int)
     # Published on the bus to shown in the page: well under a second here.
     assert 0 < shown - published < 1000
+
+
+async def test_popup_card_lists_last_calls_and_tasks_under_headings(live: Live) -> None:
+    client = await live.store.clients.create(
+        ClientKind.PERSON, first_name="Luc", last_name="Moreau", phones=[CUSTOMER]
+    )
+    earlier = await live.store.calls.create(
+        CallDirection.INBOUND,
+        CUSTOMER,
+        "2001",
+        agent_user_id=live.users["alice"].id,
+        client_id=client.id,
+    )
+    await live.store.calls.end(earlier.id, CallEndReason.NO_ANSWER)
+    await live.store.tasks.create(
+        "Send the brochure", client_id=client.id, due_at=datetime(2030, 1, 15, 9, 30, tzinfo=UTC)
+    )
+    page = await live.page()
+    call_id = await live.stored_call()
+    card = {
+        "kind": "client",
+        "id": str(client.id),
+        "display_name": "Luc Moreau",
+        "phone": CUSTOMER,
+        "created": False,
+        "client_kind": "person",
+        "company": None,
+        "tags": [],
+    }
+    _inbound(live, call_id, card)
+    popup = page.locator(f"[data-testid=popup][data-call-id='{call_id}']")
+    await expect(popup.get_by_test_id("card-last-calls-heading")).to_have_text("Last calls")
+    await expect(popup.get_by_test_id("card-tasks-heading")).to_have_text("Open tasks")
+    calls = popup.get_by_test_id("card-last-calls").locator("li")
+    await expect(calls).to_have_count(1)
+    await expect(calls).to_contain_text(re.compile(r"\d.* · Inbound · Missed$"))
+    tasks = popup.get_by_test_id("card-tasks").locator("li")
+    await expect(tasks).to_have_count(1)
+    await expect(tasks).to_contain_text(re.compile(r"^Send the brochure · due .*2030"))
 
 
 async def test_unknown_caller_becomes_a_lead_from_the_popup(live: Live) -> None:
@@ -698,7 +740,13 @@ async def test_dialer_panel_follows_the_dialer_events(live: Live) -> None:
     )
     card = page.get_by_test_id("dialer-card")
     await expect(card).to_be_visible()
-    await expect(card).to_contain_text(CUSTOMER)
+    await expect(card).to_have_attribute("data-number", CUSTOMER)
+    # No contact has the number: shown once, in display form, and said unknown.
+    await expect(card.get_by_test_id("dialer-card-unknown")).to_have_text("Unknown number")
+    await expect(card.get_by_test_id("dialer-card-number")).to_have_text("+33 6 12 34 56 78")
+    text = await card.inner_text()
+    assert text.count("+33 6 12 34 56 78") == 1
+    assert CUSTOMER not in text
     live.publish(
         CallCreated(
             call_id=call_id,

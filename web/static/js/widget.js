@@ -165,7 +165,7 @@ async function originate(to, extra = {}) {
   const args = { to, ...extra };
   try {
     await command("call.originate", args);
-    toast(t("Calling {number}…", { number: to }), "info");
+    toast(t("Calling {number}…", { number: displayNow(to) }), "info");
   } catch {
     // command() showed the error.
   }
@@ -223,6 +223,7 @@ document.getElementById("dial-form").addEventListener("submit", async (event) =>
     return;
   }
   dialError("");
+  if (n.kind === "number") displayed.set(n.e164, n.display);
   $("dial-preview").textContent = describeNumber(n);
   await originate(n.kind === "extension" ? n.extension : n.e164);
 });
@@ -324,22 +325,47 @@ function customerNumber(call) {
   return call.direction === "inbound" ? call.from : call.to;
 }
 
-// Numbers as people read them (+33 6 12 34 56 78), from the server's rules.
-const displayed = new Map();
+// Numbers as people read them (+33 6 12 34 56 78), by the server's rules
+// (GET /api/numbers/normalize): asked once per number, kept for the page's life.
+const displayForms = new Map(); // number -> Promise of its display form
+const displayed = new Map(); // number -> its display form, once known
+const shownIn = new WeakMap(); // element -> the number it shows
 
-function displayNumber(number, then) {
-  if (!number || !number.startsWith("+")) return number || "";
-  if (displayed.has(number)) return displayed.get(number);
-  displayed.set(number, number);
-  normalise(number)
-    .then((n) => {
-      if (n.kind === "number") {
-        displayed.set(number, n.display);
-        then();
-      }
-    })
-    .catch(() => {});
-  return number;
+function displayForm(number) {
+  if (!number || !number.startsWith("+")) return Promise.resolve(number || "");
+  let found = displayForms.get(number);
+  if (!found) {
+    found = normalise(number).then(
+      (n) => {
+        const text = n.kind === "number" ? n.display : number;
+        displayed.set(number, text);
+        return text;
+      },
+      () => {
+        displayForms.delete(number); // asked again on the next render
+        return number;
+      },
+    );
+    displayForms.set(number, found);
+  }
+  return found;
+}
+
+// The display form if already known, else the number as it is.
+function displayNow(number) {
+  return displayed.get(number) || number || "";
+}
+
+// Shows ``number`` in ``el`` in its display form (at once when known, else as
+// soon as the server has said it); the element's data attributes stay raw.
+function showNumber(el, number) {
+  shownIn.set(el, number);
+  el.textContent = displayNow(number);
+  if (number && !displayed.has(number)) {
+    displayForm(number).then((text) => {
+      if (shownIn.get(el) === number) el.textContent = text;
+    });
+  }
 }
 
 function renderPanel() {
@@ -363,7 +389,7 @@ function renderPanel() {
     showTransfer(false);
   }
   panel.dataset.state = shown;
-  $("call-number").textContent = displayNumber(customerNumber(call), renderPanel);
+  showNumber($("call-number"), customerNumber(call));
   $("call-state-label").textContent = stateLabels[shown]();
   $("call-card").textContent = call.card && !call.card.created ? call.card.display_name : "";
   show($("call-answer"), shown === "ringing" && call.direction === "inbound");
@@ -512,6 +538,35 @@ function fillList(list, items, text) {
   }
 }
 
+// A list under its heading; both hidden while the list is empty.
+function fillSection(root, name, items, text) {
+  const list = root.querySelector(`[data-testid=${name}]`);
+  fillList(list, items, text);
+  list.hidden = items.length === 0;
+  show(root.querySelector(`[data-testid=${name}-heading]`), items.length > 0);
+}
+
+const directionLabels = {
+  inbound: () => t("Inbound"),
+  outbound: () => t("Outbound"),
+  internal: () => t("Internal"),
+};
+
+// "12/01/2026, 10:00 · Inbound · Missed" or "… · Outbound · callback".
+function lastCallText(c) {
+  const parts = [formatDateTime(c.created_at)];
+  if (directionLabels[c.direction]) parts.push(directionLabels[c.direction]());
+  if (c.missed) parts.push(t("Missed"));
+  if (c.disposition) parts.push(c.disposition);
+  return parts.join(" · ");
+}
+
+function taskText(task) {
+  return task.due_at
+    ? t("{title} · due {when}", { title: task.title, when: formatDateTime(task.due_at) })
+    : task.title;
+}
+
 function isUnknown(card) {
   return !card || (card.kind === "lead" && card.created === true);
 }
@@ -524,12 +579,8 @@ function fillCard(root, card) {
     ? t("Responsible: {name}", { name: responsible })
     : "";
   fillList(root.querySelector("[data-testid=card-tags]"), card.tags || [], (x) => x);
-  fillList(root.querySelector("[data-testid=card-last-calls]"), card.last_calls || [], (c) =>
-    [formatDateTime(c.created_at), c.disposition || ""].join(" ").trim(),
-  );
-  fillList(root.querySelector("[data-testid=card-tasks]"), card.open_tasks || [], (task) =>
-    task.due_at ? `${task.title} · ${formatDateTime(task.due_at)}` : task.title,
-  );
+  fillSection(root, "card-last-calls", card.last_calls || [], lastCallText);
+  fillSection(root, "card-tasks", card.open_tasks || [], taskText);
 }
 
 async function fullCard(kind, id) {
@@ -560,10 +611,7 @@ function showPopup(call) {
     if (ringsHere && !ring.start(call.id)) el.classList.add("flash");
     state.popups.set(call.id, el);
   }
-  const numberEl = el.querySelector("[data-testid=popup-number]");
-  numberEl.textContent = displayNumber(call.from, () => {
-    numberEl.textContent = displayNumber(call.from, () => {});
-  });
+  showNumber(el.querySelector("[data-testid=popup-number]"), call.from);
   renderPopupCard(el, call.card, call.cardKnown);
   // Focus the answer button, unless the agent is typing somewhere.
   const busy = document.activeElement && document.activeElement !== document.body;
@@ -809,7 +857,7 @@ function openWrapUp(call) {
   state.wrapup = { callId: call.id };
   const el = $("wrapup");
   el.dataset.callId = call.id;
-  $("wrapup-for").textContent = displayNumber(customerNumber(call), () => {});
+  showNumber($("wrapup-for"), customerNumber(call));
   $("wrapup-disposition").value = "";
   $("wrapup-note").value = $("call-note").value;
   $("wrapup-followup").checked = false;
@@ -911,29 +959,85 @@ function setDialerProgress(d) {
   });
 }
 
+// The customer a dialer call is for, looked up once per number among the
+// contacts by their phone (null when none has it).
+const dialerContacts = new Map(); // number -> Promise of a hit or null
+
+function contactOf(number) {
+  let found = dialerContacts.get(number);
+  if (!found) {
+    found = api("GET", `/api/contacts/search?q=${encodeURIComponent(number)}&limit=5`, undefined, {
+      quiet: true,
+    }).then(
+      (found) =>
+        found.results.find((h) => (h.phones || []).some((p) => p.number === number)) || null,
+      () => {
+        dialerContacts.delete(number);
+        return undefined; // not known: neither a name nor "Unknown number"
+      },
+    );
+    dialerContacts.set(number, found);
+  }
+  return found;
+}
+
 function renderDialerCard() {
   const el = $("dialer-card");
   const callId = state.dialer.callId;
-  if (!callId && !state.dialer.number) {
+  const number = state.dialer.number;
+  if (!callId && !number) {
     el.hidden = true;
     el.replaceChildren();
+    delete el.dataset.number;
     return;
   }
   const call = callId ? state.calls.get(callId) : null;
-  const card = call && call.card;
-  el.replaceChildren();
-  const name = document.createElement("strong");
-  name.textContent = card && card.display_name ? card.display_name : state.dialer.number || "";
-  el.append(name);
-  if (card && card.company) {
-    const company = document.createElement("span");
-    company.textContent = ` · ${card.company}`;
-    el.append(company);
-  }
-  const number = document.createElement("div");
-  number.textContent = state.dialer.number || "";
-  el.append(number);
+  const card = call && call.card && !isUnknown(call.card) ? call.card : null;
+  el.dataset.number = number || "";
   el.hidden = false;
+  if (card) {
+    fillDialerCard(el, number, card);
+    return;
+  }
+  fillDialerCard(el, number, null, false);
+  if (!number) return;
+  contactOf(number).then((hit) => {
+    if (state.dialer.number !== number || hit === undefined) return;
+    const now = state.dialer.callId ? state.calls.get(state.dialer.callId) : null;
+    if (now && now.card && !isUnknown(now.card)) return; // the call's own card came first
+    fillDialerCard(el, number, hit, hit === null);
+  });
+}
+
+// Name (and company) over the number; an unknown customer: the number once,
+// then "Unknown number".
+function fillDialerCard(el, number, card, unknown) {
+  el.replaceChildren();
+  const head = document.createElement("strong");
+  if (card) {
+    head.textContent = card.display_name || "";
+    el.append(head);
+    if (card.company) {
+      const company = document.createElement("span");
+      company.textContent = ` · ${card.company}`;
+      el.append(company);
+    }
+    const line = document.createElement("div");
+    line.dataset.testid = "dialer-card-number";
+    showNumber(line, number);
+    el.append(line);
+    return;
+  }
+  head.dataset.testid = "dialer-card-number";
+  showNumber(head, number);
+  el.append(head);
+  if (unknown) {
+    const note = document.createElement("div");
+    note.className = "dialer-unknown";
+    note.dataset.testid = "dialer-card-unknown";
+    note.textContent = t("Unknown number");
+    el.append(note);
+  }
 }
 
 function applyDialerEvent(type, d) {
