@@ -72,6 +72,10 @@ class Supervisor:
                 )
 
 
+# Every reason the test pauses with: agent.state.set refuses one outside the list.
+REASONS = ["outage-before", "outage-after", *(f"outage-{n:02d}" for n in range(100))]
+
+
 async def _reasons(
     client: aiomqtt.Client, topic: str, until: str, *, within: float = TIMEOUT
 ) -> list[str]:
@@ -97,7 +101,8 @@ async def test_events_published_while_the_broker_is_down_for_a_minute_all_arrive
     topic = f"{prefix}/test-site/events/agent.state"
     cfg = write_config(
         tmp_path / "switchboard.toml",
-        extra=f'\n[bus]\nmqtt_url = "{private_broker.url}"\ntopic_prefix = "{prefix}"\n',
+        extra=f'\n[bus]\nmqtt_url = "{private_broker.url}"\ntopic_prefix = "{prefix}"\n'
+        f"\n[widget]\npause_reasons = {json.dumps(REASONS)}\n",
     )
     found = re.search(r"^\[websocket\]\nport = (\d+)$", cfg.read_text(), re.MULTILINE)
     assert found is not None
