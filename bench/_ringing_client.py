@@ -27,6 +27,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -62,7 +63,10 @@ async def _listen(ws: ClientConnection) -> None:
         _say({"from_number": data.get("from_number"), "call_id": data.get("call_id"), "at": at})
 
 
-async def main() -> int:
+async def serve(listen: Callable[[ClientConnection], Awaitable[None]], name: str) -> int:
+    """Read the settings from stdin, connect and authenticate, say ``ready``, then
+    run ``listen`` on the connection until it returns or stdin reaches EOF.
+    ``name`` introduces the errors on stderr. Shared with ``_web_events.py``."""
     # Ctrl-C reaches the whole process group; the bench decides when the client
     # closes (it closes stdin), so the client does not vanish mid-measurement.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -85,15 +89,16 @@ async def main() -> int:
             await ws.send(json.dumps({"type": "auth", "token": settings["token"]}))
             first = await ws.recv()
     except (OSError, TimeoutError, ConnectionClosed) as exc:
-        print(f"ringing client: {exc!r}", file=sys.stderr)
+        print(f"{name}: {exc!r}", file=sys.stderr)
         return 1
     async with ws:
         if not isinstance(first, str) or json.loads(first).get("type") != "auth.ok":
-            print(f"ringing client: no auth.ok: {first!r:.200}", file=sys.stderr)
+            print(f"{name}: no auth.ok: {first!r:.200}", file=sys.stderr)
             return 1
         _say({"ready": True})
-        listening = asyncio.create_task(_listen(ws), name="ringing-client.listen")
-        eof = asyncio.create_task(reader.read(), name="ringing-client.stdin")
+        tag = name.replace(" ", "-")
+        listening = asyncio.create_task(listen(ws), name=f"{tag}.listen")
+        eof = asyncio.create_task(reader.read(), name=f"{tag}.stdin")
         try:
             await asyncio.wait({listening, eof}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -102,6 +107,10 @@ async def main() -> int:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
     return 0
+
+
+async def main() -> int:
+    return await serve(_listen, "ringing client")
 
 
 if __name__ == "__main__":

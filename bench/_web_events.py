@@ -21,20 +21,17 @@ on stderr.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import signal
 import sys
 import time
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from _ringing_client import serve
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 _EVENT_PREFIX = '{"type":"event"'
 _REPORTED = ("call.ringing", "call.bridged", "call.ended")
-_CONNECT_TIMEOUT = 30.0
-_CLOSE_TIMEOUT = 5.0
 
 
 def _say(message: dict[str, Any]) -> None:
@@ -70,45 +67,7 @@ async def _listen(ws: ClientConnection) -> None:
 
 
 async def main() -> int:
-    # Ctrl-C reaches the whole process group; the bench decides when the client
-    # closes (it closes stdin), so the client does not vanish mid-measurement.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    line = await reader.readline()
-    if not line:
-        return 0
-    settings = json.loads(line)
-    try:
-        async with asyncio.timeout(_CONNECT_TIMEOUT):
-            ws = await connect(
-                settings["url"],
-                compression=None,
-                ping_interval=None,  # the server pings; its pings are answered
-                close_timeout=_CLOSE_TIMEOUT,
-                max_queue=None,  # read as fast as frames arrive
-            )
-            await ws.send(json.dumps({"type": "auth", "token": settings["token"]}))
-            first = await ws.recv()
-    except (OSError, TimeoutError, ConnectionClosed) as exc:
-        print(f"web events client: {exc!r}", file=sys.stderr)
-        return 1
-    async with ws:
-        if not isinstance(first, str) or json.loads(first).get("type") != "auth.ok":
-            print(f"web events client: no auth.ok: {first!r:.200}", file=sys.stderr)
-            return 1
-        _say({"ready": True})
-        listening = asyncio.create_task(_listen(ws), name="web-events.listen")
-        eof = asyncio.create_task(reader.read(), name="web-events.stdin")
-        try:
-            await asyncio.wait({listening, eof}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (listening, eof):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-    return 0
+    return await serve(_listen, "web events client")
 
 
 if __name__ == "__main__":

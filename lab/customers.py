@@ -112,6 +112,37 @@ _CANCELLED = re.compile(r"^CANCELLED (\S+) (\S+) \S+\t\S+\t(\d+\.\d+) ;")
 # the bare URI captured as peer_contact instead.
 # SIPp rejects variables used only once, hence the shared ``whole`` capture. The log line
 # ends with " ;" because SIPp writes the newline in a later, separate write.
+# The answer to a re-INVITE (hold, resume, a transfer's media change) in both
+# directions' scenarios: 200 with the customer's SDP again, then back to talking.
+# @@CONTACT@@: the Contact header line of the scenario.
+_REINVITE = r"""  <label id="reinvite"/>
+  <send retrans="500">
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+@@CONTACT@@
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=customer 1 2 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [rtpstream_audio_port] RTP/AVP 8 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+a=sendrecv
+]]>
+  </send>
+  <recv request="ACK" next="talk"/>
+"""
+
 _UAS = r"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="lab customers">
   <!-- SIPp matches a global receive only when it lies *behind* the current step, and
@@ -291,34 +322,7 @@ Content-Length: 0
   </send>
   <recv request="ACK" next="done"/>
 
-  <label id="reinvite"/>
-  <send retrans="500">
-    <![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-[last_Record-Route:]
-Contact: <sip:[$number]@[local_ip]:[local_port];transport=[transport]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=customer 1 2 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [rtpstream_audio_port] RTP/AVP 8 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-a=sendrecv
-]]>
-  </send>
-  <recv request="ACK" next="talk"/>
-
+@@REINVITE@@
   <label id="remote_bye"/>
   <send>
     <![CDATA[
@@ -335,7 +339,12 @@ Content-Length: 0
 
   <label id="done"/>
 </scenario>
-"""
+""".replace(
+    "@@REINVITE@@",
+    _REINVITE.replace(
+        "@@CONTACT@@", "Contact: <sip:[$number]@[local_ip]:[local_port];transport=[transport]>"
+    ),
+)
 
 # The first INVITE and its 407 round trip, then the authenticated INVITE: shared by
 # every caller scenario; @@HEADERS@@ takes extra header lines of the second INVITE.
@@ -469,33 +478,7 @@ Content-Length: 0
   </send>
   <recv response="200" next="done"/>
 
-  <label id="reinvite"/>
-  <send retrans="500">
-    <![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[$from]@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=customer 1 2 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [rtpstream_audio_port] RTP/AVP 8 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-a=sendrecv
-]]>
-  </send>
-  <recv request="ACK" next="talk"/>
-
+@@REINVITE@@
   <label id="remote_bye"/>
   <send>
     <![CDATA[
@@ -511,6 +494,9 @@ Content-Length: 0
   <label id="done"/>
 </scenario>
 """
+).replace(
+    "@@REINVITE@@",
+    _REINVITE.replace("@@CONTACT@@", "Contact: <sip:[$from]@[local_ip]:[local_port]>"),
 )
 
 
