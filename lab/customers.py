@@ -107,11 +107,29 @@ class PortTaken(CustomersError):
 _SEEN = re.compile(r"^SEEN (\S+) (\S+) \S+\t\S+\t(\d+\.\d+) ;")
 _CANCELLED = re.compile(r"^CANCELLED (\S+) (\S+) \S+\t\S+\t(\d+\.\d+) ;")
 
+
 # SIPp's [next_url] copies the whole Contact, display name included, into the request
 # line ("BYE "Line 2001" <sip:...>"), which Kamailio refuses: in-dialog requests use
 # the bare URI captured as peer_contact instead.
 # SIPp rejects variables used only once, hence the shared ``whole`` capture. The log line
 # ends with " ;" because SIPp writes the newline in a later, separate write.
+def _sdp(version: int) -> str:
+    """The customers' SDP body (PCMA and RFC 4733 telephone-event), at ``version``
+    of its origin line: 1 in an offer or first answer, 2 in a re-INVITE's answer."""
+    return (
+        f"v=0\n"
+        f"o=customer 1 {version} IN IP[local_ip_type] [local_ip]\n"
+        "s=-\n"
+        "c=IN IP[media_ip_type] [media_ip]\n"
+        "t=0 0\n"
+        "m=audio [rtpstream_audio_port] RTP/AVP 8 101\n"
+        "a=rtpmap:8 PCMA/8000\n"
+        "a=rtpmap:101 telephone-event/8000\n"
+        "a=fmtp:101 0-15\n"
+        "a=sendrecv"
+    )
+
+
 # The answer to a re-INVITE (hold, resume, a transfer's media change) in both
 # directions' scenarios: 200 with the customer's SDP again, then back to talking.
 # @@CONTACT@@: the Contact header line of the scenario.
@@ -128,20 +146,11 @@ SIP/2.0 200 OK
 Content-Type: application/sdp
 Content-Length: [len]
 
-v=0
-o=customer 1 2 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [rtpstream_audio_port] RTP/AVP 8 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-a=sendrecv
+@@SDP2@@
 ]]>
   </send>
   <recv request="ACK" next="talk"/>
-"""
+""".replace("@@SDP2@@", _sdp(2))
 
 _UAS = r"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="lab customers">
@@ -208,16 +217,7 @@ Contact: <sip:[$number]@[local_ip]:[local_port];transport=[transport]>
 Content-Type: application/sdp
 Content-Length: [len]
 
-v=0
-o=customer 1 1 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [rtpstream_audio_port] RTP/AVP 8 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-a=sendrecv
+@@SDP1@@
 ]]>
   </send>
   <!-- A re-INVITE may come at any time after this point (hold, transfer). -->
@@ -344,7 +344,7 @@ Content-Length: 0
     _REINVITE.replace(
         "@@CONTACT@@", "Contact: <sip:[$number]@[local_ip]:[local_port];transport=[transport]>"
     ),
-)
+).replace("@@SDP1@@", _sdp(1))
 
 # The first INVITE and its 407 round trip, then the authenticated INVITE: shared by
 # every caller scenario; @@HEADERS@@ takes extra header lines of the second INVITE.
@@ -361,16 +361,7 @@ Max-Forwards: 70
 Content-Type: application/sdp
 Content-Length: [len]
 
-v=0
-o=customer 1 1 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [rtpstream_audio_port] RTP/AVP 8 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-a=sendrecv
+@@SDP1@@
 ]]>
   </send>
   <recv response="100" optional="true"/>
@@ -401,16 +392,7 @@ Contact: <sip:[$from]@[local_ip]:[local_port]>
 Content-Type: application/sdp
 Content-Length: [len]
 
-v=0
-o=customer 1 1 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [rtpstream_audio_port] RTP/AVP 8 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-a=sendrecv
+@@SDP1@@
 ]]>
   </send>
 """
@@ -419,7 +401,7 @@ a=sendrecv
 def _uac_auth(headers: str = "") -> str:
     """The authenticating INVITE exchange, with ``headers`` (lines ending in a newline)
     added to the authenticated INVITE."""
-    return _UAC_AUTH_TEMPLATE.replace("@@HEADERS@@", headers)
+    return _UAC_AUTH_TEMPLATE.replace("@@HEADERS@@", headers).replace("@@SDP1@@", _sdp(1))
 
 
 _UAC_AUTH = _uac_auth()
