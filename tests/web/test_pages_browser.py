@@ -66,7 +66,6 @@ from crm_store import (
     Store,
     User,
 )
-from crm_store import upgrade as upgrade_store
 from switchboard.daemon import command_runner
 from web._services import Services
 from web.app import create_app
@@ -78,6 +77,10 @@ from ws_gateway import (
     store_authenticator,
     store_session_check,
 )
+
+from ._auth_fixtures import store
+
+__all__ = ["store"]  # the fixture: a migrated SQLite store
 
 pytestmark = pytest.mark.browser
 
@@ -377,17 +380,6 @@ async def _live(store: Store, tmp_path: Path, wrap_up: str) -> AsyncIterator[Liv
         finally:
             await browser.close()
     bus.close()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'crm.sqlite3'}"
-    await upgrade_store(url)
-    opened = await Store.open(url)
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
 
 
 @pytest.fixture
