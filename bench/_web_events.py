@@ -24,18 +24,12 @@ import asyncio
 import json
 import sys
 import time
-from typing import Any
 
-from _ringing_client import serve
+from _ringing_client import _EVENT_PREFIX, _say, serve
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-_EVENT_PREFIX = '{"type":"event"'
 _REPORTED = ("call.ringing", "call.bridged", "call.ended")
-
-
-def _say(message: dict[str, Any]) -> None:
-    print(json.dumps(message), flush=True)
 
 
 async def _listen(ws: ClientConnection) -> None:
