@@ -19,6 +19,8 @@ Routing, in the order the generated ``kamailio.cfg`` applies it:
 6. Anything else is an extension: every registered contact is rung in parallel (first
    answer wins, the other branches get CANCEL); ``480`` when the extension exists but has
    no registration, ``404`` when it does not exist.
+7. A ``3xx`` answer to an INVITE is followed (``uac_redirect``): its first Contact
+   becomes a new branch of the same transaction, at most three redirects per call.
 """
 
 from __future__ import annotations
@@ -43,9 +45,8 @@ log_stderror=yes
 log_prefix="{$mt $rm $ci} "
 children=4
 tcp_children=2
-# lookup() forks to at most max_branches contacts (default 12). A reception line is
-# registered by every agent worker, so allow the most this Kamailio takes (30).
-max_branches=30
+# lookup() forks to at most max_branches contacts: the default (12) is kept, as a
+# site's PBX would; Switchboard registers each reception line once.
 auto_aliases=no
 dns=no
 rev_dns=no
@@ -73,6 +74,8 @@ loadmodule "ctl.so"
 loadmodule "db_text.so"
 loadmodule "auth.so"
 loadmodule "auth_db.so"
+loadmodule "acc.so"
+loadmodule "uac_redirect.so"
 
 modparam("ctl", "binrpc", "unixs:@@CTL@@")
 # Never-answering customers ring until the caller cancels; do not time them out early.
@@ -206,10 +209,35 @@ route[EXTENSION] {
 }
 
 route[RELAY] {
+    if (is_method("INVITE")) {
+        t_on_failure("REDIRECT");
+    }
     if (!t_relay()) {
         sl_reply_error();
     }
     exit;
+}
+
+# A 3xx is followed, as Asterisk and FreeSWITCH do by default: its Contacts become
+# new branches of the same transaction (uac_redirect), up to 3 redirects per call.
+failure_route[REDIRECT] {
+    if (t_is_canceled()) {
+        exit;
+    }
+    if (t_check_status("3[0-9][0-9]")) {
+        if ($avp(redirects) == $null) {
+            $avp(redirects) = 0;
+        }
+        $avp(redirects) = $avp(redirects) + 1;
+        if ($avp(redirects) > 3) {
+            t_reply("482", "Too Many Redirects");
+            exit;
+        }
+        if (get_redirects("1")) {
+            t_on_failure("REDIRECT");
+            t_relay();
+        }
+    }
 }
 """
 
