@@ -273,6 +273,23 @@ class Engine:
         prm.statusCode = cmd.code
         record.call.hangup(prm)
 
+    def _cmd_redirect(self, cmd: p.Redirect) -> None:
+        record = self._record(cmd.call_id)
+        if not record.incoming or record.answered:
+            raise EngineError("invalid_state", "only an unanswered incoming call can be redirected")
+        if not sipmsg.is_contact_uri(cmd.target):
+            raise EngineError("invalid_target", "the target must be a plain sip: URI")
+        record.hangup_requested = True
+        prm = pj.CallOpParam()
+        prm.statusCode = 302
+        # Given as a header, the Contact replaces the dialog's own in the 3xx
+        # (answer(), not hangup(): the latter keeps the dialog's Contact).
+        contact = pj.SipHeader()
+        contact.hName = "Contact"
+        contact.hValue = f"<{cmd.target}>"
+        prm.txOption.headers.append(contact)
+        record.call.answer(prm)
+
     def _cmd_hangup(self, cmd: p.Hangup) -> None:
         record = self._record(cmd.call_id)
         record.hangup_requested = True
@@ -376,7 +393,8 @@ class Engine:
             call.hangup(op)
             return
         info = call.getInfo()
-        headers = sipmsg.headers(str(prm.rdata.wholeMsg))
+        message = str(prm.rdata.wholeMsg)
+        headers = sipmsg.headers(message)
         self.emit(
             p.IncomingCall(
                 call_id=call_id,
@@ -387,6 +405,7 @@ class Engine:
                 sip_call_id=sipmsg.text(str(info.callIdString)),
                 headers=headers,
                 source_address=source,
+                target_user=sipmsg.text(sipmsg.request_user(message)),
             )
         )
         # Tell the caller it rings; answering is the daemon's decision.

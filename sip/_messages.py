@@ -36,6 +36,7 @@ __all__ = [
     "RecordStart",
     "RecordStop",
     "RecordingFinished",
+    "Redirect",
     "Register",
     "Registration",
     "RegistrationState",
@@ -195,6 +196,16 @@ class Reject(Command):
     TYPE: ClassVar[str] = "reject"
     call_id: str
     code: int = 486
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redirect(Command):
+    """Answer an incoming, unanswered call ``302 Moved Temporarily`` with
+    ``target`` (a SIP URI) as its only Contact: the PBX places the call there."""
+
+    TYPE: ClassVar[str] = "redirect"
+    call_id: str
+    target: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -373,6 +384,9 @@ class IncomingCall(Event):
     sip_call_id: str
     headers: dict[str, str]
     source_address: str
+    #: The user part of the INVITE's Request-URI: the line's extension, or the
+    #: name a redirect (:class:`Redirect`) gave the call.
+    target_user: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -449,6 +463,7 @@ COMMANDS: dict[str, type[Command]] = {
         Unregister,
         Originate,
         Answer,
+        Redirect,
         Reject,
         Hangup,
         Bridge,

@@ -59,13 +59,6 @@ class Router:
         self._command_timeout = command_timeout
         self.workers = {w.worker_id: w for w in slots}
         self._by_line = {line.extension: w for w in self.workers.values() for line in w.plan.lines}
-        # Home worker first, then the agent workers sharing the line.
-        self._line_workers: dict[str, list[WorkerSlot]] = {}
-        for w in self.workers.values():
-            for line in w.plan.lines:
-                self._line_workers.setdefault(line.extension, []).insert(0, w)
-            for line in w.plan.shared_lines:
-                self._line_workers.setdefault(line.extension, []).append(w)
         self._leg_worker: dict[str, WorkerSlot] = {}
         self.incoming: IncomingHandler | None = None
         #: Where the router runs its own small tasks (refusing a call); None
@@ -80,13 +73,6 @@ class Router:
         if w is None:
             raise UnknownLine(f"no line {extension}")
         return w
-
-    def workers_of_line(self, extension: str) -> list[WorkerSlot]:
-        """Every worker registering ``extension``, home first; raises UnknownLine."""
-        workers = self._line_workers.get(extension)
-        if not workers:
-            raise UnknownLine(f"no line {extension}")
-        return workers
 
     def holder(self, leg_id: str) -> WorkerSlot:
         """The worker holding leg ``leg_id``; raises UnknownCall."""

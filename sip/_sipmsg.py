@@ -20,7 +20,9 @@ __all__ = [
     "end_reason",
     "headers",
     "host",
+    "is_contact_uri",
     "redact",
+    "request_user",
     "source_host",
     "text",
     "user",
@@ -30,6 +32,10 @@ __all__ = [
 # (X-*) and the few standard ones a CRM cares about. Never Authorization.
 _COPIED_HEADERS = ("p-asserted-identity", "diversion", "user-agent", "subject")
 _USER_RE = re.compile(r"sips?:([^@;>]+)@")
+# The request line of a request: its Request-URI's user part in group 1.
+_REQUEST_USER_RE = re.compile(r"^[A-Z]+ sips?:([^@;>\s]{1,256})@")
+# A URI a worker may name as a Contact: sip(s), no spaces, brackets or quotes.
+_CONTACT_URI_RE = re.compile(r"sips?:[^\s<>\"\\]{1,256}")
 # pjsip's message dumps (log level 5) carry the digest answers: the header and
 # any continuation lines of it are replaced before a line leaves the process.
 _AUTH_HEADER_RE = re.compile(
@@ -123,6 +129,17 @@ def headers(message: str) -> dict[str, str]:
                 break
             out[key] = text(value.strip())
     return out
+
+
+def request_user(message: str) -> str:
+    """The user part of the Request-URI of request ``message`` ("" if none)."""
+    found = _REQUEST_USER_RE.match(message)
+    return found.group(1) if found else ""
+
+
+def is_contact_uri(uri: str) -> bool:
+    """Whether ``uri`` is a plain ``sip:``/``sips:`` URI fit for a Contact header."""
+    return _CONTACT_URI_RE.fullmatch(uri) is not None
 
 
 def _unfold(lines: list[str]) -> Iterator[str]:

@@ -41,9 +41,8 @@ def agent_key(agent: AgentConfig) -> str:
 class WorkerPlan:
     """What one worker runs: its lines, its agent (for an agent line), its sockets.
 
-    ``lines`` are the lines this worker is the *home* of; ``shared_lines`` are the
-    reception lines an agent worker registers as well (same extension and secret,
-    its own Contact), so that the PBX forks their calls to it too.
+    ``lines`` are the lines this worker registers, each on this worker only: a
+    PBX, proxy or B2BUA, then sends one INVITE per call to a line.
     """
 
     worker_id: str
@@ -52,7 +51,6 @@ class WorkerPlan:
     lines: tuple[LineConfig, ...]
     agent: AgentConfig | None
     settings: p.WorkerSettings
-    shared_lines: tuple[LineConfig, ...] = ()
 
     @property
     def agent_name(self) -> str | None:
@@ -60,8 +58,8 @@ class WorkerPlan:
 
     @property
     def registered_lines(self) -> tuple[LineConfig, ...]:
-        """Every line the worker registers: its own, then the shared ones."""
-        return self.lines + self.shared_lines
+        """Every line the worker registers."""
+        return self.lines
 
 
 def plan_workers(config: Config, *, log_level: p.LogLevel = "warning") -> tuple[WorkerPlan, ...]:
@@ -75,11 +73,10 @@ def plan_workers(config: Config, *, log_level: p.LogLevel = "warning") -> tuple[
     listens on ``sip.port_range_start + n`` and gets the ``n``-th of
     ``sip.max_workers`` equal blocks of ``sip.rtp_port_range``.
 
-    Every agent worker also registers every reception line (``shared_lines``):
-    the PBX then forks a reception call to the reception worker *and* to each
-    agent worker, and the inbound service keeps the branch on the worker of the
-    agent it offers the call to (see ``docs/sip-pool.md``). An agent worker thus
-    needs ``1 + reception lines + 1`` accounts.
+    Each line is registered by one worker only: a call to a reception line
+    reaches its reception worker alone, whatever the PBX, and the inbound
+    service moves it (a ``302``) to the worker that is to carry it (see
+    ``docs/sip-pool.md``).
 
     Raises :class:`PoolConfigError` when the lines do not fit.
     """
@@ -88,16 +85,6 @@ def plan_workers(config: Config, *, log_level: p.LogLevel = "warning") -> tuple[
     if per_worker < 1 and config.lines:
         raise PoolConfigError(
             "sip.accounts_per_worker: must be at least 2 (one account is the worker's own)"
-        )
-    reception = config.lines_by_role(LineRole.RECEPTION)
-    agent_lines = config.lines_by_role(LineRole.AGENT)
-    needed = 1 + len(reception) + 1
-    if agent_lines and reception and needed > sip.accounts_per_worker:
-        raise PoolConfigError(
-            f"sip.accounts_per_worker: every agent worker registers its agent line, the "
-            f"{len(reception)} reception lines (so that the PBX forks their calls to it) "
-            f"and its local identity: {needed} accounts, only {sip.accounts_per_worker} "
-            f"allowed; use at most {sip.accounts_per_worker - 2} reception lines"
         )
     groups: list[tuple[LineRole, tuple[LineConfig, ...]]] = [
         (LineRole.AGENT, (line,)) for line in config.lines_by_role(LineRole.AGENT)
@@ -153,7 +140,6 @@ def plan_workers(config: Config, *, log_level: p.LogLevel = "warning") -> tuple[
                 lines=lines,
                 agent=agent,
                 settings=settings,
-                shared_lines=reception if role is LineRole.AGENT else (),
             )
         )
     return tuple(plans)

@@ -43,6 +43,7 @@ import structlog
 from bus import Bus
 from config import AgentConfig, Config
 from crm_store import Store
+from sip import _sipmsg as sipmsg
 from sip import protocol as p
 from sip._routing import IncomingHandler, Router
 from sip._supervision import (
@@ -96,8 +97,6 @@ class WorkerStatus:
     calls: int
     crashes: int
     restarts: int
-    #: Reception lines this (agent) worker registers besides its own line.
-    shared_lines: tuple[str, ...] = ()
 
 
 class SipPool:
@@ -258,11 +257,6 @@ class SipPool:
         """The id of the *home* worker of line ``extension`` (the one it is planned on)."""
         return self._router.home_of_line(extension).worker_id
 
-    def workers_for_line(self, extension: str) -> tuple[str, ...]:
-        """Every worker registering line ``extension``: its home worker first, then
-        (for a reception line) each agent worker, in plan order."""
-        return tuple(w.worker_id for w in self._router.workers_of_line(extension))
-
     def worker_of_agent(self, agent: str) -> str:
         """The id of the worker of ``agent``'s line (by key, user name or name)."""
         return self.worker_for_line(self.agent(agent).line)
@@ -295,7 +289,6 @@ class SipPool:
                 calls=len(w.legs),
                 crashes=w.crashes,
                 restarts=w.restarts,
-                shared_lines=tuple(line.extension for line in w.plan.shared_lines),
             )
             for w in self._workers.values()
         }
@@ -395,6 +388,24 @@ class SipPool:
         """Reject the incoming, unanswered leg ``leg_id`` with SIP ``code``."""
         await self._router.leg_command(
             leg_id, lambda c: p.Reject(cmd_id=c, call_id=leg_id, code=code)
+        )
+
+    def contact_of(self, worker_id: str, user: str) -> str:
+        """``sip:<user>@<address>:<port>`` of worker ``worker_id``: where the PBX
+        reaches it directly (a redirect's target). Raises :class:`PoolError` when
+        the worker is down."""
+        w = self._worker(worker_id)
+        client = w.live_client()
+        settings = w.plan.settings
+        suffix = ";transport=tcp" if settings.pbx_transport == "tcp" else ""
+        return f"sip:{user}@{sipmsg.host(settings.bind_address)}:{client.sip_port}{suffix}"
+
+    async def redirect(self, leg_id: str, target: str) -> None:
+        """Answer the incoming, unanswered leg ``leg_id`` ``302`` to ``target`` (a
+        SIP URI, see :meth:`contact_of`): the PBX then calls ``target``. The leg
+        ends (``Ended`` with 302)."""
+        await self._router.leg_command(
+            leg_id, lambda c: p.Redirect(cmd_id=c, call_id=leg_id, target=target)
         )
 
     async def bridge(self, leg_a: str, leg_b: str) -> None:

@@ -13,7 +13,15 @@ from crm_store import CallEndReason
 from sip.control import transfer_outcome
 from sip.exceptions import CallNotReady
 from sip.inbound._flow import CallFlow
-from sip.inbound.session import AnswerRequest, HangupRequest, Item, Session, TimerItem, Wake
+from sip.inbound.session import (
+    AnswerRequest,
+    Arrived,
+    HangupRequest,
+    Item,
+    Session,
+    TimerItem,
+    Wake,
+)
 from sip.inbound.state import InboundPhase, Outcome
 from sip.legs import (
     Answered,
@@ -45,10 +53,12 @@ class CallEvents(CallFlow):
         elif isinstance(item, HangupRequest):
             if s.state.hangup_requested():
                 self._ended_by(s, s.state.outcome)
+        elif isinstance(item, Arrived):
+            await self._arrived(s, item.branch)
         elif isinstance(item, Wake):
             if s.phase is InboundPhase.NEW:
                 await self._maybe_decide(s)
-            elif s.phase is InboundPhase.WAITING and s.pending is not None:
+            elif s.phase is InboundPhase.WAITING and s.pending is not None and s.chosen is not None:
                 await self._offer(s)
         elif isinstance(item, TimerItem):
             await self._on_timer(s, item)
@@ -83,8 +93,8 @@ class CallEvents(CallFlow):
 
     async def _on_timer(self, s: Session, timer: TimerItem) -> None:
         s.timers.pop(timer.kind, None)
-        if timer.kind == "decide":
-            await self._maybe_decide(s, timed_out=True)
+        if timer.kind == "move":
+            await self._move_lost(s)
         elif timer.kind == "deadline":
             await self._no_agent(s)
         elif timer.serial == s.serial and s.other_leg is not None and not s.other_answered:

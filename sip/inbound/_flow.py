@@ -32,6 +32,7 @@ from sip.exceptions import (
     WorkerCommandError,
     WorkerGone,
 )
+from sip.inbound.branches import Branch, carrier
 from sip.inbound.session import InboundStats, Session, TimerItem, next_leg_event
 from sip.inbound.state import InboundPhase, Outcome
 from sip.legs import GONE
@@ -65,6 +66,15 @@ class CallFlow(CallTaskService):
     async def _decide(self, s: Session) -> None:
         raise NotImplementedError
 
+    async def _move(self, s: Session, target: str) -> bool:
+        raise NotImplementedError
+
+    async def _arrived(self, s: Session, branch: Branch) -> None:
+        raise NotImplementedError
+
+    async def _move_lost(self, s: Session) -> None:
+        raise NotImplementedError
+
     def _join_waiting(self, s: Session) -> None:
         raise NotImplementedError
 
@@ -86,19 +96,33 @@ class CallFlow(CallTaskService):
             await self._offer(s)
 
     async def _offer(self, s: Session, *, auto_answer: bool = False) -> None:
-        agent, s.pending = s.pending, None
-        assert agent is not None
+        assert s.pending is not None
         assert s.chosen is not None
         assert s.call_id is not None
-        self._leave_waiting(s)
         worker = s.chosen.worker_id
         try:
-            own = self._pool.worker_for_line(agent.line) == worker
+            agent_worker: str | None = self._pool.worker_for_line(s.pending.line)
         except UnknownLine:
-            own = False
-        # From the agent's own line on their worker, else from the reception
-        # line (registered on every agent worker too).
-        line = agent.line if own else s.chosen.event.line
+            agent_worker = None
+        if (
+            not auto_answer
+            and agent_worker is not None
+            and agent_worker != worker
+            and carrier(self._pool, worker, agent_worker) == agent_worker
+        ):
+            # The call goes to the agent's worker, and rings them from there.
+            self._leave_waiting(s)
+            if s.reserved:
+                s.reserved = False
+                self._pool.release(worker, 1)
+            if await self._move(s, agent_worker):
+                return
+        agent, s.pending = s.pending, None
+        self._leave_waiting(s)
+        own = agent_worker == worker
+        # From the agent's own line on their worker, else from a line of the
+        # worker carrying the call.
+        line = agent.line if own else self._line_on(worker)
         s.agent = agent
         leg = await self._place(s, "agent", line, agent.extension, auto_answer=auto_answer)
         if leg is None:
@@ -120,6 +144,11 @@ class CallFlow(CallTaskService):
         s.state.to(InboundPhase.OFFERING)
         self._arm(s, "agent", self._config.inbound.agent_ring_seconds, serial=s.serial)
         self._settle_answers(s, agent.key)
+
+    def _line_on(self, worker_id: str) -> str | None:
+        """A line registered on ``worker_id`` (legs to the PBX are placed from it)."""
+        status = self._pool.status().get(worker_id)
+        return status.lines[0] if status is not None and status.lines else None
 
     @staticmethod
     def _settle_answers(s: Session, agent: str | None, why: str = "") -> None:
@@ -236,8 +265,10 @@ class CallFlow(CallTaskService):
         log.info("inbound.no_agent", action=inbound.no_agent_action)
         if inbound.no_agent_action == "forward" and inbound.overflow_number is not None:
             s.state.to(InboundPhase.FORWARDING)
-            if s.other_leg is not None:
-                return  # forwarded when the agent's leg has ended (_on_other_event)
+            if s.other_leg is not None or s.chosen is None:
+                # Forwarded when the agent's leg has ended (_on_other_event), or
+                # when the call has arrived on its new worker (_arrived).
+                return
             await self._forward(s)
         else:
             self._miss(s)
@@ -253,7 +284,7 @@ class CallFlow(CallTaskService):
             log.error("inbound.overflow_forbidden", number=number, rule=refusal.rule)
             self._miss(s)
             return
-        leg = await self._place(s, "overflow", s.chosen.event.line, number)
+        leg = await self._place(s, "overflow", self._line_on(s.chosen.worker_id), number)
         if leg is None:
             self._miss(s)
             return
@@ -454,7 +485,7 @@ class CallFlow(CallTaskService):
     def _arm(
         self,
         s: Session,
-        kind: Literal["decide", "deadline", "agent", "forward"],
+        kind: Literal["move", "deadline", "agent", "forward"],
         delay: float,
         *,
         serial: int = 0,

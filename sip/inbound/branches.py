@@ -1,15 +1,14 @@
-"""Which branch of a forked inbound call carries it, and what the others are told.
+"""The branches of an inbound call: the leg a worker received, and where it may go.
 
-Every worker registering a reception line receives a branch of the same call; the
-service keeps one (:func:`best_branch`), waits a little for a better one still
-expected (:func:`may_still_come`), and rejects the others with
-:func:`losing_branch_code`. A branch of a call just ended (:class:`Tombstones`) is
-late, not a new call."""
+A reception line is registered by one worker, so a call reaches Switchboard as one
+branch; the service may move it (a ``302``) to the worker that is to carry it
+(:func:`carrier`). A second branch of the same SIP call (a PBX still forking to a
+stale registration) is refused with :func:`losing_branch_code`, and a branch of a
+call just ended (:class:`Tombstones`) is late, not a new call."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import structlog
@@ -19,13 +18,18 @@ from sip.exceptions import PoolError
 from sip.pool import SipPool
 
 __all__ = [
+    "MOVE_PREFIX",
     "Branch",
     "Tombstones",
-    "best_branch",
+    "carrier",
     "has_slot",
     "losing_branch_code",
-    "may_still_come",
 ]
+
+#: The user part a moved call is addressed to (``sb-move-<call id>-<n>``): the
+#: worker receiving it is told which call it is by this name alone, since a
+#: B2BUA places the redirected call with a new Call-ID.
+MOVE_PREFIX = "sb-move-"
 
 log = structlog.get_logger(__name__)
 
@@ -63,35 +67,40 @@ def has_slot(pool: SipPool, worker_id: str) -> bool:
         return False
 
 
-def best_branch(
-    pool: SipPool, branches: Iterable[Branch], *, preferred: str, home: str
-) -> Branch | None:
-    """The branch to keep: on the ``preferred`` worker, else the ``home`` worker,
-    else any worker with a slot free for the agent's leg, else any (None if there
-    is no branch)."""
-    found = list(branches)
-    if not found:
-        return None
-    for wanted in (preferred, home):
-        for b in found:
-            if b.worker_id == wanted and has_slot(pool, b.worker_id):
-                return b
-    for b in found:
-        if has_slot(pool, b.worker_id):
-            return b
-    at_home = [b for b in found if b.worker_id == home]
-    return (at_home or found)[0]
+def carrier(pool: SipPool, current: str, agent_worker: str | None) -> str:
+    """The worker that should carry a call held on ``current``.
+
+    The agent's worker when one is being offered the call and it has room for
+    both legs (the customer's and the agent's); with no agent yet, the call stays
+    where it is while that leaves a slot for the next arrival, else it goes to
+    the worker with the most room for both legs (ties: the first in plan order).
+    ``current`` when nothing better has room.
+    """
+    if agent_worker is not None:
+        if agent_worker == current or _free(pool, agent_worker) >= 2:
+            return agent_worker
+        return current if _free(pool, current) >= 1 else _roomiest(pool, current)
+    if _free(pool, current) >= 2:
+        return current
+    return _roomiest(pool, current)
 
 
-def may_still_come(pool: SipPool, branches: Iterable[Branch], worker_id: str) -> bool:
-    """Whether a branch on ``worker_id`` can still be expected."""
-    if any(b.worker_id == worker_id for b in branches):
-        return False
+def _roomiest(pool: SipPool, current: str) -> str:
+    best, room = current, 1
+    for worker_id, status in pool.status().items():
+        if not status.alive or worker_id == current:
+            continue
+        free = _free(pool, worker_id)
+        if free > room:
+            best, room = worker_id, free
+    return best
+
+
+def _free(pool: SipPool, worker_id: str) -> int:
     try:
-        # The branch itself needs a slot to be handed over, the agent leg another.
-        return pool.alive(worker_id) and pool.free_slots(worker_id) >= 2
+        return pool.free_slots(worker_id) if pool.alive(worker_id) else 0
     except PoolError:
-        return False
+        return 0
 
 
 class Tombstones:

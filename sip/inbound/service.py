@@ -21,25 +21,26 @@ import structlog
 from bus import Bus, CallCreated, CallRinging
 from config import AgentConfig, Config, LineRole
 from config.outbound import OutboundPolicy
-from crm_store import CallDirection, Store, StoreError, new_id
+from crm_store import CallDirection, CallEndReason, Store, StoreError, new_id
 from crm_store.phones import try_normalize_phone
 from sip import protocol as p
 from sip.conversation import Conversation
 from sip.exceptions import CallNotReady, PoolError, UnknownAgent, UnknownCall, UnknownLine
 from sip.inbound._events import CallEvents
 from sip.inbound.branches import (
+    MOVE_PREFIX,
     Branch,
     Tombstones,
-    best_branch,
+    carrier,
     has_slot,
     losing_branch_code,
-    may_still_come,
 )
 from sip.inbound.card import caller_card, identify, warm_up
 from sip.inbound.presence import Presence
 from sip.inbound.session import (
     ActiveInboundCall,
     AnswerRequest,
+    Arrived,
     HangupRequest,
     InboundStats,
     Session,
@@ -47,7 +48,7 @@ from sip.inbound.session import (
     agent_of,
     ignore,
 )
-from sip.inbound.state import InboundPhase
+from sip.inbound.state import InboundPhase, Outcome
 from sip.inbound.waiting import WaitingCalls
 from sip.legs import GONE, CallLegs, LegListener
 from sip.pool import SipPool
@@ -74,7 +75,8 @@ class InboundService(CallEvents):
         bus: Bus,
         store: Store,
         presence: Presence,
-        branch_wait: float = 0.25,
+        move_timeout: float = 8.0,
+        max_moves: int = 3,
         forward_ring_timeout: float | None = None,
         close_grace: float = 5.0,
     ) -> None:
@@ -84,13 +86,16 @@ class InboundService(CallEvents):
         self._bus = bus
         self._store = store
         self._presence = presence
-        #: Longest wait, from the first branch, for the branch on the preferred
-        #: worker (the chosen agent's, else the line's home worker).
-        self.branch_wait = branch_wait
+        #: Longest wait, from a call's redirect, for its INVITE on the new worker;
+        #: past it the caller is taken for gone (or the PBX for not following 3xx).
+        self.move_timeout = move_timeout
+        #: Redirects per call at most (PBXs bound them too: 3 is safe).
+        self.max_moves = max_moves
         self.forward_ring_timeout = float(forward_ring_timeout or config.dialer.ring_timeout)
         self._loser_code = losing_branch_code(config.inbound.reject_code)
         self.stats = InboundStats()
         self._by_sip: dict[str, Session] = {}
+        self._moving: dict[str, Session] = {}
         self._calls: dict[uuid.UUID, Session] = {}
         self._tombstones = Tombstones()
         self._waiting: WaitingCalls[Session] = WaitingCalls()
@@ -137,7 +142,7 @@ class InboundService(CallEvents):
             again = True
             while again:
                 for s in self._waiting:
-                    if s.held is not None or s.pending is not None:
+                    if s.held is not None or s.pending is not None or s.move_token is not None:
                         continue
                     if (
                         s.chosen is not None
@@ -264,6 +269,9 @@ class InboundService(CallEvents):
     def _on_incoming(self, worker_id: str, event: p.IncomingCall) -> None:
         """The pool's handler: runs on the loop for every branch, must not block."""
         now = time.monotonic()
+        if event.target_user.startswith(MOVE_PREFIX):
+            self._on_moved(worker_id, event, now)
+            return
         session = self._by_sip.get(event.sip_call_id)
         if session is None:
             refusal = self._refusal(event, now)
@@ -289,6 +297,24 @@ class InboundService(CallEvents):
             self._reject_branch(event.call_id, self._loser_code)
             return
         session.queue.put_nowait(Wake())
+
+    def _on_moved(self, worker_id: str, event: p.IncomingCall, now: float) -> None:
+        """A call this service redirected arrives on the worker it was sent to."""
+        session = self._moving.get(event.target_user)
+        if session is None or session.move_target != worker_id:
+            log.info(
+                "inbound.branch_refused",
+                leg=event.call_id,
+                worker_id=worker_id,
+                why="not an expected move",
+            )
+            self._adopt(worker_id, event.call_id, ignore)
+            self._reject_branch(event.call_id, 480)
+            return
+        del self._moving[event.target_user]
+        if not self._adopt(worker_id, event.call_id, partial(session.put, event.call_id)):
+            return
+        session.queue.put_nowait(Arrived(Branch(worker_id, event.call_id, event, now)))
 
     def _refusal(self, event: p.IncomingCall, now: float) -> str | None:
         if self._closing:
@@ -398,6 +424,8 @@ class InboundService(CallEvents):
                     self._pool.release(s.chosen.worker_id, 1)
                 self._release_agent(s)
                 self._by_sip.pop(s.sip_call_id, None)
+                if s.move_token is not None:
+                    self._moving.pop(s.move_token, None)
                 if s.call_id is not None:
                     self._calls.pop(s.call_id, None)
                 self._tombstones.add(s.sip_call_id, time.monotonic())
@@ -417,8 +445,9 @@ class InboundService(CallEvents):
             )
         s.card = caller_card(s.match, created=s.lead_created)
         self._join_waiting(s)
-        best = self._best_branch(s)
-        s.worker_id = best.worker_id if best is not None else s.worker_id
+        # The worker that is to carry the call (it moves there next): named in the
+        # record from the start, so that a crash of it closes the record.
+        s.worker_id = carrier(self._pool, s.worker_id, self._agent_worker(s.pending))
         # Announce first, then write the record under the id announced: the pop-up
         # waits for nothing but the caller's identity. Every later store step of the
         # call runs after this one, in this task.
@@ -488,74 +517,128 @@ class InboundService(CallEvents):
 
     # ------------------------------------------------------------------ the branch
 
-    def _preferred_worker(self, s: Session) -> str:
-        agent = s.pending
-        if agent is not None:
-            try:
-                return self._pool.worker_for_line(agent.line)
-            except UnknownLine:
-                pass
-        return s.home
-
-    def _best_branch(self, s: Session) -> Branch | None:
-        return best_branch(
-            self._pool, s.branches.values(), preferred=self._preferred_worker(s), home=s.home
-        )
+    def _agent_worker(self, agent: AgentConfig | None) -> str | None:
+        if agent is None:
+            return None
+        try:
+            return self._pool.worker_for_line(agent.line)
+        except UnknownLine:
+            return None
 
     async def _maybe_decide(self, s: Session, *, timed_out: bool = False) -> None:
-        if s.phase is not InboundPhase.NEW or s.call_id is None:
+        if s.phase is not InboundPhase.NEW or s.call_id is None or not s.branches:
             return
-        if not s.branches:
-            return
-        elapsed = time.monotonic() - s.arrived
-        if not timed_out and elapsed < self.branch_wait:
-            # The first choice present decides; a better one still expected is awaited.
-            for wanted in dict.fromkeys((self._preferred_worker(s), s.home)):
-                if any(b.worker_id == wanted for b in s.branches.values()) and has_slot(
-                    self._pool, wanted
-                ):
-                    break
-                if may_still_come(self._pool, s.branches.values(), wanted):
-                    if "decide" not in s.timers:
-                        self._arm(s, "decide", self.branch_wait - elapsed)
-                    return
         await self._decide(s)
 
     async def _decide(self, s: Session) -> None:
-        chosen = self._best_branch(s)
-        assert chosen is not None
+        """Take the call's branch (the one a reception line's INVITE made), and
+        move the call to the worker that is to carry it."""
         assert s.call_id is not None
-        now = time.monotonic()
-        self.stats.decision_wait.append(now - s.arrived)
-        self.stats.branch_spread.append(max(b.at for b in s.branches.values()) - s.arrived)
-        self._disarm(s, "decide")
+        chosen = next(iter(s.branches.values()))
         s.chosen = chosen
         for leg in list(s.branches):
             if leg != chosen.leg:
                 del s.branches[leg]
                 self._reject_branch(leg, self._loser_code)
-        if s.pending is not None:
+        s.state.to(InboundPhase.WAITING)
+        target = carrier(self._pool, chosen.worker_id, self._agent_worker(s.pending))
+        if target != chosen.worker_id and await self._move(s, target):
+            return  # offered once it arrives
+        await self._settle_on(s, chosen.worker_id)
+        await self._next_offer(s)
+
+    async def _settle_on(self, s: Session, worker_id: str) -> None:
+        """The call is carried by ``worker_id`` from now on: say so in its record."""
+        assert s.call_id is not None
+        if s.pending is not None and not s.reserved:
             # The agent's leg is placed right away: hold its slot from now on. A
             # call with no agent yet holds only its own slot while it rings.
             try:
-                self._pool.reserve(chosen.worker_id, 1)
+                self._pool.reserve(worker_id, 1)
                 s.reserved = True
             except PoolError:
                 s.reserved = False  # tried again when the leg is placed
         log.info(
-            "inbound.branch_chosen",
-            worker_id=chosen.worker_id,
-            leg=chosen.leg,
-            waited=round(now - s.arrived, 4),
+            "inbound.carried",
+            worker_id=worker_id,
+            waited=round(time.monotonic() - s.arrived, 4),
             agent=s.pending.key if s.pending is not None else None,
         )
-        if chosen.worker_id != s.worker_id:
-            s.worker_id = chosen.worker_id
+        if worker_id != s.worker_id:
+            s.worker_id = worker_id
             if s.stored:
                 try:
-                    await self._store.calls.set_worker(s.call_id, chosen.worker_id)
-                    s.record_worker = chosen.worker_id
+                    await self._store.calls.set_worker(s.call_id, worker_id)
+                    s.record_worker = worker_id
                 except StoreError as exc:
                     log.error("inbound.store_failed", step="worker", error=str(exc))
-        s.state.to(InboundPhase.WAITING)
-        await self._next_offer(s)
+
+    async def _move(self, s: Session, target: str) -> bool:
+        """Redirect the caller's unanswered leg (``302``) to worker ``target``; False
+        (nothing changed) when the call cannot move."""
+        assert s.call_id is not None
+        old = s.chosen
+        if old is None or s.moves >= self.max_moves or s.answer_sent:
+            return False
+        token = f"{MOVE_PREFIX}{s.call_id.hex}-{s.moves + 1}"
+        try:
+            uri = self._pool.contact_of(target, token)
+        except PoolError:
+            return False
+        # The old leg's end (our 302) is not the caller leaving: its events go.
+        if not self._adopt(old.worker_id, old.leg, ignore):
+            return False
+        s.moves += 1
+        s.move_token, s.move_target, s.moved_at = token, target, time.monotonic()
+        self._moving[token] = s
+        try:
+            await self._pool.redirect(old.leg, uri)
+        except GONE as exc:
+            # The caller's leg is gone (they hung up as it was moved): its end
+            # was not seen, so the call ends here.
+            log.info("inbound.move_failed", worker_id=target, error=str(exc))
+            self._moving.pop(token, None)
+            s.move_token = s.move_target = None
+            s.customer_alive = False
+            s.chosen = None
+            s.branches.clear()
+            self._decide_outcome(s, Outcome(CallEndReason.CANCELLED, 0, "customer"))
+            return True
+        s.chosen = None
+        s.branches.clear()
+        s.customer_alive = False
+        self._arm(s, "move", self.move_timeout)
+        log.info("inbound.moving", worker_id=target, leg=old.leg)
+        return True
+
+    async def _arrived(self, s: Session, branch: Branch) -> None:
+        """The moved call reached its new worker: carry it on there."""
+        self._disarm(s, "move")
+        s.move_token = s.move_target = None
+        s.chosen = branch
+        s.customer_alive = True
+        self.stats.moves += 1
+        self.stats.move_latency.append(branch.at - s.moved_at)
+        if s.outcome is not None:
+            return  # ending: the leftovers (this leg too) are hung up
+        await self._settle_on(s, branch.worker_id)
+        if s.phase is InboundPhase.WAITING:
+            await self._next_offer(s)
+        elif s.phase is InboundPhase.FORWARDING:
+            await self._forward(s)
+
+    async def _move_lost(self, s: Session) -> None:
+        """The moved call never arrived: the caller left meanwhile, or the PBX does
+        not follow redirects (docs/operations.md says what each PBX needs)."""
+        if s.move_token is None:
+            return
+        self._moving.pop(s.move_token, None)
+        s.move_token = s.move_target = None
+        self.stats.moves_lost += 1
+        log.error(
+            "inbound.move_lost",
+            waited=self.move_timeout,
+            hint="the caller hung up, or the PBX does not follow a 302",
+        )
+        if s.outcome is None:
+            self._decide_outcome(s, Outcome(CallEndReason.CANCELLED, 0, "customer"))

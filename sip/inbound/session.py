@@ -22,6 +22,7 @@ from sip.legs import LegEvent
 __all__ = [
     "ActiveInboundCall",
     "AnswerRequest",
+    "Arrived",
     "HangupRequest",
     "InboundStats",
     "Item",
@@ -61,12 +62,13 @@ class InboundStats:
     #: From the first branch's ``incoming_call`` reaching the service to the
     #: ``CallRinging(leg="customer")`` publication, per call.
     ringing_latency: deque[float] = field(default_factory=lambda: deque(maxlen=10000))
-    #: From the first to the last branch seen before the carrying one was chosen.
-    branch_spread: deque[float] = field(default_factory=lambda: deque(maxlen=10000))
-    #: From the first branch to the choice of the carrying branch.
-    decision_wait: deque[float] = field(default_factory=lambda: deque(maxlen=10000))
+    #: From a call's redirect (``302``) to its INVITE reaching the new worker.
+    move_latency: deque[float] = field(default_factory=lambda: deque(maxlen=10000))
     calls: int = 0
     missed: int = 0
+    #: Calls moved to another worker, and moves the PBX never completed.
+    moves: int = 0
+    moves_lost: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +79,20 @@ class LegItem:
 
 @dataclass(frozen=True, slots=True)
 class TimerItem:
-    kind: Literal["decide", "deadline", "agent", "forward"]
+    kind: Literal["move", "deadline", "agent", "forward"]
     serial: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Wake:
     """A new branch arrived, or presence gave the call an agent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Arrived:
+    """The call, moved by a redirect, reached the worker that is to carry it."""
+
+    branch: Branch
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +108,7 @@ class AnswerRequest:
     done: asyncio.Future[str]
 
 
-Item = LegItem | TimerItem | Wake | HangupRequest | AnswerRequest
+Item = LegItem | TimerItem | Wake | Arrived | HangupRequest | AnswerRequest
 
 
 @dataclass(eq=False)
@@ -123,6 +132,11 @@ class Session:
     card: dict[str, Any] | None = None
     chosen: Branch | None = None
     reserved: bool = False
+    #: The name the call is redirected to while it moves to another worker.
+    move_token: str | None = None
+    move_target: str | None = None
+    moved_at: float = 0.0
+    moves: int = 0
     #: An agent presence gave the call, not offered yet.
     pending: AgentConfig | None = None
     #: The agent key the service called ``call_started`` for and not yet ``call_ended``.

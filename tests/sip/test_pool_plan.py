@@ -81,54 +81,28 @@ def test_reception_and_dialer_lines_share_workers_when_short(tmp_path: Path) -> 
     assert [len(p.lines) for p in plan_workers(config)] == [7, 2]
 
 
-def test_every_agent_worker_also_registers_every_reception_line(tmp_path: Path) -> None:
-    config = _config(
-        tmp_path,
-        {
-            "2001": "agent",
-            "2002": "agent",
-            "2100": "reception",
-            "2101": "reception",
-            "2200": "dialer",
-        },
-    )
+def test_every_line_is_registered_by_its_own_worker_only(tmp_path: Path) -> None:
+    # One registration per line: whatever the PBX (a forking proxy or a B2BUA), a
+    # call to a reception line reaches Switchboard as one INVITE.
+    lines = {
+        "2001": "agent",
+        "2002": "agent",
+        "2100": "reception",
+        "2101": "reception",
+        "2200": "dialer",
+    }
+    config = _config(tmp_path, lines)
     plans = plan_workers(config)
-    by_id = {p.worker_id: p for p in plans}
-    for agent_worker in ("paris/agent-2001", "paris/agent-2002"):
-        plan = by_id[agent_worker]
-        assert [line.extension for line in plan.shared_lines] == ["2100", "2101"]
-        assert [line.extension for line in plan.registered_lines] == [
-            plan.lines[0].extension,
-            "2100",
-            "2101",
-        ]
-        assert plan.shared_lines[0].secret.reveal() == "s-2100"  # the same account
-    for other in ("paris/reception-2100", "paris/reception-2101", "paris/dialer-2200"):
-        assert by_id[other].shared_lines == ()
-
-    # The pool routes by line: the home worker first, then the agent workers.
+    registered = [line.extension for plan in plans for line in plan.registered_lines]
+    assert sorted(registered) == sorted(lines)
     pool = SipPool(config, bus=Bus("paris"), store=cast(Store, None))
     assert pool.worker_for_line("2100") == "paris/reception-2100"
-    assert pool.workers_for_line("2100") == (
-        "paris/reception-2100",
-        "paris/agent-2001",
-        "paris/agent-2002",
-    )
-    assert pool.workers_for_line("2001") == ("paris/agent-2001",)
-    assert pool.workers_for_line("2200") == ("paris/dialer-2200",)
+    assert pool.worker_for_line("2001") == "paris/agent-2001"
     with pytest.raises(UnknownLine):
-        pool.workers_for_line("9999")
-
-
-def test_agent_workers_must_have_accounts_for_every_reception_line(tmp_path: Path) -> None:
-    lines = {"2001": "agent"} | {f"21{n:02d}": "reception" for n in range(3)}
-    # agent line + 3 reception lines + the local identity = 5 accounts.
-    assert len(plan_workers(_config(tmp_path, lines, accounts=5))) == 4
-    with pytest.raises(PoolConfigError, match=r"accounts_per_worker: .* 5 accounts, only 4"):
-        plan_workers(_config(tmp_path, lines, accounts=4))
-    # Without agents the reception lines need no room on agent workers.
-    reception_only = {f"21{n:02d}": "reception" for n in range(3)}
-    assert len(plan_workers(_config(tmp_path, reception_only, accounts=2))) == 3
+        pool.worker_for_line("9999")
+    # Many reception lines need no room on the agent workers any more.
+    many = {"2001": "agent"} | {f"21{n:02d}": "reception" for n in range(6)}
+    assert len(plan_workers(_config(tmp_path, many, accounts=2))) == 7
 
 
 def test_too_many_lines_for_the_workers_is_refused(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ def test_every_command_round_trips() -> None:
         p.Originate(cmd_id="4b", call_id="c2", line=None, to_uri="sip:100@pbx"),
         p.Answer(cmd_id="5", call_id="c1"),
         p.Reject(cmd_id="6", call_id="c1", code=603),
+        p.Redirect(cmd_id="6b", call_id="c1", target="sip:sb-move-1@192.0.2.20:5070"),
         p.Hangup(cmd_id="7", call_id="c1"),
         p.Bridge(cmd_id="8", call_a="c1", call_b="c2"),
         p.Unbridge(cmd_id="9", call_a="c1", call_b="c2"),
