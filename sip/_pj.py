@@ -240,12 +240,12 @@ def endpoint_config(settings: p.WorkerSettings, writer: LogWriter) -> Any:
     cfg.uaConfig.maxCalls = settings.max_calls
     cfg.uaConfig.userAgent = "Switchboard"
     cfg.uaConfig.stunServer.clear()
-    # pjsua gives the media endpoint its own ioqueue and one thread polling it
-    # (it raises threadCnt 0 to 1 with hasIoqueue): RTP is received there, in C,
-    # never waking this thread, which only handles SIP. It waits 500 ms between
-    # polls when no packet comes.
-    cfg.medConfig.threadCnt = 1
-    cfg.medConfig.hasIoqueue = True
+    # No media thread: with an ioqueue of its own (hasIoqueue) pjsua would poll it
+    # from a thread waking about 120 times a second even with no call. Without,
+    # RTP sockets join pjsip's ioqueue and are read inside libHandleEvents, on
+    # this thread, which then sleeps while nothing arrives.
+    cfg.medConfig.threadCnt = 0
+    cfg.medConfig.hasIoqueue = False
     media_config(cfg.medConfig, settings)
     cfg.logConfig.writer = writer
     # pjsua hands a line to the writer only up to consoleLevel (with a writer
