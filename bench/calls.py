@@ -189,6 +189,8 @@ class StepResult:
     invite_samples: int = 0
     min_rms: float = math.nan
     min_tone: float = math.nan
+    #: CPU of one registered SIP process with no call, seconds per minute.
+    idle_cpu_per_worker_min: float = math.nan
     failures: list[str] = field(default_factory=list)
 
 
@@ -311,8 +313,16 @@ async def _wait_all(procs: Sequence[_BareProcess], event: str, each: int, timeou
                 p.changed.clear()
 
 
+async def _idle_cpu(pids: Sequence[int], seconds: float) -> float:
+    """CPU seconds per minute of one of ``pids`` (registered, no call), over ``seconds``."""
+    before, t0 = _total_cpu(pids), time.monotonic()
+    await asyncio.sleep(seconds)
+    spent = _delta(before, _total_cpu(pids))
+    return spent / len(pids) / (time.monotonic() - t0) * 60 if pids else math.nan
+
+
 async def run_bare(
-    lab: Lab, plan: _Plan, lines: Sequence[str], hold: float, out: Path
+    lab: Lab, plan: _Plan, lines: Sequence[str], hold: float, out: Path, idle: float = 0.0
 ) -> StepResult:
     result = StepResult("bare", plan.conversations, plan.workers)
     await asyncio.to_thread(out.mkdir, parents=True)
@@ -352,6 +362,7 @@ async def run_bare(
                 )
             procs.append(_BareProcess(proc))
         await _wait_all(procs, "ready", 1, timeout=30 + plan.workers)
+        result.idle_cpu_per_worker_min = await _idle_cpu([p.proc.pid for p in procs], idle)
         ctl0, started = _self_cpu(), time.monotonic()
         for proc in procs:
             await proc.send("go")
@@ -465,7 +476,14 @@ def _switchboard_config(lab: Lab, plan: _Plan, lines: Sequence[str], out: Path, 
 
 
 async def run_switchboard(
-    lab: Lab, store: Store, url: str, plan: _Plan, lines: Sequence[str], hold: float, out: Path
+    lab: Lab,
+    store: Store,
+    url: str,
+    plan: _Plan,
+    lines: Sequence[str],
+    hold: float,
+    out: Path,
+    idle: float = 0.0,
 ) -> StepResult:
     result = StepResult("switchboard", plan.conversations, plan.workers)
     await asyncio.to_thread(out.mkdir, parents=True)
@@ -506,6 +524,9 @@ async def run_switchboard(
     try:
         async with pool:
             await until(lambda: registered >= set(lines[: plan.workers]), timeout=30)
+            result.idle_cpu_per_worker_min = await _idle_cpu(
+                [s.pid for s in pool.status().values() if s.pid is not None], idle
+            )
             async with CallService(
                 pool, config=config, bus=events, store=store, agent_timeout=20, ring_timeout=20
             ) as calls:
@@ -588,9 +609,11 @@ _COLUMNS = (
     ("INVITE p50 ms", "invite_p50_ms", "{:.1f}"),
     ("INVITE p99 ms", "invite_p99_ms", "{:.1f}"),
     ("min rms", "min_rms", "{:.3f}"),
+    ("idle cpu s/worker/min", "idle_cpu_per_worker_min", "{:.4f}"),
 )
 _RATIOS = (
     ("SIP cpu", "sip_cpu_per_conv_min"),
+    ("idle cpu", "idle_cpu_per_worker_min"),
     ("RSS mean", "rss_mean_mib"),
     ("INVITE p50", "invite_p50_ms"),
     ("INVITE p99", "invite_p99_ms"),
@@ -645,11 +668,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         async with await Lab.start(run_dir / "lab", extensions=extensions, phones=[]) as lab:
             for segment, n in enumerate(steps):
                 bare = await run_bare(
-                    lab, _Plan(2 * segment, n), lines, args.hold, run_dir / f"{n:03d}-bare"
+                    lab,
+                    _Plan(2 * segment, n),
+                    lines,
+                    args.hold,
+                    run_dir / f"{n:03d}-bare",
+                    args.idle,
                 )
                 sb = await run_switchboard(
                     lab, store, url, _Plan(2 * segment + 1, n), lines, args.hold,
-                    run_dir / f"{n:03d}-switchboard",
+                    run_dir / f"{n:03d}-switchboard", args.idle,
                 )  # fmt: skip
                 results.append((bare, sb))
                 _print_step(bare, sb)
@@ -737,6 +765,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--max", type=int, default=None, help="skip steps above this N")
     parser.add_argument("--hold", type=float, default=10.0, help="seconds of talk per step")
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=10.0,
+        help="seconds the registered processes are measured idle before each step's calls",
+    )
     parser.add_argument("--run-dir", default=None, help="default: a new temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")
     args = parser.parse_args(argv)

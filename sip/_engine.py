@@ -35,6 +35,8 @@ Lifetime rules (each one is a trap that crashes or hangs pjsua2):
 from __future__ import annotations
 
 import contextlib
+import heapq
+import math
 import re
 import time
 import uuid
@@ -66,9 +68,19 @@ from sip._pj import (
 )
 from sip._recorder import RECORDER_CLOSE_TIMEOUT, Recorder
 from sip._sources import SourceGuard
+from sip._wake import Waker
 from sip.media_graph import MediaGraph, MediaGraphError, Rewire
 
 __all__ = ["Engine", "EngineError"]
+
+#: The longest wait in ``libHandleEvents`` of an idle worker, ms; pjsip's timers
+#: and any packet (a command's wake-up too, see ``sip._wake``) end it sooner.
+IDLE_POLL_MS = 2000
+# The wait while something is watched by polling (a recording's WAV header).
+_BUSY_POLL_MS = 10
+# The conference clock runs on this long after the last call and recording, so
+# that the bridge finishes removing their ports.
+_CLOCK_LINGER = 1.0
 
 Emit = Callable[[p.Event], None]
 
@@ -94,6 +106,14 @@ class Engine:
             silence=lambda: self._ep.audDevManager().getCaptureDevMedia(),
         )
         self._deferred: list[Callable[[], None]] = []
+        # Actions due at a time (monotonic): (due, sequence, action), a heap.
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = 0
+        # Whether the null sound device clocks the conference bridge, and since
+        # when it has had nothing to clock.
+        self._clocked = False
+        self._idle_since: float | None = None
+        self._waker: Waker | None = None
         self.sip_port = 0
         self._transport_ids: dict[str, int] = {}
         self.lines = Lines(
@@ -119,7 +139,10 @@ class Engine:
         self._writer = LogWriter()
         cfg = endpoint_config(settings, self._writer)
         ep.libInit(cfg)
-        ep.audDevManager().setNullDev()  # no sound card on a server
+        # No sound card on a server, and no clock while there is no call: the null
+        # sound device, which clocks the bridge, is opened with the first call's
+        # media and closed after the last call (_clock).
+        ep.audDevManager().setNoDev()
 
         # One listener, of the PBX's transport: nothing else is exposed.
         tcfg = pj.TransportConfig()
@@ -129,8 +152,10 @@ class Engine:
         transport = ep.transportCreate(kind, tcfg)
         self.sip_port = int(ep.transportGetInfo(transport).localName.rsplit(":", 1)[1])
         self._transport_ids = {settings.pbx_transport: transport}
-        self._sources.attach(self.sip_port)
+        self._waker = Waker(settings.bind_address, settings.pbx_transport)
+        self._sources.attach(self.sip_port, self._waker.address)
         ep.libStart()
+        self._waker.start(self.sip_port)
         set_codecs(ep, settings.codecs)
 
         # The local identity receives calls addressed to this worker directly
@@ -152,6 +177,53 @@ class Engine:
         self._run_deferred()
         if self._sources is not None:
             self._sources.report_drops()
+        self._clock()
+
+    def wait_ms(self) -> int:
+        """How long the next :meth:`poll` may wait: short while something is polled
+        for, else until the next timed action, at most :data:`IDLE_POLL_MS`."""
+        if self._ep is None or self._deferred:
+            return _BUSY_POLL_MS
+        due = [self._timers[0][0]] if self._timers else []
+        if self._idle_since is not None:
+            due.append(self._idle_since + _CLOCK_LINGER)
+        if not due:
+            return IDLE_POLL_MS
+        wait = (min(due) - time.monotonic()) * 1000
+        return max(0, min(IDLE_POLL_MS, math.ceil(wait)))
+
+    def wake(self) -> None:
+        """End the pj thread's current wait in :meth:`poll` (from any thread)."""
+        waker = self._waker
+        if waker is not None:
+            waker.wake()
+
+    def _clock(self) -> None:
+        """Stop the conference clock once no call nor recording has needed it for
+        :data:`_CLOCK_LINGER`."""
+        if not self._clocked:
+            return
+        if self._calls or self._recorder.recordings or self._recorder.closing:
+            self._idle_since = None
+            return
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        elif now - self._idle_since >= _CLOCK_LINGER:
+            # Joins the clock's thread: about 20 ms, once the worker is idle.
+            self._ep.audDevManager().setNoDev()
+            self._clocked = False
+            self._idle_since = None
+            log("debug", "conference clock stopped")
+
+    def _start_clock(self) -> None:
+        """Clock the conference bridge (a call has media): streams send, bridges mix,
+        recorders write only while it ticks. Opening the null device takes under
+        0.1 ms."""
+        self._idle_since = None
+        if not self._clocked:
+            self._ep.audDevManager().setNullDev()
+            self._clocked = True
 
     def shutdown(self, grace: float = 2.0) -> None:
         """Hang up, unregister, release every pj object and destroy the library."""
@@ -180,6 +252,9 @@ class Engine:
         ep.libDestroy(pj.PJSUA_DESTROY_NO_RX_MSG)
         self._ep = None
         self._writer = None
+        if self._waker is not None:
+            self._waker.close()
+            self._waker = None
 
     # ------------------------------------------------------------------ commands
 
@@ -464,6 +539,7 @@ class Engine:
             return
         if self._audio(record) is None:
             return
+        self._start_clock()
         # After hold/resume pjsua may have rebuilt the stream (a new conference
         # port): connect bridges, supervision and recorders again
         # (startTransmit on an existing connection is harmless).
@@ -575,15 +651,8 @@ class Engine:
         self._deferred.append(holder.clear)
 
     def _defer_after(self, delay: float, action: Callable[[], None]) -> None:
-        due = time.monotonic() + delay
-
-        def run() -> None:
-            if time.monotonic() < due:
-                self._deferred.append(run)
-            else:
-                action()
-
-        self._deferred.append(run)
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (time.monotonic() + delay, self._timer_seq, action))
 
     def _on_tsx_state(self, call_id: str) -> None:
         # A transaction of the call moved: the re-INVITE a waiting hold or resume
@@ -604,5 +673,8 @@ class Engine:
 
     def _run_deferred(self) -> None:
         actions, self._deferred = self._deferred, []
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            actions.append(heapq.heappop(self._timers)[2])
         for action in actions:
             action()

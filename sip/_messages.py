@@ -61,6 +61,9 @@ RegistrationState: TypeAlias = Literal["registering", "registered", "failed", "u
 CallStateName: TypeAlias = Literal["calling", "ringing", "early", "answered", "ended"]
 SuperviseMode: TypeAlias = Literal["listen", "whisper", "barge"]
 
+# Codecs whose audio is telephone band (8 kHz) when named without a rate.
+_NARROWBAND = frozenset({"pcma", "pcmu", "gsm", "ilbc", "g729", "amr"})
+
 
 # --------------------------------------------------------------------------- settings
 
@@ -101,6 +104,17 @@ class WorkerSettings:
     register_retry_max_seconds: int = 60
     #: Audio codecs offered and accepted, most preferred first (``sip.codecs``).
     codecs: tuple[str, ...] = ("PCMA", "PCMU", "G722")
+    #: The conference bridge's sample rate, Hz; 0 follows ``codecs`` (see
+    #: :attr:`bridge_rate`). ``sip.bridge_clock_rate``.
+    clock_rate: int = 0
+    #: Echo canceller tail, ms; 0 is off (``sip.echo_canceller_tail``).
+    echo_tail_ms: int = 0
+    #: Silence detection (``sip.vad``).
+    vad: bool = False
+    #: Resampling quality 0-10 (``sip.resample_quality``).
+    resample_quality: int = 4
+    #: Longest jitter buffer, ms; -1 is pjmedia's default (``sip.jitter_buffer_max``).
+    jitter_buffer_max_ms: int = -1
 
     def __post_init__(self) -> None:
         ipaddress.ip_address(self.bind_address)
@@ -114,6 +128,27 @@ class WorkerSettings:
             raise ValueError("max_calls and max_accounts must be positive")
         if not 1 <= self.register_retry_seconds <= self.register_retry_max_seconds:
             raise ValueError("register_retry_seconds must be 1..register_retry_max_seconds")
+        if self.clock_rate not in (0, 8000, 16000, 32000, 48000):
+            raise ValueError("clock_rate must be 0, 8000, 16000, 32000 or 48000")
+        if not 0 <= self.echo_tail_ms <= 1000:
+            raise ValueError("echo_tail_ms must be 0..1000")
+        if not 0 <= self.resample_quality <= 10:
+            raise ValueError("resample_quality must be 0..10")
+        if self.jitter_buffer_max_ms != -1 and not 20 <= self.jitter_buffer_max_ms <= 5000:
+            raise ValueError("jitter_buffer_max_ms must be -1 or 20..5000")
+
+    @property
+    def bridge_rate(self) -> int:
+        """The conference bridge's sample rate: ``clock_rate``, or when 0 the band of
+        the preferred codec: 8000 for a narrowband one (G.711, GSM, iLBC, ``speex/8000``),
+        16000 for any other (G.722, speex, opus...). Bridging G.711 calls at
+        8 kHz needs no resampling at all."""
+        if self.clock_rate:
+            return self.clock_rate
+        first = self.codecs[0].lower().split("/") if self.codecs else ["pcma"]
+        if len(first) > 1:
+            return 8000 if first[1] == "8000" else 16000
+        return 8000 if first[0] in _NARROWBAND else 16000
 
 
 # --------------------------------------------------------------------------- base

@@ -41,6 +41,7 @@ __all__ = [
     "endpoint_config",
     "guard",
     "log",
+    "media_config",
     "send_hold",
     "set_codecs",
 ]
@@ -239,10 +240,13 @@ def endpoint_config(settings: p.WorkerSettings, writer: LogWriter) -> Any:
     cfg.uaConfig.maxCalls = settings.max_calls
     cfg.uaConfig.userAgent = "Switchboard"
     cfg.uaConfig.stunServer.clear()
-    # Media worker threads would poll the shared ioqueue outside this
-    # thread; with none, RTP is handled inside libHandleEvents too.
+    # No media thread: with an ioqueue of its own (hasIoqueue) pjsua would poll it
+    # from a thread waking about 120 times a second even with no call. Without,
+    # RTP sockets join pjsip's ioqueue and are read inside libHandleEvents, on
+    # this thread, which then sleeps while nothing arrives.
     cfg.medConfig.threadCnt = 0
-    cfg.medConfig.hasIoqueue = True
+    cfg.medConfig.hasIoqueue = False
+    media_config(cfg.medConfig, settings)
     cfg.logConfig.writer = writer
     # pjsua hands a line to the writer only up to consoleLevel (with a writer
     # set nothing goes to the console itself): both are the configured level.
@@ -250,6 +254,26 @@ def endpoint_config(settings: p.WorkerSettings, writer: LogWriter) -> Any:
     cfg.logConfig.consoleLevel = cfg.logConfig.level
     cfg.logConfig.decor = 0  # pjsip's time/thread prefixes: stderr reader adds its own
     return cfg
+
+
+def media_config(med: Any, settings: p.WorkerSettings) -> None:
+    """Set the conference bridge and streams of ``med`` (a ``pj.MediaConfig``) for a
+    server: the bridge at ``settings.bridge_rate`` (8 kHz for G.711: no resampling),
+    no echo canceller and no silence detection unless configured, resampling at
+    ``resample_quality``. pjmedia's defaults (16 kHz, a 200 ms echo tail, VAD,
+    quality 8) are a softphone's, and cost a server about twice the CPU per call."""
+    rate = settings.bridge_rate
+    med.clockRate = rate
+    med.sndClockRate = rate
+    med.channelCount = 1
+    med.audioFramePtime = 20
+    med.ecTailLen = settings.echo_tail_ms
+    med.noVad = not settings.vad
+    med.quality = settings.resample_quality
+    med.jbMax = settings.jitter_buffer_max_ms
+    # The engine opens and closes the null sound device (the bridge's clock)
+    # itself, with its calls: pjsua must not close it under a call's feet.
+    med.sndAutoCloseTime = -1
 
 
 def account_config(settings: p.WorkerSettings, transport: int | None) -> Any:

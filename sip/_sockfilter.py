@@ -8,8 +8,10 @@ listener the filter drops the SYN, and accepted connections inherit it.
 
 The program reads the IP header through the ``SKF_NET_OFF`` window, so it works on
 UDP and TCP sockets, IPv4 and IPv6 (an IPv4 packet on a dual-stack socket is matched
-against the IPv4 networks). Nothing here touches pjsua2: the engine finds pjsip's
-socket by its bound port (:func:`sockets_bound_to`).
+against the IPv4 networks). One more source may be let in by address *and port*: the
+worker's own wake-up socket (``sip._wake``), bound on this host; the transport header
+(UDP or TCP, where the socket's data starts) gives the port. Nothing here touches
+pjsua2: the engine finds pjsip's socket by its bound port (:func:`sockets_bound_to`).
 
 A UDP socket counts the datagrams its filter dropped in the ``drops`` column of
 ``/proc/net/udp`` (with the few lost to a full buffer): :func:`udp_drops` reads it
@@ -37,6 +39,7 @@ _SKF_NET_OFF = -0x100000
 # Classic BPF opcodes (linux/filter.h).
 _LD_W_ABS = 0x20
 _LD_B_ABS = 0x30
+_LD_H_ABS = 0x28
 _ALU_AND_K = 0x54
 _ALU_RSH_K = 0x74
 _JEQ_K = 0x15
@@ -97,10 +100,35 @@ def _v4(network: Network) -> ipaddress.IPv4Network | None:
     return None
 
 
-def program(networks: Iterable[Network]) -> list[Insn]:
-    """The filter accepting IPv4/IPv6 packets from ``networks`` and dropping the rest.
+def _exact(address: tuple[str, int]) -> list[Insn]:
+    """Instructions accepting a packet from exactly ``address`` (IP, port), falling
+    through to the instruction after them otherwise."""
+    ip = ipaddress.ip_address(address[0])
+    version, base = (4, 12) if ip.version == 4 else (6, 8)
+    raw = ip.packed
+    checks: list[Insn] = [
+        (_LD_B_ABS, 0, 0, _net(0)),
+        (_ALU_RSH_K, 0, 0, 4),
+        (_JEQ_K, 0, 0, version),
+    ]
+    for i in range(0, len(raw), 4):
+        checks.append((_LD_W_ABS, 0, 0, _net(base + i)))
+        checks.append((_JEQ_K, 0, 0, int.from_bytes(raw[i : i + 4], "big")))
+    # The source port, first in the UDP or TCP header.
+    checks += [(_LD_H_ABS, 0, 0, 0), (_JEQ_K, 0, 0, address[1])]
+    total = len(checks) + 1
+    insns = [
+        (code, 0, total - index - 1, k) if code == _JEQ_K else (code, jt, jf, k)
+        for index, (code, jt, jf, k) in enumerate(checks)
+    ]
+    return [*insns, (_RET_K, 0, 0, _ACCEPT)]
 
-    No network at all drops everything.
+
+def program(networks: Iterable[Network], also: tuple[str, int] | None = None) -> list[Insn]:
+    """The filter accepting IPv4/IPv6 packets from ``networks`` (and from the one
+    address and port ``also``) and dropping the rest.
+
+    No network at all drops everything but ``also``.
     """
     nets = list(networks)
     v4 = [n4 for n in nets if (n4 := _v4(n)) is not None]
@@ -118,7 +146,7 @@ def program(networks: Iterable[Network]) -> list[Insn]:
         (_RET_K, 0, 0, _DROP),
         (_JA, 0, 0, len(v4_code)),
     ]
-    return head + v4_code + v6_code
+    return (_exact(also) if also is not None else []) + head + v4_code + v6_code
 
 
 def _pack(insns: list[Insn]) -> tuple[bytes, object]:
@@ -130,9 +158,10 @@ def _pack(insns: list[Insn]) -> tuple[bytes, object]:
     return fprog, buffer
 
 
-def attach(fd: int, networks: Iterable[Network]) -> None:
-    """Attach (and lock) the filter for ``networks`` to socket ``fd``; raises OSError."""
-    fprog, buffer = _pack(program(networks))
+def attach(fd: int, networks: Iterable[Network], also: tuple[str, int] | None = None) -> None:
+    """Attach (and lock) the filter for ``networks`` (and ``also``) to socket ``fd``;
+    raises OSError."""
+    fprog, buffer = _pack(program(networks, also))
     sock = socket.socket(fileno=os.dup(fd))
     try:
         sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)

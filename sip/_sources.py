@@ -31,8 +31,9 @@ class SourceGuard:
         self._drops = 0
         self._drops_checked = 0.0
 
-    def attach(self, port: int) -> None:
-        """Attach the kernel filter for ``allowed_sources`` to the SIP socket(s).
+    def attach(self, port: int, wake: tuple[str, int] | None = None) -> None:
+        """Attach the kernel filter for ``allowed_sources`` (and the worker's own
+        wake-up socket at address ``wake``) to the SIP socket(s).
 
         pjsip would parse (and answer) any packet before Python sees it; with the
         filter a packet from elsewhere never reaches it. Raises :class:`EngineError`
@@ -41,7 +42,7 @@ class SourceGuard:
         filtered = 0
         for fd, kind in _sockfilter.sockets_bound_to(port):
             try:
-                _sockfilter.attach(fd, self._networks)
+                _sockfilter.attach(fd, self._networks, wake)
             except OSError as exc:
                 raise EngineError("configure_failed", f"socket filter: {exc}") from None
             filtered += 1

@@ -131,6 +131,11 @@ def plan_workers(config: Config, *, log_level: p.LogLevel = "warning") -> tuple[
             register_retry_seconds=_REGISTER_RETRY_SECONDS,
             register_retry_max_seconds=_REGISTER_RETRY_MAX_SECONDS,
             codecs=tuple(sip.codecs),
+            clock_rate=0 if sip.bridge_clock_rate == "auto" else sip.bridge_clock_rate,
+            echo_tail_ms=sip.echo_canceller_tail,
+            vad=sip.vad,
+            resample_quality=sip.resample_quality,
+            jitter_buffer_max_ms=-1 if sip.jitter_buffer_max is None else sip.jitter_buffer_max,
         )
         plans.append(
             WorkerPlan(

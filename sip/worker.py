@@ -4,10 +4,13 @@ Reads command frames on stdin, writes event frames on stdout, logs on stderr.
 Two threads:
 
 * the *pj thread* (this process's main thread) owns the pjsua2 endpoint: it
-  loops on ``libHandleEvents(10)`` and, between iterations, drains the command
-  queue; it is also the only writer of stdout;
-* the *reader thread* only reads and decodes frames from stdin and puts them on
-  the queue. It never calls pjsua2.
+  loops on ``libHandleEvents`` and, between iterations, drains the command
+  queue; it is also the only writer of stdout. It waits in ``libHandleEvents``
+  as long as nothing is due (:meth:`sip._engine.Engine.wait_ms`: seconds when
+  idle), so that an idle worker costs next to nothing;
+* the *reader thread* only reads and decodes frames from stdin, puts them on
+  the queue and wakes the pj thread (:mod:`sip._wake`: a keep-alive to the
+  worker's own SIP socket, which ends the wait at once). It never calls pjsua2.
 
 Before anything else, file descriptor 1 is moved: the protocol gets a private
 duplicate and fd 1 becomes a copy of stderr, because pjsip prints to the
@@ -25,13 +28,15 @@ import os
 import queue
 import sys
 import threading
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from sip import protocol as p
 from sip.exceptions import ProtocolError
 
+if TYPE_CHECKING:
+    from sip._engine import Engine
+
 _EOF = object()
-_POLL_MS = 10
 
 
 class _Output:
@@ -57,8 +62,22 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _reader(stream: BinaryIO, inbox: queue.SimpleQueue[object]) -> None:
-    """Decode frames into ``inbox``: commands, ProtocolErrors, then ``_EOF``."""
+class _Wake:
+    """Wakes the pj thread once its engine can (after configure); until then the
+    pj thread polls every few milliseconds."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+
+    def __call__(self) -> None:
+        engine = self.engine
+        if engine is not None:
+            engine.wake()
+
+
+def _reader(stream: BinaryIO, inbox: queue.SimpleQueue[object], wake: _Wake) -> None:
+    """Decode frames into ``inbox``: commands, ProtocolErrors, then ``_EOF``;
+    wake the pj thread after each."""
     try:
         while True:
             header = _read_exactly(stream, p.HEADER_SIZE)
@@ -76,8 +95,10 @@ def _reader(stream: BinaryIO, inbox: queue.SimpleQueue[object]) -> None:
                 inbox.put(p.decode_command(payload))
             except ProtocolError as exc:
                 inbox.put(_Recoverable(exc))
+            wake()
     finally:
         inbox.put(_EOF)
+        wake()
 
 
 class _Recoverable:
@@ -104,8 +125,9 @@ def main() -> int:
     out_stream = _take_stdout()
     emit = _Output(out_stream)
     inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+    wake = _Wake()
     thread = threading.Thread(
-        target=_reader, args=(sys.stdin.buffer, inbox), name="sip-worker-stdin", daemon=True
+        target=_reader, args=(sys.stdin.buffer, inbox, wake), name="sip-worker-stdin", daemon=True
     )
     thread.start()
 
@@ -118,7 +140,9 @@ def main() -> int:
     code = 0
     try:
         while True:
-            engine.poll(_POLL_MS)
+            # A command already queued is handled at once; otherwise wait for
+            # pjsip, a timer, or the reader's wake-up.
+            engine.poll(0 if not inbox.empty() else engine.wait_ms())
             stop = False
             while True:
                 try:
@@ -154,6 +178,7 @@ def main() -> int:
                         return 3
                     emit(p.Ok(cmd_id=item.cmd_id))
                     emit(p.Ready(pid=os.getpid(), sip_port=port))
+                    wake.engine = engine
                     continue
                 try:
                     reply = engine.handle(item)

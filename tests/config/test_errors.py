@@ -176,6 +176,15 @@ def test_missing_required_key_points_at_its_table() -> None:
         ),
         ("[sip]\ncodecs = ['PCMA', 'pcma']", "sip.codecs", "must not list a codec twice"),
         (
+            "[sip]\nbridge_clock_rate = 11025",
+            "sip.bridge_clock_rate",
+            'must be "auto" or one of 8000, 16000, 32000, 48000',
+        ),
+        ("[sip]\necho_canceller_tail = -1", "sip.echo_canceller_tail", "must be at least 0"),
+        ("[sip]\nvad = 'no'", "sip.vad", "must be true or false"),
+        ("[sip]\nresample_quality = 11", "sip.resample_quality", "must be at most 10"),
+        ("[sip]\njitter_buffer_max = 5", "sip.jitter_buffer_max", "must be at least 20"),
+        (
             "[sip]\nrtp_port_range = [31000, 30000]",
             "sip.rtp_port_range",
             "first port must be below last port",

@@ -138,6 +138,28 @@ def test_plan_carries_the_realm_defaulting_to_the_domain(tmp_path: Path) -> None
     assert plan.settings.pbx_transport == "udp"
 
 
+def test_plan_carries_server_media_settings_with_the_bridge_rate_following_the_codecs(
+    tmp_path: Path,
+) -> None:
+    (plan,) = plan_workers(_config(tmp_path, {"2001": "agent"}))
+    s = plan.settings
+    # Defaults: no echo canceller, no silence detection, the small resampling filter,
+    # and G.711 preferred, so an 8 kHz bridge.
+    assert (s.echo_tail_ms, s.vad, s.resample_quality, s.jitter_buffer_max_ms) == (0, False, 4, -1)
+    assert (s.clock_rate, s.bridge_rate) == (0, 8000)
+    wide = 'codecs = ["G722", "PCMA"]\n'
+    (plan,) = plan_workers(_config(tmp_path, {"2001": "agent"}, extra=wide))
+    assert plan.settings.bridge_rate == 16000
+    fixed = (
+        "bridge_clock_rate = 16000\necho_canceller_tail = 128\nvad = true\n"
+        "resample_quality = 10\njitter_buffer_max = 200\n"
+    )
+    (plan,) = plan_workers(_config(tmp_path, {"2001": "agent"}, extra=fixed))
+    s = plan.settings
+    assert (s.bridge_rate, s.echo_tail_ms, s.vad) == (16000, 128, True)
+    assert (s.resample_quality, s.jitter_buffer_max_ms) == (10, 200)
+
+
 def test_backoff_starts_immediate_doubles_caps_and_resets() -> None:
     backoff = Backoff(maximum=5.0, stable_after=60.0)
     backoff.started(0.0)

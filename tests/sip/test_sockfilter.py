@@ -67,3 +67,47 @@ def test_the_socket_is_found_by_its_port(receiver: socket.socket) -> None:
     port = receiver.getsockname()[1]
     found = list(_sockfilter.sockets_bound_to(port))
     assert [kind for _fd, kind in found] == [socket.SOCK_DGRAM]
+
+
+def test_the_wake_address_gets_through_from_its_own_port_only(receiver: socket.socket) -> None:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as wake,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other,
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as other6,
+    ):
+        wake.bind(("127.0.0.5", 0))
+        other.bind(("127.0.0.5", 0))
+        other6.bind(("::1", 0))
+        _sockfilter.attach(receiver.fileno(), _nets("127.0.0.1/32"), also=wake.getsockname())
+        port = receiver.getsockname()[1]
+        other.sendto(b"other port", ("127.0.0.1", port))
+        other6.sendto(b"ipv6", ("::1", port))
+        wake.sendto(b"wake", ("127.0.0.1", port))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as last:
+            last.bind(("127.0.0.1", 0))
+            last.sendto(b"last", ("127.0.0.1", port))
+        receiver.settimeout(5)
+        assert [receiver.recv(64), receiver.recv(64)] == [b"wake", b"last"]
+
+
+def test_a_tcp_listener_accepts_the_wake_address_only() -> None:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener,
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as wake,
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other,
+    ):
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        wake.bind(("127.0.0.1", 0))
+        _sockfilter.attach(listener.fileno(), [], also=wake.getsockname())
+        other.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # its SYN is dropped: no answer
+            other.connect(listener.getsockname())
+        wake.connect(listener.getsockname())
+        listener.settimeout(5)
+        conn, peer = listener.accept()
+        with conn:
+            wake.sendall(b"\r\n\r\n")
+            conn.settimeout(5)
+            assert conn.recv(16) == b"\r\n\r\n"
+            assert peer == wake.getsockname()
