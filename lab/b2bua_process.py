@@ -206,6 +206,25 @@ class B2bua:
         elif kind == "ended":
             call.ended_by = str(event["by"])
 
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], *, timeout: float, start: int = 0
+    ) -> dict[str, Any]:
+        """The first event from index ``start`` on that satisfies ``predicate``.
+
+        Raises ``TimeoutError`` after ``timeout`` s, ``B2buaError`` if the process exits.
+        """
+        async with asyncio.timeout(timeout), self._changed:
+            index = start
+            while True:
+                while index < len(self.events):
+                    event = self.events[index]
+                    index += 1
+                    if predicate(event):
+                        return event
+                    if event["event"] == "exited":
+                        raise B2buaError(f"the B2BUA exited; see {self.log_path}")
+                await self._changed.wait()
+
     async def wait_call(
         self,
         caller_call_id: str,

@@ -267,7 +267,7 @@ async def start_contact(
     return contact
 
 
-class _Responses(asyncio.DatagramProtocol):
+class Responses(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.queue: asyncio.Queue[str] = asyncio.Queue()
 
@@ -282,7 +282,7 @@ async def register(
     challenge with the extension's password; returns the final status (200 if bound)."""
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_datagram_endpoint(
-        _Responses, local_addr=(lab.host, 0), remote_addr=(lab.pbx_host, lab.pbx_port)
+        Responses, local_addr=(lab.host, 0), remote_addr=(lab.pbx_host, lab.pbx_port)
     )
     try:
         local = int(transport.get_extra_info("sockname")[1])
@@ -330,7 +330,7 @@ async def register(
         transport.close()
 
 
-async def _final(protocol: _Responses) -> str:
+async def _final(protocol: Responses) -> str:
     while True:
         message = await protocol.queue.get()
         if message.startswith("SIP/2.0 ") and not message.startswith("SIP/2.0 1"):

@@ -3,6 +3,8 @@ rings every registered contact in a dialog of its own, as Asterisk does."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from lab.b2bua import COMPLETED_ELSEWHERE
 from lab.customers import CUSTOMER_TONE_HZ
 from lab.runner import Lab, PbxMode
 
-from ._sipp_contact import Kind, SippContact, header, register, start_contact
+from ._sipp_contact import Kind, Responses, SippContact, header, register, start_contact
 
 CALLER = "+33612345678"
 
@@ -168,8 +170,12 @@ class TestRedirect:
     def lab_phones(self) -> list[str | PhoneSpec]:
         return ["1001"]
 
-    async def test_a_302_is_followed_with_a_new_call_id(
-        self, lab: Lab, contacts: Callable[..., Awaitable[SippContact]]
+    @pytest.mark.parametrize("lab_pbx_mode", ["proxy", "b2bua"])
+    async def test_a_302_is_followed_in_both_modes(
+        self,
+        lab: Lab,
+        lab_pbx_mode: PbxMode,
+        contacts: Callable[..., Awaitable[SippContact]],
     ) -> None:
         # The line is registered once, by a contact that moves every call to a phone
         # that is not registered for the line, as Switchboard's reception does.
@@ -181,12 +187,17 @@ class TestRedirect:
         ring = await phone.wait_incoming(timeout=5)
         assert await customer.wait(timeout=10)
         await phone.wait_call_ended(timeout=5, call_id=ring.call_id)
-
+        assert f"sip:{CALLER}@" in str(ring.data["remote"])
         (invite,) = mover.received("INVITE")
         moved_call_id = header(invite, "Call-ID")
         assert len(mover.received("ACK")) == 1  # the 302 was acknowledged
+        if lab_pbx_mode == "proxy":
+            # Kamailio follows it within the caller's transaction: one Call-ID.
+            assert moved_call_id == ring.call_id == customer.call_id
+            assert lab.b2bua is None
+            return
+        # The B2BUA places a new dialog, with a Call-ID of its own, as Asterisk does.
         assert len({customer.call_id, moved_call_id, ring.call_id}) == 3
-        assert f"sip:{CALLER}@" in str(ring.data["remote"])
         assert lab.b2bua is not None
         record = lab.b2bua.call(customer.call_id)
         assert lab.b2bua.redirects_followed == 1
@@ -226,3 +237,135 @@ class TestReinvite:
         assert header(answer, "CSeq") == "1 INVITE"
         assert "o=customer 1 2 IN IP4" in answer
         assert len(holder.received("BYE")) == 1
+
+
+class TestRobustness:
+    async def test_unreadable_datagrams_are_dropped_and_calls_go_on(
+        self, lab: Lab, contacts: Callable[..., Awaitable[SippContact]]
+    ) -> None:
+        assert lab.b2bua is not None
+        errors: list[dict[str, object]] = []
+
+        def third_error(event: dict[str, object]) -> bool:
+            if event["event"] == "error":
+                errors.append(event)
+            return len(errors) == 3
+
+        async with _RawPeer(lab) as peer:
+            peer.send(b"hello")
+            peer.send(b"INVITE sip:2100@127.0.0.1 SIP/2.0\r\nContent-Length: 12\r\n\r\n")
+            peer.send(peer.request("INVITE", "sip:x@127.0.0.1:9").replace(b"CSeq:", b"CSq:"))
+            await lab.b2bua.wait_for(third_error, timeout=5)
+        assert lab.b2bua.running
+        holder = await contacts("holder", "reinvite")
+        customer = await lab.customers.call("2100", CALLER, talk_seconds=0.5)
+        assert await customer.wait(timeout=10)
+        assert len(holder.received("BYE")) == 1
+
+    async def test_a_retransmitted_invite_is_absorbed(
+        self, lab: Lab, contacts: Callable[..., Awaitable[SippContact]]
+    ) -> None:
+        ringer = await contacts("ringer", "ring", line=None)
+        assert lab.b2bua is not None
+        async with _RawPeer(lab) as peer:
+            invite = peer.request("INVITE", ringer.uri)
+            peer.send(invite)
+            await peer.response(180)
+            peer.send(invite)  # as if the answers had been lost: the 180 comes again
+            await peer.response(180)
+            assert len(lab.b2bua.calls) == 1
+            assert len(ringer.received("INVITE")) == 1
+            peer.send(peer.request("CANCEL", ringer.uri))
+            await peer.response(200, method="CANCEL")
+            terminated = await peer.response(487)
+            peer.send(peer.ack(terminated))
+        record = await lab.b2bua.wait_call(peer.call_id, lambda c: c.over, timeout=5)
+        assert record.final_code == 487
+        (cancel,) = ringer.received("CANCEL")
+        assert header(cancel, "Reason") is None  # the caller gave up: no reason given
+
+
+class _RawPeer(Responses):
+    """A caller speaking to the B2BUA directly over UDP, one INVITE transaction."""
+
+    def __init__(self, lab: Lab) -> None:
+        super().__init__()
+        assert lab.b2bua is not None
+        self._lab = lab
+        self._target = (lab.host, lab.b2bua.port)
+        self.call_id = f"raw-{secrets.token_hex(6)}"
+        self._branch = f"z9hG4bK{secrets.token_hex(8)}"
+        self._tag = secrets.token_hex(4)
+        self._transport: asyncio.DatagramTransport | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> _RawPeer:
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=(self._lab.host, 0)
+        )
+        self.port = int(self._transport.get_extra_info("sockname")[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def send(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._transport.sendto(data, self._target)
+
+    def request(self, method: str, contact: str) -> bytes:
+        """The INVITE (to 2100, ringing ``contact``) or its CANCEL."""
+        host = self._lab.host
+        body = f"v=0\r\no=raw 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
+        body += "m=audio 9 RTP/AVP 8\r\n"
+        lines = [
+            f"{method} {self._lab.uri('2100')} SIP/2.0",
+            f"Via: SIP/2.0/UDP {host}:{self.port};branch={self._branch};rport",
+            "Max-Forwards: 70",
+            f'From: "Raw" <sip:{CALLER}@{host}>;tag={self._tag}',
+            f"To: <{self._lab.uri('2100')}>",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: 1 {method}",
+        ]
+        if method == "INVITE":
+            lines += [
+                f"Contact: <sip:raw@{host}:{self.port}>",
+                f"X-Lab-Contacts: <{contact}>",
+                "Content-Type: application/sdp",
+                f"Content-Length: {len(body)}",
+                "",
+                body,
+            ]
+        else:
+            lines += ["Content-Length: 0", "", ""]
+        return "\r\n".join(lines).encode()
+
+    def ack(self, final: str) -> bytes:
+        """The ACK of a non-2xx final answer to our INVITE."""
+        to = header(final, "To")
+        lines = [
+            f"ACK {self._lab.uri('2100')} SIP/2.0",
+            f"Via: SIP/2.0/UDP {self._lab.host}:{self.port};branch={self._branch};rport",
+            "Max-Forwards: 70",
+            f'From: "Raw" <sip:{CALLER}@{self._lab.host}>;tag={self._tag}',
+            f"To: {to}",
+            f"Call-ID: {self.call_id}",
+            "CSeq: 1 ACK",
+            "Content-Length: 0",
+            "",
+            "",
+        ]
+        return "\r\n".join(lines).encode()
+
+    async def response(self, code: int, *, method: str = "INVITE", timeout: float = 5) -> str:
+        """The next response ``code`` to our ``method`` (others are skipped)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self.queue.get()
+                if (
+                    message.startswith(f"SIP/2.0 {code} ")
+                    and header(message, "CSeq") == f"1 {method}"
+                ):
+                    return message
