@@ -218,6 +218,18 @@ class SippContact:
                 messages.append(message)
         return messages
 
+    async def wait_received(self, method: str, count: int = 1, *, timeout: float = 5) -> list[str]:
+        """Wait until SIPp has traced ``count`` requests of ``method``; return them all.
+
+        The trace is a file SIPp appends to: it is read again every 20 ms.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                messages = self.received(method)
+                if len(messages) >= count:
+                    return messages
+                await asyncio.sleep(0.02)
+
     async def stop(self) -> None:
         await _proc.kill_group(self.proc, grace=0.0, sig=signal.SIGKILL)
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from lab import PhoneSpec, audio
-from lab.b2bua import COMPLETED_ELSEWHERE
+from lab.b2bua import COMPLETED_ELSEWHERE, B2bua, Settings
 from lab.customers import CUSTOMER_TONE_HZ
 from lab.runner import Lab, PbxMode
 
@@ -85,7 +87,7 @@ class TestTwoPhonesAndARingingContact:
         assert header(invite, "To") == f"<{lab.uri('2100')}>"
         assert invite.startswith(f"INVITE {sipp.uri} SIP/2.0")
         # The contacts that did not answer are CANCELed, "completed elsewhere".
-        (cancel,) = sipp.received("CANCEL")
+        (cancel,) = await sipp.wait_received("CANCEL")
         assert header(cancel, "Call-ID") == wire_call_id
         assert header(cancel, "Reason") == COMPLETED_ELSEWHERE
 
@@ -190,7 +192,7 @@ class TestRedirect:
         assert f"sip:{CALLER}@" in str(ring.data["remote"])
         (invite,) = mover.received("INVITE")
         moved_call_id = header(invite, "Call-ID")
-        assert len(mover.received("ACK")) == 1  # the 302 was acknowledged
+        assert len(await mover.wait_received("ACK")) == 1  # the 302 was acknowledged
         if lab_pbx_mode == "proxy":
             # Kamailio follows it within the caller's transaction: one Call-ID.
             assert moved_call_id == ring.call_id == customer.call_id
@@ -236,7 +238,7 @@ class TestReinvite:
         (answer,) = [m for m in holder.received() if m.startswith("SIP/2.0 200")]
         assert header(answer, "CSeq") == "1 INVITE"
         assert "o=customer 1 2 IN IP4" in answer
-        assert len(holder.received("BYE")) == 1
+        assert len(await holder.wait_received("BYE")) == 1
 
 
 class TestRobustness:
@@ -260,7 +262,7 @@ class TestRobustness:
         holder = await contacts("holder", "reinvite")
         customer = await lab.customers.call("2100", CALLER, talk_seconds=0.5)
         assert await customer.wait(timeout=10)
-        assert len(holder.received("BYE")) == 1
+        assert len(await holder.wait_received("BYE")) == 1
 
     async def test_a_retransmitted_invite_is_absorbed(
         self, lab: Lab, contacts: Callable[..., Awaitable[SippContact]]
@@ -281,18 +283,61 @@ class TestRobustness:
             peer.send(peer.ack(terminated))
         record = await lab.b2bua.wait_call(peer.call_id, lambda c: c.over, timeout=5)
         assert record.final_code == 487
-        (cancel,) = ringer.received("CANCEL")
+        (cancel,) = await ringer.wait_received("CANCEL")
         assert header(cancel, "Reason") is None  # the caller gave up: no reason given
+
+
+class TestTimers:
+    """A B2BUA of the test's own, with short timers, in the test's process."""
+
+    @pytest.fixture
+    async def b2bua(self, lab: Lab) -> AsyncIterator[B2bua]:
+        b2bua = B2bua(Settings(lab.host, ring_timeout=1.0, timer_b=1.0))
+        await b2bua.start()
+        yield b2bua
+        b2bua.close()
+
+    async def test_a_contact_that_never_answers_is_cancelled_after_the_ring_timeout(
+        self, lab: Lab, b2bua: B2bua, contacts: Callable[..., Awaitable[SippContact]]
+    ) -> None:
+        ringer = await contacts("ringer", "ring", line=None)
+        async with _RawPeer(lab, b2bua.port) as peer:
+            peer.send(peer.request("INVITE", ringer.uri))
+            await peer.response(180)
+            started = time.monotonic()
+            final = await peer.response(480, timeout=3)
+            assert 0.8 < time.monotonic() - started < 1.5
+            peer.send(peer.ack(final))
+        (cancel,) = await ringer.wait_received("CANCEL")
+        assert header(cancel, "Reason") is None
+        (invite,) = ringer.received("INVITE")
+        assert str(header(invite, "From")).startswith(f'"Raw" <sip:{CALLER}@{lab.host}>;tag=')
+
+    async def test_a_contact_that_never_responds_fails_after_timer_b(
+        self, lab: Lab, b2bua: B2bua
+    ) -> None:
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never read
+        silent.bind((lab.host, 0))
+        try:
+            target = f"sip:silent@{lab.host}:{silent.getsockname()[1]}"
+            async with _RawPeer(lab, b2bua.port) as peer:
+                peer.send(peer.request("INVITE", target))
+                await peer.response(100)
+                final = await peer.response(408, timeout=3)
+                peer.send(peer.ack(final))
+        finally:
+            silent.close()
 
 
 class _RawPeer(Responses):
     """A caller speaking to the B2BUA directly over UDP, one INVITE transaction."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, port: int | None = None) -> None:
+        """Toward the lab's B2BUA, or another one on ``port``."""
         super().__init__()
         assert lab.b2bua is not None
         self._lab = lab
-        self._target = (lab.host, lab.b2bua.port)
+        self._target = (lab.host, port or lab.b2bua.port)
         self.call_id = f"raw-{secrets.token_hex(6)}"
         self._branch = f"z9hG4bK{secrets.token_hex(8)}"
         self._tag = secrets.token_hex(4)
