@@ -90,6 +90,10 @@ class B2bua:
         return self._proc is not None and self._proc.returncode is None
 
     @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def redirects_followed(self) -> int:
         """3xx answers followed with a new INVITE, over all calls."""
         return sum(call.redirects for call in self.calls)

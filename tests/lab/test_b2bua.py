@@ -4,17 +4,20 @@ rings every registered contact in a dialog of its own, as Asterisk does."""
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lab import PhoneSpec, audio
 from lab.b2bua import COMPLETED_ELSEWHERE, B2bua, Settings
 from lab.customers import CUSTOMER_TONE_HZ
+from lab.pytest_plugin import TEST_EXTENSIONS
 from lab.runner import Lab, PbxMode
 
 from ._sipp_contact import Kind, Responses, SippContact, header, register, start_contact
@@ -44,6 +47,44 @@ async def contacts(lab: Lab) -> AsyncIterator[Callable[..., Awaitable[SippContac
     yield start
     for contact in started:
         await contact.stop()
+
+
+@pytest.mark.parametrize("lab_pbx_mode", ["proxy", "b2bua"])
+async def test_the_lab_tells_its_mode_and_its_b2bua_lines(lab: Lab, lab_pbx_mode: PbxMode) -> None:
+    assert lab.pbx_mode == lab_pbx_mode
+    config = lab.pbx.cfg_path.read_text()
+    if lab_pbx_mode == "proxy":
+        assert lab.b2bua is None
+        assert lab.b2bua_lines == ()
+        assert "route[B2BUA]" not in config
+        return
+    assert lab.b2bua is not None
+    assert lab.b2bua_lines == ("2100",)
+    assert '$rU =~ "^(2100)$"' in config
+    pid = lab.b2bua.pid
+    assert pid is not None
+    await lab.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+@pytest.mark.parametrize(
+    ("mode", "lines", "error"),
+    [
+        ("b2b", ("2100",), "pbx_mode must be"),
+        ("b2bua", ("4242",), "not an extension"),
+        ("b2bua", (), "at least one line"),
+        ("b2bua", "2100", "not one string"),
+    ],
+)
+async def test_bad_mode_settings_are_refused_before_anything_starts(
+    tmp_path: Path, mode: Any, lines: Any, error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        await Lab.start(
+            tmp_path / "lab", extensions=TEST_EXTENSIONS, pbx_mode=mode, b2bua_lines=lines
+        )
+    assert not (tmp_path / "lab").exists()
 
 
 class TestTwoPhonesAndARingingContact:
