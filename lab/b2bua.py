@@ -451,9 +451,6 @@ class B2bua:
     def _on_invite(self, tx: _ServerTx) -> None:
         invite = tx.request
         self._respond(tx, 100)
-        call = _Call(next(self._serials), tx, line=invite.uri)
-        tx.call = call
-        raw_contacts = invite.get_all(CONTACTS_HEADER)
         if invite.get(CONTACTS_HEADER) is None:
             self._respond(tx, 400, f"No {CONTACTS_HEADER} header", to_tag=new_tag())
             return
@@ -461,6 +458,8 @@ class B2bua:
         if caller_contact is None:
             self._respond(tx, 400, "No Contact header", to_tag=new_tag())
             return
+        call = _Call(next(self._serials), tx, line=invite.uri)
+        tx.call = call
         local_tag = new_tag()
         call.caller = _Leg(
             call,
@@ -471,7 +470,7 @@ class B2bua:
             route=invite.get_all("Record-Route"),
         )
         self._legs[invite.call_id] = call.caller
-        contacts = [parse_nameaddr(value).uri for value in raw_contacts]
+        contacts = [parse_nameaddr(value).uri for value in invite.get_all(CONTACTS_HEADER)]
         caller = invite.from_
         self._emit(
             "call",
@@ -531,10 +530,9 @@ class B2bua:
     def _branch_response(self, call: _Call, branch: _Branch, response: Message) -> None:
         code = response.status
         if code < 200:
-            if code > 100:
-                branch.provisional = True
-                if branch.state == "trying":
-                    branch.state = "early"
+            branch.provisional = True  # from now on it may be CANCELed (RFC 3261 9.1)
+            if code > 100 and branch.state == "trying":
+                branch.state = "early"
             if branch.cancel_wanted:
                 self._send_cancel(branch)
             elif code in (180, 183) and call.state == "early" and not call.rang:
