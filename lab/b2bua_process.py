@@ -4,7 +4,8 @@ The B2BUA binds a free UDP port itself and reports it (``ready``) before Kamaili
 configuration is written, so there is no window for another program to take it. Every
 event it writes becomes a record tests can read: ``lab.b2bua.calls`` (one
 :class:`B2buaCall` per incoming INVITE, in order), :meth:`B2bua.call` by the caller's
-Call-ID, :meth:`B2bua.branch_call_ids`, :attr:`B2bua.redirects_followed`, and
+Call-ID, :attr:`B2bua.calls_handled`, :meth:`B2bua.branch_call_ids`,
+:attr:`B2bua.redirects_followed`, and
 :meth:`B2bua.wait_call` to wait until a call reaches a state.
 """
 
@@ -92,6 +93,11 @@ class B2bua:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def calls_handled(self) -> int:
+        """Incoming INVITEs the B2BUA took on (one per caller's call)."""
+        return len(self.calls)
 
     @property
     def redirects_followed(self) -> int:
