@@ -31,7 +31,7 @@ from typing import Any
 
 from crm_store import Store
 from lab.customers import CustomersError
-from lab.runner import Lab
+from lab.runner import Lab, PbxMode
 from lab.seed import (
     RECEPTION,
     SeedAgent,
@@ -269,15 +269,19 @@ async def run_demo(
     extensions: Mapping[str, str],
     phones: list[str],
     caller_every: float = 60.0,
+    pbx_mode: PbxMode = "proxy",
 ) -> int:
     """Run the lab and the daemon until SIGINT/SIGTERM; return the daemon's status.
 
-    ``caller_every`` is the period of the simulated reception calls (0: none)."""
+    ``caller_every`` is the period of the simulated reception calls (0: none);
+    ``pbx_mode`` ``b2bua`` puts the reception line behind the lab B2BUA."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with await Lab.start(run_dir, extensions=extensions, phones=phones) as lab:
+    async with await Lab.start(
+        run_dir, extensions=extensions, phones=phones, pbx_mode=pbx_mode
+    ) as lab:
         config = run_dir / "switchboard.toml"
         http_port = free_or_default_port(8080)
         data = demo_config(

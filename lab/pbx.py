@@ -16,10 +16,14 @@ Routing, in the order the generated ``kamailio.cfg`` applies it:
    ``trunk`` account place inbound calls with a customer's number as caller id.
 5. R-URI users that look external (``+`` or ``00`` followed by digits) go to the trunk,
    the simulated customers (SIPp).
-6. Anything else is an extension: every registered contact is rung in parallel (first
+6. In ``b2bua`` mode (``b2bua_lines`` given), an INVITE to one of those lines that does
+   not come from the lab B2BUA goes to the B2BUA (:mod:`lab.b2bua`) with the line's
+   registered contacts in ``X-Lab-Contacts`` headers: the B2BUA then calls each contact
+   itself, as Asterisk would (``480`` when there is none, as below).
+7. Anything else is an extension: every registered contact is rung in parallel (first
    answer wins, the other branches get CANCEL); ``480`` when the extension exists but has
    no registration, ``404`` when it does not exist.
-7. A ``3xx`` answer to an INVITE is followed (``uac_redirect``): its first Contact
+8. A ``3xx`` answer to an INVITE is followed (``uac_redirect``): its first Contact
    becomes a new branch of the same transaction, at most three redirects per call.
 """
 
@@ -29,7 +33,7 @@ import asyncio
 import re
 import shutil
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lab import _proc, _sip
@@ -195,6 +199,7 @@ route[TRUNK] {
 }
 
 route[EXTENSION] {
+@@B2BUA_CALL@@
     # lookup() appends one branch per registered contact: t_relay forks in parallel.
     if (!lookup("location")) {
         t_newtran();
@@ -218,6 +223,7 @@ route[RELAY] {
     exit;
 }
 
+@@B2BUA_ROUTE@@
 # A 3xx is followed, as Asterisk and FreeSWITCH do by default: its Contacts become
 # new branches of the same transaction (uac_redirect), up to 3 redirects per call.
 failure_route[REDIRECT] {
@@ -238,6 +244,33 @@ failure_route[REDIRECT] {
             t_relay();
         }
     }
+}
+"""
+
+# b2bua mode: the lines' INVITEs go to the lab B2BUA, which rings every contact itself.
+_B2BUA_CALL = r"""    if (is_method("INVITE") && $rU =~ "^(@@B2BUA_LINES@@)$"
+            && !($si == "@@HOST@@" && $sp == @@B2BUA_PORT@@)) {
+        route(B2BUA);
+    }
+"""
+
+_B2BUA_ROUTE = r"""# b2bua mode: the line's registered contacts go along in X-Lab-Contacts
+# headers, and the lab B2BUA places one dialog per contact, as Asterisk's Dial does.
+route[B2BUA] {
+    remove_hf("X-Lab-Contacts");
+    if (!reg_fetch_contacts("location", "$ru", "line")) {
+        t_newtran();
+        t_reply("480", "Temporarily Unavailable");
+        exit;
+    }
+    $var(i) = 0;
+    while ($var(i) < $(ulc(line=>count))) {
+        append_hf("X-Lab-Contacts: <$(ulc(line=>addr)[$var(i)])>\r\n");
+        $var(i) = $var(i) + 1;
+    }
+    reg_free_contacts("line");
+    $du = "sip:@@HOST@@:@@B2BUA_PORT@@";
+    route(RELAY);
 }
 """
 
@@ -278,7 +311,12 @@ class Pbx:
         customers_port: int,
         extensions: Mapping[str, str],
         ctl_path: Path,
+        b2bua_lines: Sequence[str] = (),
+        b2bua_port: int | None = None,
     ) -> None:
+        for line in b2bua_lines:
+            if not line.isdigit():
+                raise PbxError(f"a B2BUA line must be digits: {line!r}")
         self.host = host
         self.port = port
         self.run_dir = run_dir
@@ -289,6 +327,10 @@ class Pbx:
         self.log_path = run_dir / "kamailio.log"
         self.ctl_path = ctl_path
         self.db_dir = run_dir / "db"
+        #: In b2bua mode, the lines whose INVITEs go to the B2BUA listening on
+        #: ``b2bua_port`` (which must be set before :meth:`start`).
+        self.b2bua_lines = tuple(b2bua_lines)
+        self.b2bua_port = b2bua_port
 
     @property
     def running(self) -> bool:
@@ -300,8 +342,17 @@ class Pbx:
 
     def _write_config(self) -> None:
         write_subscribers(self.db_dir, self._extensions)
+        call, route = "", ""
+        if self.b2bua_lines:
+            if self.b2bua_port is None:
+                raise PbxError("b2bua mode needs the B2BUA's port")
+            call, route = _B2BUA_CALL, _B2BUA_ROUTE
         text = (
-            _CFG.replace("@@HOST@@", self.host)
+            _CFG.replace("@@B2BUA_CALL@@", call)
+            .replace("@@B2BUA_ROUTE@@", route)
+            .replace("@@B2BUA_LINES@@", "|".join(self.b2bua_lines))
+            .replace("@@B2BUA_PORT@@", str(self.b2bua_port))
+            .replace("@@HOST@@", self.host)
             .replace("@@PORT@@", str(self.port))
             .replace("@@CUSTOMERS_PORT@@", str(self._customers_port))
             .replace("@@MPATH@@", KAMAILIO_MODULES)

@@ -1,6 +1,11 @@
 """The lab runner: Kamailio, the simulated customers and the agent phones, on free ports.
 
 Use it as ``async with await Lab.start(run_dir, extensions=..., phones=[...]) as lab:``.
+
+Two PBX modes: ``proxy`` (the default) is Kamailio alone, a forking proxy; ``b2bua``
+adds the lab B2BUA (:mod:`lab.b2bua`), to which Kamailio hands the INVITEs for
+``b2bua_lines``: it rings each registered contact in a dialog of its own, as Asterisk
+does.
 Everything the lab starts lives in its own process group, is asked to die with the
 runner (``PR_SET_PDEATHSIG``), and is killed by :meth:`Lab.stop`.
 """
@@ -14,13 +19,19 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Literal, get_args
 
 from lab import _ports
+from lab.b2bua_process import B2bua
 from lab.customers import TRUNK_USER, Customers, PortTaken
 from lab.pbx import Pbx
 from lab.phones import LabPhone, PhoneSpec
 
-__all__ = ["PHONE_TONES_HZ", "Lab"]
+__all__ = ["DEFAULT_B2BUA_LINES", "PHONE_TONES_HZ", "Lab", "PbxMode"]
+
+PbxMode = Literal["proxy", "b2bua"]
+#: The lines that go through the B2BUA in b2bua mode unless told: the reception line.
+DEFAULT_B2BUA_LINES = ("2100",)
 
 # Distinct from each other and from the customers' 1000 Hz, none a harmonic of another.
 PHONE_TONES_HZ = (440.0, 620.0, 780.0, 530.0, 700.0, 860.0, 470.0, 670.0, 820.0, 580.0)
@@ -46,6 +57,7 @@ class Lab:
         extensions: Mapping[str, str],
         trunk_password: str,
         socket_dir: Path,
+        b2bua: B2bua | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.host = host
@@ -56,6 +68,18 @@ class Lab:
         self.trunk_password = trunk_password
         self._socket_dir = socket_dir
         self._stopped = False
+        #: The B2BUA in b2bua mode (its records: ``lab.b2bua.calls``), else None.
+        self.b2bua = b2bua
+
+    @property
+    def pbx_mode(self) -> PbxMode:
+        """``b2bua`` if some lines go through the lab B2BUA, else ``proxy``."""
+        return "b2bua" if self.b2bua is not None else "proxy"
+
+    @property
+    def b2bua_lines(self) -> tuple[str, ...]:
+        """The lines whose calls go through the B2BUA (none in proxy mode)."""
+        return self.pbx.b2bua_lines
 
     @property
     def pbx_host(self) -> str:
@@ -83,8 +107,14 @@ class Lab:
         phones: Sequence[str | PhoneSpec] = (),
         host: str = "127.0.0.1",
         timeout: float = 20.0,
+        pbx_mode: PbxMode = "proxy",
+        b2bua_lines: Sequence[str] = DEFAULT_B2BUA_LINES,
     ) -> Lab:
         """Start Kamailio, the customers' SIPp and one phone process per entry of ``phones``.
+
+        With ``pbx_mode="b2bua"`` the lab B2BUA runs too and Kamailio hands it the INVITEs
+        for ``b2bua_lines`` (extensions of ``extensions``); ``b2bua_lines`` is ignored in
+        proxy mode.
 
         ``extensions`` maps every extension (Switchboard's lines and the phones') to its
         password; a ``trunk`` subscriber with a random password is added for the
@@ -98,7 +128,13 @@ class Lab:
         for attempt in range(1, _START_ATTEMPTS + 1):
             try:
                 return await cls._start_once(
-                    run_dir, extensions=extensions, phones=phones, host=host, timeout=timeout
+                    run_dir,
+                    extensions=extensions,
+                    phones=phones,
+                    host=host,
+                    timeout=timeout,
+                    pbx_mode=pbx_mode,
+                    b2bua_lines=b2bua_lines,
                 )
             except PortTaken:
                 if attempt == _START_ATTEMPTS:
@@ -114,7 +150,19 @@ class Lab:
         phones: Sequence[str | PhoneSpec],
         host: str,
         timeout: float,
+        pbx_mode: PbxMode,
+        b2bua_lines: Sequence[str],
     ) -> Lab:
+        if pbx_mode not in get_args(PbxMode):
+            raise ValueError(f"pbx_mode must be 'proxy' or 'b2bua', not {pbx_mode!r}")
+        if isinstance(b2bua_lines, str):
+            raise ValueError("b2bua_lines is a sequence of extensions, not one string")
+        lines = tuple(b2bua_lines) if pbx_mode == "b2bua" else ()
+        for line in lines:
+            if line not in extensions:
+                raise ValueError(f"B2BUA line {line} is not an extension")
+        if pbx_mode == "b2bua" and not lines:
+            raise ValueError("b2bua mode needs at least one line in b2bua_lines")
         specs = [p if isinstance(p, PhoneSpec) else PhoneSpec(p) for p in phones]
         for spec in specs:
             if spec.extension not in extensions:
@@ -138,7 +186,9 @@ class Lab:
             customers_port=customers_port,
             extensions=all_extensions,
             ctl_path=socket_dir / "kamailio_ctl",
+            b2bua_lines=lines,
         )
+        b2bua = B2bua(run_dir, host=host) if lines else None
         customers = Customers(
             run_dir,
             host=host,
@@ -171,9 +221,13 @@ class Lab:
             extensions=all_extensions,
             trunk_password=trunk_password,
             socket_dir=socket_dir,
+            b2bua=b2bua,
         )
         try:
             async with asyncio.timeout(timeout):
+                if b2bua is not None:
+                    await b2bua.start(timeout=timeout)
+                    pbx.b2bua_port = b2bua.port
                 await pbx.start(timeout=timeout)
                 await customers.start(timeout=timeout)
                 for phone in lab_phones.values():
@@ -212,7 +266,11 @@ class Lab:
                 try:
                     await self.pbx.stop()
                 finally:
-                    shutil.rmtree(self._socket_dir, ignore_errors=True)
+                    try:
+                        if self.b2bua is not None:
+                            await self.b2bua.stop()
+                    finally:
+                        shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     async def __aenter__(self) -> Lab:
         return self

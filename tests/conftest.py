@@ -8,6 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
+# The lab's mode fixtures, for every directory that imports the ``lab`` fixture (it
+# depends on them): a test overrides them by name, e.g. with
+# ``@pytest.mark.parametrize("lab_pbx_mode", ["proxy", "b2bua"])``.
+from lab.pytest_plugin import lab_b2bua_lines, lab_pbx_mode  # noqa: F401
 from tests._services import (
     PrivateMosquitto,
     mqtt_address,

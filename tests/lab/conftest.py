@@ -4,6 +4,6 @@ pytest accepts ``pytest_plugins`` only in the root conftest; importing the fixtu
 keeps this directory self-contained.
 """
 
-from lab.pytest_plugin import lab, lab_extensions, lab_phones
+from lab.pytest_plugin import lab, lab_b2bua_lines, lab_extensions, lab_pbx_mode, lab_phones
 
-__all__ = ["lab", "lab_extensions", "lab_phones"]
+__all__ = ["lab", "lab_b2bua_lines", "lab_extensions", "lab_pbx_mode", "lab_phones"]
