@@ -65,6 +65,7 @@ from sip._pj import (
     log,
     send_hold,
     set_codecs,
+    wake_port,
 )
 from sip._recorder import RECORDER_CLOSE_TIMEOUT, Recorder
 from sip._sources import SourceGuard
@@ -152,7 +153,7 @@ class Engine:
         transport = ep.transportCreate(kind, tcfg)
         self.sip_port = int(ep.transportGetInfo(transport).localName.rsplit(":", 1)[1])
         self._transport_ids = {settings.pbx_transport: transport}
-        self._waker = Waker(settings.bind_address, settings.pbx_transport)
+        self._waker = Waker(settings.bind_address, settings.pbx_transport, wake_port(settings))
         self._sources.attach(self.sip_port, self._waker.address)
         ep.libStart()
         self._waker.start(self.sip_port)

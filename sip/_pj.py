@@ -276,6 +276,13 @@ def media_config(med: Any, settings: p.WorkerSettings) -> None:
     med.sndAutoCloseTime = -1
 
 
+def wake_port(settings: p.WorkerSettings) -> int:
+    """The port of the worker's wake-up socket (:mod:`sip._wake`): the last of its RTP
+    block, kept out of RTP's range. A fixed port of the worker's own block, not an
+    ephemeral one, which could be the SIP port of a worker not started yet."""
+    return settings.rtp_port_start + settings.rtp_port_count - 1
+
+
 def account_config(settings: p.WorkerSettings, transport: int | None) -> Any:
     """The ``pj.AccountConfig`` every account of a worker starts from: no NAT
     tricks, the worker's RTP ports, and bound to SIP transport ``transport``
@@ -291,7 +298,9 @@ def account_config(settings: p.WorkerSettings, transport: int | None) -> Any:
     acfg.natConfig.sdpNatRewriteUse = 0
     acfg.natConfig.udpKaIntervalSec = 0
     acfg.mediaConfig.transportConfig.port = s.rtp_port_start
-    acfg.mediaConfig.transportConfig.portRange = s.rtp_port_count
+    # The last pair of the block is not RTP's: its odd port is the wake-up
+    # socket's (``wake_port``).
+    acfg.mediaConfig.transportConfig.portRange = s.rtp_port_count - 2
     acfg.mediaConfig.transportConfig.boundAddress = s.bind_address
     acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_OPTIONAL
     # Bind the PBX lines to the PBX's configured transport. Otherwise pjsip

@@ -9,7 +9,8 @@ own SIP socket: pjsip's wait returns to read it, and pjsip ignores it (over TCP 
 answers with one empty line, read and dropped here).
 
 The packet comes from a socket of this process bound on this host (the bind address,
-or loopback when that is a wildcard), whose address and port the SIP socket's kernel
+or loopback when that is a wildcard) on the last port of the worker's RTP block
+(``sip._pj.wake_port``), whose address and port the SIP socket's kernel
 filter lets in (:mod:`sip._sockfilter`); nothing else from that address passes. Over
 UDP it is a datagram; over TCP one connection to the worker's listener, made again
 (from the same port) if pjsip closed it.
@@ -31,14 +32,14 @@ _PING = b"\r\n\r\n"
 class Waker:
     """The wake-up socket of one worker (UDP or TCP, as its SIP transport)."""
 
-    def __init__(self, bind_address: str, transport: str) -> None:
+    def __init__(self, bind_address: str, transport: str, port: int = 0) -> None:
         ip = ipaddress.ip_address(bind_address)
         if ip.is_unspecified:
             ip = ipaddress.ip_address("::1" if ip.version == 6 else "127.0.0.1")
         self._family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
         self._stream = transport == "tcp"
         self._host = str(ip)
-        self._sock = self._socket(0)
+        self._sock = self._socket(port)
         #: The (address, port) the packets come from: let in by the SIP socket's filter.
         self.address: tuple[str, int] = (self._host, int(self._sock.getsockname()[1]))
         self._target: tuple[str, int] | None = None
