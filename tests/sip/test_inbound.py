@@ -1,4 +1,4 @@
-"""Inbound calls against the lab: Kamailio forks a reception line to every worker.
+"""Inbound calls against the lab: a reception line registered once, calls moved by 302.
 
 Real Kamailio (parallel forking to the workers' registrations), real SIPp customers
 calling in with G.711 audio, real pjsua2 agent phones answering and recording. Every
@@ -158,6 +158,7 @@ def test_losing_branches_never_beat_the_reject_code(reject_code: int, loser: int
     assert losing_branch_code(reject_code) == loser
 
 
+@pytest.mark.parametrize("lab_pbx_mode", ["proxy", "b2bua"])
 async def test_call_is_offered_to_the_longest_idle_agent_bridged_and_recorded_in_its_worker(
     ready: Callable[..., Awaitable[InboundEnv]], lab: Lab
 ) -> None:
@@ -244,7 +245,10 @@ async def test_call_is_offered_to_the_longest_idle_agent_bridged_and_recorded_in
     assert record.answered_at is not None
     assert record.end_reason is CallEndReason.COMPLETED
     assert record.recording_path == str(path)
-    assert record.sip_call_id == customer.call_id
+    if lab.b2bua is None:
+        assert record.sip_call_id == customer.call_id
+    else:  # the Call-ID of the dialog the B2BUA placed to the reception line
+        assert record.sip_call_id == lab.b2bua.branch_call_ids(customer.call_id)[0]
     lead = await env.store.leads.get(uuid.UUID(card["id"]))
     assert (lead.source, lead.owner_user_id) == (LeadSource.INCOMING_CALL, bob.id)
     assert lead.status is LeadStatus.UNPROCESSED
@@ -325,6 +329,7 @@ async def test_one_lead_per_number_even_for_two_calls_at_once_and_client_cards(
     assert [str(lead.id) for lead in leads] == [cards[0]["id"]]
 
 
+@pytest.mark.parametrize("lab_pbx_mode", ["proxy", "b2bua"])
 async def test_agent_not_answering_then_rejecting_passes_the_call_on(
     ready: Callable[..., Awaitable[InboundEnv]], lab: Lab
 ) -> None:
@@ -623,6 +628,7 @@ async def test_no_agent_rejects_after_the_timeout_with_the_reject_code(
     assert ie.inbound.stats.missed == 1
 
 
+@pytest.mark.parametrize("lab_pbx_mode", ["proxy", "b2bua"])
 async def test_an_agent_becoming_available_gets_the_waiting_call(
     ready: Callable[..., Awaitable[InboundEnv]], lab: Lab
 ) -> None:
@@ -647,6 +653,7 @@ async def test_an_agent_becoming_available_gets_the_waiting_call(
     assert await customer.wait(timeout=5)
 
 
+@pytest.mark.parametrize("lab_pbx_mode", ["proxy", "b2bua"])
 async def test_no_agent_forwards_to_the_overflow_number(
     ready: Callable[..., Awaitable[InboundEnv]], lab: Lab
 ) -> None:
@@ -675,6 +682,71 @@ async def test_no_agent_forwards_to_the_overflow_number(
     assert [c.number for c in lab.customers.cancels()] == []
 
 
+@pytest.mark.parametrize("lab_pbx_mode", ["proxy", "b2bua"])
+async def test_one_caller_is_one_call_on_a_forking_proxy_and_on_a_b2bua(
+    ready: Callable[..., Awaitable[InboundEnv]], lab: Lab, lab_pbx_mode: str
+) -> None:
+    # In b2bua mode the lab PBX places one dialog per registration of 2100, each with
+    # its own Call-ID, and follows a 302 with a new Call-ID, as Asterisk does.
+    ie = await ready(agent_ring_seconds=20)
+    env = ie.env
+    assert lab.pbx_mode == lab_pbx_mode
+
+    # An unknown caller, nobody available, hangs up while ringing: one call, one
+    # pop-up, one missed-call record, one lead.
+    lonely = "+33612340101"
+    customer = await lab.customers.call(RECEPTION, lonely, cancel_after=1.5)
+    created = await _created_from(ie, lonely)
+    ended = await env.log.wait_for(bus.CallEnded, _of(created.call_id), within=10)
+    assert (ended.reason, ended.agent) == ("cancelled", None)
+    assert await customer.wait(timeout=5), "the caller's CANCEL was not answered"
+
+    # Two agents available: one caller rings exactly one phone, and is one call.
+    ie.presence.set_available("alice")
+    ie.presence.set_available("bob")
+    marks = {key: len(lab.phones[key].events) for key in ("1001", "1002")}
+    known = "+33612340102"
+    talker = await lab.customers.call(RECEPTION, known, talk_seconds=1)
+    answered = await _created_from(ie, known)
+    bridged = await env.log.wait_for(bus.CallBridged, _of(answered.call_id), within=10)
+    rang = {"1001": "alice", "1002": "bob"}
+    phone = next(key for key, agent in rang.items() if agent == bridged.agent)
+    other = next(key for key in rang if key != phone)
+    await lab.phones[phone].wait_incoming(timeout=5, start=marks[phone])
+    finished = await env.log.wait_for(bus.CallEnded, _of(answered.call_id), within=10)
+    assert finished.reason == "completed"
+    assert await talker.wait(timeout=5)
+    assert not [e for e in lab.phones[other].events[marks[other] :] if e.kind == "incoming"]
+
+    for number, call_id in ((lonely, created.call_id), (known, answered.call_id)):
+        assert [e.call_id for e in env.log.events(bus.CallCreated) if e.from_number == number] == [
+            call_id
+        ]
+        ringing = env.log.events(
+            bus.CallRinging, lambda e, n=number: e.from_number == n and e.leg == "customer"
+        )
+        assert [e.call_id for e in ringing] == [call_id]
+        assert len(env.log.events(bus.CallEnded, _of(call_id))) == 1
+        records = [c for c in await env.store.calls.list_recent() if c.from_number == number]
+        assert [c.id for c in records] == [call_id]
+    missed = await env.store.calls.get(created.call_id)
+    assert (missed.end_reason, missed.answered_at) == (CallEndReason.CANCELLED, None)
+    leads = [
+        lead
+        for lead in await env.store.leads.pool(limit=100)
+        if any(phone.number_e164 == lonely for phone in lead.phones)
+    ]
+    assert len(leads) == 1
+    if lab_pbx_mode == "b2bua":
+        assert lab.b2bua is not None
+        # Two callers went through the lab PBX's B2BUA; the answered one was moved
+        # (302, followed with a new dialog) to the worker of the agent it rang; the
+        # first waited on the reception worker, with nobody to move it to.
+        assert lab.b2bua.calls_handled == 2
+        assert lab.b2bua.redirects_followed == 1
+
+
+@pytest.mark.parametrize("lab_pbx_mode", ["proxy", "b2bua"])
 async def test_caller_hanging_up_while_an_agent_rings_is_a_missed_call(
     ready: Callable[..., Awaitable[InboundEnv]], lab: Lab
 ) -> None:
