@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["kill_group", "spawn"]
+__all__ = ["Child", "json_events", "kill_group", "spawn"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -89,3 +90,29 @@ async def kill_group(
         # window for hitting an unrelated group here is negligible.
         _signal_group(pid, signal.SIGKILL)
     return await proc.wait()
+
+
+class Child:
+    """What every lab component running one child process tells of it."""
+
+    _proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+
+async def json_events(stream: asyncio.StreamReader) -> AsyncIterator[dict[str, Any]]:
+    """The events a lab process writes on ``stream``: JSON objects with an ``event``
+    key, one per line; anything else on the pipe is skipped."""
+    while line := await stream.readline():
+        try:
+            raw = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(raw, dict) and "event" in raw:
+            yield raw

@@ -12,7 +12,6 @@ Call-ID, :attr:`B2bua.calls_handled`, :meth:`B2bua.branch_call_ids`,
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 from collections.abc import Callable
@@ -68,7 +67,7 @@ class B2buaCall:
         return self.final_code is not None or self.ended_by is not None
 
 
-class B2bua:
+class B2bua(_proc.Child):
     """The lab B2BUA process; start with :meth:`start`, stop with :meth:`stop`."""
 
     def __init__(self, run_dir: Path, *, host: str, ring_timeout: float | None = None) -> None:
@@ -85,14 +84,6 @@ class B2bua:
         #: The calls handled, in arrival order.
         self.calls: list[B2buaCall] = []
         self._by_serial: dict[int, B2buaCall] = {}
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     @property
     def calls_handled(self) -> int:
@@ -155,14 +146,7 @@ class B2bua:
     async def _read(self) -> None:
         assert self._proc is not None
         assert self._proc.stdout is not None
-        stdout = self._proc.stdout
-        while line := await stdout.readline():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(event, dict) or "event" not in event:
-                continue
+        async for event in _proc.json_events(self._proc.stdout):
             self._apply(event)
             async with self._changed:
                 self.events.append(event)

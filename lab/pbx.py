@@ -299,7 +299,7 @@ def write_subscribers(db_dir: Path, extensions: Mapping[str, str]) -> None:
     (db_dir / "subscriber").write_text("\n".join(rows) + "\n")
 
 
-class Pbx:
+class Pbx(_proc.Child):
     """One Kamailio process on ``host:port`` (UDP and TCP), restartable on the same port."""
 
     def __init__(
@@ -331,14 +331,6 @@ class Pbx:
         #: ``b2bua_port`` (which must be set before :meth:`start`).
         self.b2bua_lines = tuple(b2bua_lines)
         self.b2bua_port = b2bua_port
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     def _write_config(self) -> None:
         write_subscribers(self.db_dir, self._extensions)

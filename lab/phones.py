@@ -82,7 +82,7 @@ class OutgoingCall:
     referred_by: str | None = None
 
 
-class LabPhone:
+class LabPhone(_proc.Child):
     """One lab phone process and the events it has reported."""
 
     def __init__(
@@ -131,10 +131,6 @@ class LabPhone:
         self.transfers: list[OutgoingCall] = []
         self.registered = False
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
     async def start(self) -> None:
         """Make its tone, start the phone process (does not wait for registration).
 
@@ -174,12 +170,7 @@ class LabPhone:
     async def _read(self) -> None:
         assert self._proc is not None
         assert self._proc.stdout is not None
-        stdout = self._proc.stdout
-        while line := await stdout.readline():
-            try:
-                raw = json.loads(line)
-            except ValueError:
-                continue  # not an event: nothing else should be on this pipe, but be safe
+        async for raw in _proc.json_events(self._proc.stdout):
             event = PhoneEvent(str(raw.pop("event")), raw)
             self._apply(event)
             async with self._changed:
