@@ -39,7 +39,15 @@ from ._services import Services, services
 from .i18n import LANG_COOKIE, LANGUAGES, Catalogues, negotiate
 from .security import CurrentPrincipal
 
-__all__ = ["STATIC_DIR", "TEMPLATES_DIR", "Renderer", "VersionedStatic", "router"]
+__all__ = [
+    "STATIC_DIR",
+    "TEMPLATES_DIR",
+    "Renderer",
+    "VersionedStatic",
+    "page_response",
+    "router",
+    "to_login",
+]
 
 STATIC_DIR = Path(__file__).parent / "static"
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -132,7 +140,7 @@ def _lang(request: Request, svc: Services) -> str:
     return negotiate(request, svc.config().widget.language)
 
 
-def _page(
+def page_response(
     request: Request, svc: Services, renderer: Renderer, name: str, **context: Any
 ) -> HTMLResponse:
     lang = _lang(request, svc)
@@ -150,7 +158,7 @@ def _local_path(target: str | None) -> str | None:
     return target
 
 
-def _to_login(request: Request) -> RedirectResponse:
+def to_login(request: Request) -> RedirectResponse:
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"/login?next={quote(here, safe='')}", status_code=303)
 
@@ -167,7 +175,7 @@ async def login_page(
     renderer: Render,
     next: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> HTMLResponse:
-    return _page(request, svc, renderer, "login.html", next=_local_path(next) or "/widget")
+    return page_response(request, svc, renderer, "login.html", next=_local_path(next) or "/widget")
 
 
 @router.get("/lang/{code}")
@@ -187,11 +195,11 @@ async def set_language(
 async def _widget(request: Request, svc: Services, renderer: Renderer, layout: str) -> Response:
     found = await sessions.from_cookie(request, svc)
     if found is None:
-        return _to_login(request)
+        return to_login(request)
     cfg = svc.config()
     w = cfg.widget
     principal = found.principal
-    return _page(
+    return page_response(
         request,
         svc,
         renderer,
