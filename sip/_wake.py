@@ -39,11 +39,21 @@ class Waker:
         self._family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
         self._stream = transport == "tcp"
         self._host = str(ip)
-        self._sock = self._socket(port)
+        self._sock = self._first_free(port)
         #: The (address, port) the packets come from: let in by the SIP socket's filter.
         self.address: tuple[str, int] = (self._host, int(self._sock.getsockname()[1]))
         self._target: tuple[str, int] | None = None
         self._lock = threading.Lock()
+
+    def _first_free(self, port: int) -> socket.socket:
+        """A socket on ``port``, else on the next odd ports below it (still the
+        worker's RTP block, whose pairs start even), else on any port."""
+        for candidate in range(port, max(port - 20, 0), -2) if port else ():
+            try:
+                return self._socket(candidate)
+            except OSError:
+                continue
+        return self._socket(0)
 
     def _socket(self, port: int) -> socket.socket:
         kind = socket.SOCK_STREAM if self._stream else socket.SOCK_DGRAM
@@ -51,7 +61,11 @@ class Waker:
         if self._stream:
             # Bind the same port again after pjsip closed the connection.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, port))
+        try:
+            sock.bind((self._host, port))
+        except OSError:
+            sock.close()
+            raise
         return sock
 
     def start(self, sip_port: int) -> None:
