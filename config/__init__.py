@@ -24,6 +24,7 @@ from config._models import (
     LineRole,
     LogFormat,
     LoggingConfig,
+    MailConfig,
     NumberType,
     OutboundConfig,
     OutboundOverride,
@@ -32,6 +33,7 @@ from config._models import (
     SipConfig,
     SiteConfig,
     StoreConfig,
+    TasksConfig,
     WebsocketConfig,
 )
 from config._redact import dump_redacted
@@ -51,6 +53,7 @@ __all__ = [
     "LineRole",
     "LogFormat",
     "LoggingConfig",
+    "MailConfig",
     "NumberType",
     "OutboundConfig",
     "OutboundOverride",
@@ -60,6 +63,7 @@ __all__ = [
     "SipConfig",
     "SiteConfig",
     "StoreConfig",
+    "TasksConfig",
     "WebsocketConfig",
     "dump_redacted",
     "load_config",

@@ -137,6 +137,7 @@ _MQTT_SECRET = _SecretKeys(
 _GATEWAY_SECRET = _SecretKeys(
     "gateway_secret", "gateway_secret_file", "gateway_secret_env", required=False
 )
+_MAIL_SECRET = _SecretKeys("password", "password_file", "password_env", required=False)
 _ENTRY_MODELS: dict[str, type[BaseModel]] = {"lines": LineConfig, "agents": AgentConfig}
 
 
@@ -210,6 +211,8 @@ class _Builder:
         elif name == "bus":
             raw = self._resolve_secret(raw, _MQTT_SECRET, (name,))
             raw = self._resolve_secret(raw, _GATEWAY_SECRET, (name,))
+        elif name == "mail":
+            raw = self._resolve_secret(raw, _MAIL_SECRET, (name,))
         return self._validate(model, raw, (name,))
 
     def _entries(self, name: str, raw: object) -> list[tuple[int, Any]]:

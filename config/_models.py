@@ -62,6 +62,7 @@ __all__ = [
     "LineRole",
     "LogFormat",
     "LoggingConfig",
+    "MailConfig",
     "NumberType",
     "OutboundConfig",
     "OutboundOverride",
@@ -70,6 +71,7 @@ __all__ = [
     "SipConfig",
     "SiteConfig",
     "StoreConfig",
+    "TasksConfig",
     "WebsocketConfig",
     "WidgetConfig",
 ]
@@ -1091,6 +1093,95 @@ class LeadsConfig(_Section):
     )
 
 
+class MailConfig(_Section):
+    """``[mail]``: the SMTP server task reminders are mailed through. Without a host,
+    reminders are shown in the widget only."""
+
+    host: NonEmpty | None = Field(
+        default=None, description="SMTP server's host name or address. Unset: no e-mail."
+    )
+    port: Port | None = Field(
+        default=None,
+        json_schema_extra={"default_text": "587 with starttls, 465 with tls, 25 with none"},
+        description="SMTP server's port.",
+    )
+    security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls",
+        description="starttls: plain connection upgraded with STARTTLS (refused if the "
+        "server does not offer it); tls: TLS from the first byte (SMTPS); none: no "
+        "encryption, for a relay on the same host only.",
+    )
+    user: NonEmpty | None = Field(
+        default=None, description="User name to log in with; unset: no login."
+    )
+    password: Secret | None = Field(
+        default=None,
+        description="Password of user; give at most one of password, password_file and "
+        "password_env.",
+    )
+    password_file: RelativePath | None = Field(
+        default=None, description="File holding the SMTP password."
+    )
+    password_env: EnvName | None = Field(
+        default=None, description="Environment variable holding the SMTP password."
+    )
+    from_address: (
+        Annotated[
+            str,
+            Strict(),
+            matching(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", "must be an e-mail address"),
+            Constraint("e-mail address"),
+        ]
+        | None
+    ) = Field(default=None, description="The From address of the mails; required with host.")
+    timeout: Float = Field(
+        default=30.0, gt=0, le=300, description="Seconds to wait on the SMTP server."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> MailConfig:
+        if self.host is not None and self.from_address is None:
+            raise ValueError("from_address is required when host is set")
+        if (self.user is None) != (self.password is None):
+            raise ValueError(
+                "user and a password (password, password_file or password_env) go together"
+            )
+        if (
+            self.user is not None
+            and self.security == "none"
+            and self.host
+            not in (
+                "localhost",
+                "127.0.0.1",
+                "::1",
+            )
+        ):
+            raise ValueError("a password is not sent unencrypted: use starttls or tls")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.host is not None
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return {"starttls": 587, "tls": 465, "none": 25}[self.security]
+
+
+class TasksConfig(_Section):
+    """``[tasks]``: tasks and their reminders."""
+
+    reminder_interval: Float = Field(
+        default=30.0,
+        ge=0.1,
+        le=600,
+        description="Seconds between two looks for reminders that are due (by the daemon, "
+        "which mails them, and by the widget, which shows them).",
+    )
+
+
 class Config(BaseModel):
     """The whole configuration of one Switchboard daemon."""
 
@@ -1116,6 +1207,8 @@ class Config(BaseModel):
     inbound: InboundConfig = Field(default_factory=InboundConfig, description="See [inbound].")
     leads: LeadsConfig = Field(default_factory=LeadsConfig, description="See [leads].")
     outbound: OutboundConfig = Field(default_factory=OutboundConfig, description="See [outbound].")
+    mail: MailConfig = Field(default_factory=MailConfig, description="See [mail].")
+    tasks: TasksConfig = Field(default_factory=TasksConfig, description="See [tasks].")
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

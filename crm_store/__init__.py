@@ -38,6 +38,7 @@ from .enums import (
     PhoneKind,
     Role,
     TaskKind,
+    TaskStatus,
     Visibility,
 )
 from .exceptions import (
@@ -121,6 +122,7 @@ __all__ = [
     "Task",
     "TaskKind",
     "TaskRepository",
+    "TaskStatus",
     "User",
     "UserRepository",
     "Visibility",

@@ -45,6 +45,7 @@ from .enums import (
     PhoneKind,
     Role,
     TaskKind,
+    TaskStatus,
     Visibility,
 )
 from .ids import new_id
@@ -105,6 +106,8 @@ class UserRow(Base):
     # Wrong passwords in a row since the last success or lock-out.
     failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None]
+    # Where the user's task reminders are mailed; NULL: in the widget only.
+    email: Mapped[str | None] = mapped_column(String(254))
 
 
 class ApiTokenRow(Base):
@@ -222,6 +225,9 @@ class LeadRow(Base):
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Why a lead was closed as unsuitable (or a word on a done one), and when.
+    close_reason: Mapped[str | None] = mapped_column(String(500))
+    closed_at: Mapped[datetime | None]
 
 
 class PhoneRow(Base):
@@ -288,7 +294,11 @@ class CallRow(Base):
 
 class TaskRow(Base):
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_due", "assignee_user_id", "done", "due_at"),)
+    __table_args__ = (
+        Index("ix_tasks_due", "assignee_user_id", "done", "due_at"),
+        # The reminder service's scan: open tasks whose reminder is not sent yet.
+        Index("ix_tasks_remind", "done", "reminded_at", "remind_at"),
+    )
 
     id: Mapped[uuid.UUID] = _pk()
     title: Mapped[str] = mapped_column(String(300))
@@ -304,6 +314,17 @@ class TaskRow(Base):
     done: Mapped[bool] = mapped_column(Boolean, default=False)
     done_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Minutes the task takes (a meeting's length on the calendar); NULL: a point in time.
+    duration_minutes: Mapped[int | None] = mapped_column(Integer)
+    # The kanban's column; ``done`` is kept equal to ``status == "done"``.
+    status: Mapped[TaskStatus] = mapped_column(
+        _enum(TaskStatus, "task_status"), default=TaskStatus.TODO, server_default="todo"
+    )
+    # The reminder as minutes before ``due_at`` (``remind_at`` follows the due time).
+    remind_minutes: Mapped[int | None] = mapped_column(Integer)
+    # When the reminder service delivered the reminder; when the assignee dismissed it.
+    reminded_at: Mapped[datetime | None]
+    reminder_seen_at: Mapped[datetime | None]
 
 
 class CallListRow(Base):

@@ -24,6 +24,7 @@ from .enums import (
     PhoneKind,
     Role,
     TaskKind,
+    TaskStatus,
     Visibility,
 )
 
@@ -168,6 +169,8 @@ class Lead:
     note: str | None
     created_at: datetime
     updated_at: datetime
+    close_reason: str | None = None
+    closed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +237,11 @@ class Task:
     done: bool
     done_at: datetime | None
     created_at: datetime
+    duration_minutes: int | None = None
+    status: TaskStatus = TaskStatus.TODO
+    remind_minutes: int | None = None
+    reminded_at: datetime | None = None
+    reminder_seen_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ __all__ = [
     "PhoneKind",
     "Role",
     "TaskKind",
+    "TaskStatus",
     "Visibility",
 ]
 
@@ -112,6 +113,15 @@ class TaskKind(StrEnum):
     EMAIL = "email"
     MEETING = "meeting"
     OTHER = "other"
+
+
+class TaskStatus(StrEnum):
+    """A task's column on the kanban: ``todo`` → ``in_progress`` → ``done``. A task is
+    ``done`` exactly when its ``done`` flag is set (the repository keeps both)."""
+
+    TODO = "todo"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
 
 
 class CallListItemState(StrEnum):

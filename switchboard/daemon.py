@@ -54,6 +54,7 @@ from ws_gateway.rights import CallDirectory, authorize
 from .commands import CommandRouter
 from .logs import configure_logging, set_level
 from .reconcile import CallReconciler
+from .reminders import ReminderService
 from .sdnotify import Notifier
 
 __all__ = [
@@ -232,6 +233,14 @@ class Daemon:
                 interval=self.config.sip.reconcile_interval,
             )
 
+            # Task reminders: claimed once across daemons, shown by the widget, mailed.
+            reminders = ReminderService(
+                self.store,
+                interval=self.config.tasks.reminder_interval,
+                mail=self.config.mail,
+                timezone=self.config.site.timezone,
+            )
+
             self._ready = True
             self.notifier.notify("READY=1", self._status())
             log.info("daemon.ready")
@@ -248,7 +257,9 @@ class Daemon:
                     reloader = tg.create_task(self._reloader(reloads), name="reloader")
                     presence = tg.create_task(self.agents.follow_calls(calls_feed), name="presence")
                     reconciler = tg.create_task(self.reconciler.run(), name="reconcile")
+                    reminding = tg.create_task(reminders.run(), name="reminders")
                     await self._stop.wait()
+                    reminding.cancel()
                     watchdog.cancel()
                     reloader.cancel()
                     presence.cancel()

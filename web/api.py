@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import _api_agents, _api_calls, _api_contacts, _api_settings
+from . import _api_agents, _api_calls, _api_contacts, _api_leads, _api_settings, _api_tasks
 
 __all__ = ["router"]
 
@@ -18,3 +18,5 @@ router.include_router(_api_settings.router)
 router.include_router(_api_contacts.router)
 router.include_router(_api_calls.router)
 router.include_router(_api_agents.router)
+router.include_router(_api_leads.router)
+router.include_router(_api_tasks.router)

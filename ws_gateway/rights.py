@@ -48,7 +48,9 @@ __all__ = [
     "authorize",
     "can_open_call",
     "can_open_contact",
+    "can_open_task",
     "can_see",
+    "can_work_lead",
     "check_call",
     "check_contact",
 ]
@@ -144,6 +146,21 @@ def can_open_contact(
     if principal.sees_all or visibility != "private":
         return True
     return responsible_user_id is not None and responsible_user_id == principal.user_id
+
+
+def can_work_lead(principal: Principal, owner_user_id: uuid.UUID | None) -> bool:
+    """Whether ``principal`` may close, release or change a lead: its owner,
+    supervisors and admins. Any user may read a lead and take one from the pool."""
+    return principal.sees_all or (owner_user_id is not None and owner_user_id == principal.user_id)
+
+
+def can_open_task(principal: Principal, assignee_user_id: uuid.UUID | None) -> bool:
+    """Whether ``principal`` may see and change a task, or give one to
+    ``assignee_user_id``: agents their own tasks, supervisors and admins anyone's
+    (and the unassigned ones)."""
+    return principal.sees_all or (
+        assignee_user_id is not None and assignee_user_id == principal.user_id
+    )
 
 
 def check_call(principal: Principal, call_agent: str | None, call_id: uuid.UUID) -> None:

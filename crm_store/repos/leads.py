@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import phonenumbers
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -19,6 +20,7 @@ from .._base import (
     Database,
     audit,
     audit_sync,
+    hydrate_leads,
     is_unique_violation,
     lead_from,
     load_client,
@@ -35,7 +37,10 @@ from ..phones import normalize_phone
 from ._phones import PhoneInput, insert_phones, insert_phones_sync, normalise_inputs
 from .clients import client_display_name
 
-__all__ = ["LeadRepository"]
+__all__ = ["LeadPage", "LeadRepository"]
+
+#: The longest reason a lead can be closed with.
+CLOSE_REASON_MAX = 500
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +49,14 @@ def _lead_display_name(
     first_name: str | None, last_name: str | None, company_name: str | None, fallback: str
 ) -> str:
     return client_display_name(ClientKind.PERSON, first_name, last_name, company_name) or fallback
+
+
+@dataclass(frozen=True, slots=True)
+class LeadPage:
+    """One page of a lead list and how many leads the whole list has."""
+
+    leads: list[Lead]
+    total: int
 
 
 class LeadRepository:
@@ -144,6 +157,155 @@ class LeadRepository:
                 if lead is not None:
                     result.append(lead)
         return result
+
+    async def page(
+        self,
+        *,
+        owner_user_id: uuid.UUID | None = None,
+        unowned: bool = False,
+        statuses: Iterable[LeadStatus] = (),
+        source: LeadSource | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> LeadPage:
+        """Leads newest first: the unowned ones (``unowned``, the pool "to process"),
+        or those of ``owner_user_id`` ("my leads"), or all; narrowed to ``statuses``
+        and to one ``source``. The pool reads ``ix_leads_pool`` backwards."""
+        c = m.leads.c
+        conds: list[Any] = []
+        if unowned:
+            conds.append(c.owner_user_id.is_(None))
+        elif owner_user_id is not None:
+            conds.append(c.owner_user_id == owner_user_id)
+        wanted = [LeadStatus(s) for s in statuses]
+        if wanted:
+            conds.append(c.status.in_(wanted))
+        if source is not None:
+            conds.append(c.source == LeadSource(source))
+        stmt = (
+            select(m.leads)
+            .where(*conds)
+            .order_by(c.created_at.desc(), c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        async with self._db.read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+            total = await conn.scalar(select(func.count()).select_from(m.leads).where(*conds))
+            leads = await hydrate_leads(conn, rows)
+        return LeadPage(leads, int(total or 0))
+
+    async def close(
+        self,
+        lead_id: uuid.UUID,
+        status: LeadStatus,
+        *,
+        reason: str | None = None,
+        convert: bool = False,
+        client_id: uuid.UUID | None = None,
+        actor: Actor = None,
+    ) -> Lead:
+        """Close an open lead as ``done`` or ``unsuitable``, with ``reason``.
+
+        ``done`` may convert the lead into a new client (``convert``, see
+        :meth:`convert_to_client`) or link it to the existing ``client_id``, whose
+        phones then include the lead's (caller lookup finds the client). An
+        ``unsuitable`` lead needs a reason. Raises :class:`NotFound` (the lead, or
+        the client), :class:`Conflict` if the lead is closed already, and
+        ``ValueError`` for a request that makes no sense.
+        """
+        status = LeadStatus(status)
+        if status.is_open:
+            raise ValueError("a lead is closed as done or unsuitable")
+        reason = (reason or "").strip() or None
+        if status is LeadStatus.UNSUITABLE and (reason is None or convert or client_id):
+            raise ValueError("an unsuitable lead needs a reason, and is not converted")
+        if convert and client_id is not None:
+            raise ValueError("convert into a new client or link to an existing one, not both")
+        if reason is not None and len(reason) > CLOSE_REASON_MAX:
+            raise ValueError(f"reason over {CLOSE_REASON_MAX} characters")
+        if convert:
+            await self._check_open(lead_id)
+            await self.convert_to_client(lead_id, actor=actor)
+        now = utcnow()
+        async with self._db.write() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(m.leads.c.status, m.leads.c.converted_client_id)
+                        .where(m.leads.c.id == lead_id)
+                        .with_for_update()
+                    )
+                )
+                .mappings()
+                .one_or_none()
+            )
+            if row is None:
+                raise NotFound("lead", lead_id)
+            if not convert and not LeadStatus(row["status"]).is_open:
+                raise Conflict(f"lead {lead_id} is closed already")
+            values: dict[str, Any] = {
+                "status": status,
+                "close_reason": reason,
+                "closed_at": now,
+                "updated_at": now,
+            }
+            if client_id is not None:
+                exists = await conn.scalar(
+                    select(m.clients.c.id).where(m.clients.c.id == client_id)
+                )
+                if exists is None:
+                    raise NotFound("client", client_id)
+                values["converted_client_id"] = client_id
+                await _copy_phones(conn, lead_id, client_id)
+            await conn.execute(update(m.leads).where(m.leads.c.id == lead_id).values(values))
+            await audit(
+                conn,
+                actor=actor,
+                entity_type="lead",
+                entity_id=lead_id,
+                action="close",
+                changes={
+                    "from": row["status"],
+                    "to": status,
+                    "reason": reason,
+                    **({"client_id": client_id} if client_id is not None else {}),
+                },
+            )
+            lead = await load_lead(conn, lead_id)
+        assert lead is not None
+        log.info("lead_closed", lead_id=str(lead_id), status=str(status))
+        return lead
+
+    async def release(self, lead_id: uuid.UUID, *, actor: Actor = None) -> Lead:
+        """Give an open lead back to the pool (no owner, ``unprocessed``)."""
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                update(m.leads)
+                .where(
+                    m.leads.c.id == lead_id,
+                    m.leads.c.status.in_([LeadStatus.UNPROCESSED, LeadStatus.IN_PROGRESS]),
+                )
+                .values(owner_user_id=None, status=LeadStatus.UNPROCESSED, updated_at=utcnow())
+            )
+            if result.rowcount == 0:
+                await self._raise_missing_or_closed(conn, lead_id)
+            await audit(conn, actor=actor, entity_type="lead", entity_id=lead_id, action="release")
+            lead = await load_lead(conn, lead_id)
+        assert lead is not None
+        return lead
+
+    async def _check_open(self, lead_id: uuid.UUID) -> None:
+        lead = await self.get(lead_id)
+        if not lead.status.is_open:
+            raise Conflict(f"lead {lead_id} is closed already")
+
+    @staticmethod
+    async def _raise_missing_or_closed(conn: Any, lead_id: uuid.UUID) -> None:
+        exists = await conn.scalar(select(m.leads.c.id).where(m.leads.c.id == lead_id))
+        if exists is None:
+            raise NotFound("lead", lead_id)
+        raise Conflict(f"lead {lead_id} is closed already")
 
     async def take(self, lead_id: uuid.UUID, user_id: uuid.UUID, *, actor: Actor = None) -> Lead:
         """Give an unowned lead to ``user_id`` and mark it ``in_progress``.
@@ -425,6 +587,29 @@ class LeadRepository:
         return CallerMatch(
             kind="lead", id=lead.id, display_name=lead.display_name, phone=e164, lead=lead
         )
+
+
+async def _copy_phones(conn: Any, lead_id: uuid.UUID, client_id: uuid.UUID) -> None:
+    """Give the client the lead's numbers it does not have yet."""
+    have = set(
+        (
+            await conn.execute(
+                select(m.phones.c.number_e164).where(m.phones.c.client_id == client_id)
+            )
+        ).scalars()
+    )
+    numbers = [
+        (n, k)
+        for n, k in (
+            await conn.execute(
+                select(m.phones.c.number_e164, m.phones.c.kind).where(m.phones.c.lead_id == lead_id)
+            )
+        ).all()
+        if n not in have
+    ]
+    if numbers:
+        await insert_phones(conn, numbers, client_id=client_id)
+        await reindex(conn, client_id=client_id)
 
 
 def _insert_lead(

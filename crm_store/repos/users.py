@@ -191,6 +191,24 @@ class UserRepository:
         log.info("user_role_set", user_id=str(user_id), role=str(role))
         return user
 
+    async def set_email(
+        self, user_id: uuid.UUID, email: str | None, *, actor: Actor = None
+    ) -> User:
+        """Set (``None``: clear) the address the user's task reminders are mailed to."""
+        return await self._change(user_id, {"email": email}, action="set_email", actor=actor)
+
+    async def email_of(self, user_id: uuid.UUID) -> str | None:
+        """The user's reminder address, ``None`` if they gave none; :class:`NotFound`
+        if there is no such user."""
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(select(m.users.c.email).where(m.users.c.id == user_id))
+            ).one_or_none()
+        if row is None:
+            raise NotFound("user", user_id)
+        email: str | None = row[0]
+        return email
+
     async def _change(
         self, user_id: uuid.UUID, changes: dict[str, Any], *, action: str, actor: Actor
     ) -> User:

@@ -4,6 +4,7 @@
 // from the server or the user is put in the page with textContent.
 import { api, ApiError, errorText, toast } from "./api.js";
 import { formatDateTime, formatDuration, loadCatalogue, localiseTimes, t } from "./i18n.js";
+import { startReminders } from "./reminders.js";
 import * as ring from "./ring.js";
 import { Live } from "./ws.js";
 
@@ -1207,6 +1208,7 @@ async function main() {
   });
   loadCallLists();
   loadAgentState();
+  startReminders();
   try {
     await state.live.start();
   } catch {
