@@ -511,6 +511,17 @@ def _config(
     return parse_config(text, base_dir=out)
 
 
+async def _records_settled(store: Store, ids: Sequence[uuid.UUID], *, timeout: float) -> None:
+    """Wait until the click-to-call records ``ids`` are answered and linked to their
+    lead (the last steps the call service writes behind a bridged call)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            records = [await store.calls.get(i) for i in ids]
+            if all(r.answered_at is not None and r.lead_id is not None for r in records):
+                return
+            await asyncio.sleep(0.2)
+
+
 async def _measure(
     lab: Lab,
     wire: WireClock,
@@ -726,6 +737,9 @@ async def run(
                 except TimeoutError:
                     n = len(state.bridged & set(ids))
                     raise RuntimeError(f"only {n} of {args.active} conversations bridged") from None
+                # Measured with the conversations up, not while their set-up is still
+                # being written: wait until every record has its answer and its lead.
+                await _records_settled(store, ids, timeout=60)
                 result = await measure(active=args.active, prefix="1")
                 gone = [i for i in ids if i in state.ended]
                 if gone:
