@@ -73,6 +73,7 @@ CONVERSATIONS_PER_WORKER = 2  # 4 calls: pjsua2's compiled PJSUA_MAX_CALLS
 # Workers' RTP ports: 30000-32767 is left to Switchboard by the lab, below the
 # kernel's ephemeral range.
 RTP_FIRST, RTP_LAST = 30000, 32767
+EPHEMERAL_LAST = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[1])
 # Two 1000 Hz customers are mixed in each recording; with opposite phases they
 # partly cancel, so the thresholds sit below the lab tests' single-tone 0.05.
 MIN_RMS = 0.02
@@ -229,6 +230,14 @@ def _latencies(sent: Sequence[tuple[str, float]], seen: Sequence[SeenInvite]) ->
 def _bridge_timeout(conversations: int) -> float:
     """How long a step may take to bridge all its conversations, seconds."""
     return 30.0 + conversations / 5
+
+
+def sip_port_block(workers: int) -> int:
+    """The first of ``workers`` consecutive SIP ports for the pool, above the kernel's
+    ephemeral range (``/proc/sys/net/ipv4/ip_local_port_range``, 32768-60999 here): with
+    150 workers starting at once, a port probed free inside that range is sometimes
+    taken by another program's outgoing socket before the worker binds it."""
+    return free_port_block(workers, low=EPHEMERAL_LAST + 1, high=65535)
 
 
 def _offsets(conversations: int, stagger: float) -> list[float]:
@@ -569,7 +578,7 @@ def _switchboard_config(lab: Lab, plan: _Plan, lines: Sequence[str], out: Path, 
         pbx_host=lab.pbx_host,
         pbx_port=lab.pbx_port,
         domain=lab.domain,
-        sip_base=free_port_block(plan.workers),
+        sip_base=sip_port_block(plan.workers),
         workers=plan.workers,
         rtp_first=RTP_FIRST,
         rtp_last=RTP_LAST,

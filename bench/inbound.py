@@ -105,7 +105,7 @@ from typing import Any
 from bus import Bus, CallBridged, CallDialing, CallEnded, CallRinging, RegistrationChanged
 from config import parse_config
 from crm_store import Role, Store, upgrade
-from lab import Lab, free_port_block
+from lab import Lab
 from sip import protocol as p
 from sip.calls import CallService
 from sip.inbound import InboundService, PresenceBook
@@ -497,7 +497,7 @@ def _config(
         pbx_host=lab.pbx_host,
         pbx_port=lab.pbx_port,
         domain=lab.domain,
-        sip_base=free_port_block(workers),
+        sip_base=calls_bench.sip_port_block(workers),
         workers=workers,
         rtp_first=calls_bench.RTP_FIRST,
         rtp_last=calls_bench.RTP_LAST,
