@@ -24,9 +24,21 @@ the time from the originate command to the customer's INVITE (SIPp's arrival
 timestamp), p50/p99 over all legs. The ramp stops at the first step switchboard
 fails. Prints a table, then one JSON line.
 
-    .venv/bin/python bench/calls.py [--steps 10,20,30,40,50,60] [--max N] [--hold 10]
+    .venv/bin/python bench/calls.py [--steps 20,60] [--max N] [--hold 10] [--idle 10]
 
-The defaults (six steps up to 60, 10 s of talk each) take about six minutes.
+The defaults (20 and 60 conversations, 10 s of talk each) take about three minutes.
+``--steps 300`` (150 workers on each side) takes about eight.
+
+**Burst mode** (``--burst N [--stagger 0,3]``): instead of the ramp, for each
+value of ``--stagger`` both sides place N conversations over that many seconds
+(0: all at once), each on its own: a ``go <conv>`` line to its bare process, a
+task of its own calling ``click_to_call()`` (as commands from N agents would
+arrive); they are held 2 s, then checked as above. Besides the table it prints
+the set-up's stages per conversation (p50 / p99): placed -> the agent leg's
+originate -> its INVITE at the customers -> the customer leg's originate (after
+the agent side's 1 s of ringing) -> its INVITE -> bridged, and the whole
+placed -> bridged. ``--profile PATH`` dumps cProfile's statistics of this
+process (the daemon side) over each burst's set-up to ``PATH.<burst>.prof``.
 
 Inbound calls with these conversations up (INVITE in → ``call.ringing`` on the bus
 and at a websocket client, 50 conversations active) are measured by
@@ -972,9 +984,7 @@ def run_report(work: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument(
-        "--steps", default="10,20,30,40,50,60", help="conversations per step, comma-separated"
-    )
+    parser.add_argument("--steps", default="20,60", help="conversations per step, comma-separated")
     parser.add_argument("--max", type=int, default=None, help="skip steps above this N")
     parser.add_argument("--hold", type=float, default=10.0, help="seconds of talk per step")
     parser.add_argument(
