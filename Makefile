@@ -70,8 +70,13 @@ unit: setup
 
 test: lint typecheck unit
 
+# About twenty minutes; the heavy steps are flags of each bench (calls.py --steps 300,
+# calls.py --burst 150: see docs/performance.md). inbound.py and web.py need root (they
+# time INVITEs on lo with an AF_PACKET socket).
 bench: setup
 	$(BIN)/python bench/lookup.py
+	$(BIN)/python bench/calls.py
+	$(BIN)/python bench/inbound.py
 	$(BIN)/python bench/web.py
 
 clean:

@@ -9,10 +9,11 @@ agent leg mixed in. It is the floor Switchboard's figures are compared with.
 
 Run as ``python bench/_bare_bridge.py '<json>'`` (see :class:`_Settings`). It talks
 to the bench in plain lines, not Switchboard's protocol: stdin ``go`` (place the
-calls), ``hangup`` (end them); stdout ``BARE <json>`` lines: ``ready`` once
+calls), ``go <conv>`` (place that conversation only: a staggered burst),
+``hangup`` (end them); stdout ``BARE <json>`` lines: ``ready`` once
 registered, ``sent`` just before each ``makeCall`` (with ``time.time()``),
-``bridged``, ``ended`` per leg, ``recorded`` per conversation, ``done`` when all
-recordings are complete. It exits when stdin closes.
+``bridged`` (with ``time.time()``), ``ended`` per leg, ``recorded`` per
+conversation, ``done`` when all recordings are complete. It exits when stdin closes.
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ def main() -> None:
                     b.startTransmit(c.recorder)
                     a.startTransmit(c.recorder)
                     c.bridged = True
-                    say("bridged", conv=conv)
+                    say("bridged", conv=conv, at=time.time())
             elif kind == "ended":
                 say("ended", conv=conv, leg=role, code=int(rest[0]), reason=rest[1])
                 c.ended.add(role)
@@ -260,6 +261,8 @@ def main() -> None:
             if command == "go":
                 for c in convs.values():
                     dial(c, "agent")
+            elif command.startswith("go "):
+                dial(convs[command[3:]], "agent")
             elif command == "hangup":
                 ep.hangupAllCalls()
             elif command == "eof":

@@ -24,9 +24,21 @@ the time from the originate command to the customer's INVITE (SIPp's arrival
 timestamp), p50/p99 over all legs. The ramp stops at the first step switchboard
 fails. Prints a table, then one JSON line.
 
-    .venv/bin/python bench/calls.py [--steps 10,20,30,40,50,60] [--max N] [--hold 10]
+    .venv/bin/python bench/calls.py [--steps 20,60] [--max N] [--hold 10] [--idle 10]
 
-The defaults (six steps up to 60, 10 s of talk each) take about six minutes.
+The defaults (20 and 60 conversations, 10 s of talk each) take about three minutes.
+``--steps 300`` (150 workers on each side) takes about eight.
+
+**Burst mode** (``--burst N [--stagger 0,3]``): instead of the ramp, for each
+value of ``--stagger`` both sides place N conversations over that many seconds
+(0: all at once), each on its own: a ``go <conv>`` line to its bare process, a
+task of its own calling ``click_to_call()`` (as commands from N agents would
+arrive); they are held 2 s, then checked as above. Besides the table it prints
+the set-up's stages per conversation (p50 / p99): placed -> the agent leg's
+originate -> its INVITE at the customers -> the customer leg's originate (after
+the agent side's 1 s of ringing) -> its INVITE -> bridged, and the whole
+placed -> bridged. ``--profile PATH`` dumps cProfile's statistics of this
+process (the daemon side) over each burst's set-up to ``PATH.<burst>.prof``.
 
 Inbound calls with these conversations up (INVITE in → ``call.ringing`` on the bus
 and at a websocket client, 50 conversations active) are measured by
@@ -39,6 +51,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import json
 import logging
 import math
@@ -59,7 +72,7 @@ from typing import Any
 
 import structlog
 
-from bus import Bus, CallBridged, CallEnded, RecordingReady, RegistrationChanged
+from bus import Bus, CallBridged, CallEnded, Envelope, RecordingReady, RegistrationChanged
 from config import parse_config
 from crm_store import Store, upgrade
 from lab import Behaviour, Lab, audio, customer_number, free_port_block
@@ -72,11 +85,15 @@ CONVERSATIONS_PER_WORKER = 2  # 4 calls: pjsua2's compiled PJSUA_MAX_CALLS
 # Workers' RTP ports: 30000-32767 is left to Switchboard by the lab, below the
 # kernel's ephemeral range.
 RTP_FIRST, RTP_LAST = 30000, 32767
+EPHEMERAL_LAST = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[1])
 # Two 1000 Hz customers are mixed in each recording; with opposite phases they
 # partly cancel, so the thresholds sit below the lab tests' single-tone 0.05.
 MIN_RMS = 0.02
 MIN_TONE = 0.02
 _TICK = os.sysconf("SC_CLK_TCK")
+#: Seconds a burst's conversations are held once all are bridged (then the
+#: recordings are checked as in the ramp).
+BURST_HOLD = 2.0
 
 
 # --------------------------------------------------------------------------- /proc
@@ -175,6 +192,9 @@ class StepResult:
     kind: str  # "bare" or "switchboard"
     conversations: int
     workers: int
+    #: Burst mode: the conversations were placed over this many seconds (0: at
+    #: once), each on its own; NaN for a step of the ramp.
+    stagger_seconds: float = math.nan
     ok: bool = False
     why: str = ""
     setup_seconds: float = math.nan
@@ -191,6 +211,11 @@ class StepResult:
     min_tone: float = math.nan
     #: CPU of one registered SIP process with no call, seconds per minute.
     idle_cpu_per_worker_min: float = math.nan
+    #: Burst mode: each conversation's placement to its bridge, ms.
+    bridge_p50_ms: float = math.nan
+    bridge_p99_ms: float = math.nan
+    #: Burst mode: p50/p99 ms of each stage of the set-up (see ``_stages``).
+    stages: dict[str, tuple[float, float]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
 
@@ -212,6 +237,73 @@ def _latencies(sent: Sequence[tuple[str, float]], seen: Sequence[SeenInvite]) ->
         for t_sent, t_seen in zip(sorted(times), sorted(seen_by[number]), strict=False):
             out.append((t_seen - t_sent) * 1000)
     return out
+
+
+def _bridge_timeout(conversations: int) -> float:
+    """How long a step may take to bridge all its conversations, seconds."""
+    return 30.0 + conversations / 5
+
+
+def sip_port_block(workers: int) -> int:
+    """The first of ``workers`` consecutive SIP ports for the pool, above the kernel's
+    ephemeral range (``/proc/sys/net/ipv4/ip_local_port_range``, 32768-60999 here): with
+    150 workers starting at once, a port probed free inside that range is sometimes
+    taken by another program's outgoing socket before the worker binds it."""
+    return free_port_block(workers, low=EPHEMERAL_LAST + 1, high=65535)
+
+
+def _offsets(conversations: int, stagger: float) -> list[float]:
+    """When each conversation of a burst is placed, seconds from the first."""
+    return [c * stagger / conversations for c in range(conversations)]
+
+
+#: The stages of a conversation's set-up, in order: (name, from, to).
+_STAGES = (
+    ("placed->agent sent", "placed", "agent_sent"),
+    ("agent sent->INVITE", "agent_sent", "agent_invite"),
+    ("agent INVITE->customer sent", "agent_invite", "customer_sent"),
+    ("customer sent->INVITE", "customer_sent", "customer_invite"),
+    ("customer INVITE->bridged", "customer_invite", "bridged"),
+)
+
+
+def _stages(
+    result: StepResult,
+    placed: dict[int, float],
+    sent: Sequence[tuple[int, str, str, float]],
+    seen: Sequence[SeenInvite],
+    bridged: dict[int, float],
+) -> None:
+    """Fill ``result``'s set-up figures from epoch-second stamps: ``placed`` and
+    ``bridged`` per conversation, ``sent`` as (conversation, leg, number, time) per
+    originate; INVITEs are matched to originates by number in time order (an
+    agent's number serves two conversations)."""
+    stamps: dict[int, dict[str, float]] = defaultdict(dict)
+    for conv, at in placed.items():
+        stamps[conv]["placed"] = at
+    for conv, at in bridged.items():
+        stamps[conv]["bridged"] = at
+    by_number: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
+    for conv, leg, number, at in sent:
+        stamps[conv][f"{leg}_sent"] = at
+        by_number[number].append((at, conv, leg))
+    arrivals: dict[str, list[float]] = defaultdict(list)
+    for invite in seen:
+        if invite.number in by_number:
+            arrivals[invite.number].append(invite.at)
+    for number, originates in by_number.items():
+        for (_, conv, leg), at in zip(sorted(originates), sorted(arrivals[number]), strict=False):
+            stamps[conv][f"{leg}_invite"] = at
+    for name, start, end in _STAGES:
+        values = [(t[end] - t[start]) * 1000 for t in stamps.values() if start in t and end in t]
+        result.stages[name] = (_percentile(values, 0.5), _percentile(values, 0.99))
+    setup = [
+        (t["bridged"] - t["placed"]) * 1000
+        for t in stamps.values()
+        if len(t) >= 2 and "placed" in t and "bridged" in t
+    ]
+    result.bridge_p50_ms = _percentile(setup, 0.5)
+    result.bridge_p99_ms = _percentile(setup, 0.99)
 
 
 def _check_recordings(result: StepResult, paths: Sequence[Path | None]) -> None:
@@ -322,9 +414,19 @@ async def _idle_cpu(pids: Sequence[int], seconds: float) -> float:
 
 
 async def run_bare(
-    lab: Lab, plan: _Plan, lines: Sequence[str], hold: float, out: Path, idle: float = 0.0
+    lab: Lab,
+    plan: _Plan,
+    lines: Sequence[str],
+    hold: float,
+    out: Path,
+    idle: float = 0.0,
+    stagger: float | None = None,
 ) -> StepResult:
+    """One step of bare processes; ``stagger`` not None: a burst, each conversation
+    placed on its own over ``stagger`` seconds."""
     result = StepResult("bare", plan.conversations, plan.workers)
+    if stagger is not None:
+        result.stagger_seconds = stagger
     await asyncio.to_thread(out.mkdir, parents=True)
     block = (RTP_LAST - RTP_FIRST + 1) // plan.workers
     procs: list[_BareProcess] = []
@@ -352,7 +454,7 @@ async def run_bare(
                 "conversations": convs,
             }
             with (out / f"bare-{w:03d}.log").open("wb") as errors:
-                proc = await asyncio.create_subprocess_exec(
+                process = await asyncio.create_subprocess_exec(
                     sys.executable,
                     str(BARE_SCRIPT),
                     json.dumps(settings),
@@ -360,23 +462,33 @@ async def run_bare(
                     stdout=asyncio.subprocess.PIPE,
                     stderr=errors,
                 )
-            procs.append(_BareProcess(proc))
+            procs.append(_BareProcess(process))
         await _wait_all(procs, "ready", 1, timeout=30 + plan.workers)
         result.idle_cpu_per_worker_min = await _idle_cpu([p.proc.pid for p in procs], idle)
         ctl0, started = _self_cpu(), time.monotonic()
-        for proc in procs:
-            await proc.send("go")
+        placed: dict[int, float] = {}
+        if stagger is None:
+            for proc in procs:
+                await proc.send("go")
+        else:
+            for c, offset in enumerate(_offsets(plan.conversations, stagger)):
+                await asyncio.sleep(max(0.0, started + offset - time.monotonic()))
+                placed[c] = time.time()
+                await procs[c // CONVERSATIONS_PER_WORKER].send(f"go {c}")
         per_proc = [
             len([c for c in range(w * 2, w * 2 + 2) if c < plan.conversations])
             for w in range(plan.workers)
         ]
+        limit = _bridge_timeout(plan.conversations)
         try:
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(limit):
                 for proc, n in zip(procs, per_proc, strict=True):
-                    await _wait_all([proc], "bridged", n, timeout=30)
+                    await _wait_all([proc], "bridged", n, timeout=limit)
         except (TimeoutError, RuntimeError) as exc:
             bridged = sum(p.count("bridged") for p in procs)
-            result.failures.append(f"{bridged} of {plan.conversations} bridged in 30 s ({exc!r})")
+            result.failures.append(
+                f"{bridged} of {plan.conversations} bridged in {limit:g} s ({exc!r})"
+            )
             result.why = result.failures[0]
             return result
         result.setup_seconds = time.monotonic() - started
@@ -402,6 +514,19 @@ async def run_bare(
                 result.failures.append(f"leg ended {line['code']} {line['reason']}")
         sent = [(x["number"], x["at"]) for p in procs for x in p.lines if x["ev"] == "sent"]
         latencies = _latencies(sent, lab.customers.invites())
+        if stagger is not None:
+            lines_ = [x for p in procs for x in p.lines]
+            _stages(
+                result,
+                placed,
+                [
+                    (int(x["conv"]), x["leg"], x["number"], x["at"])
+                    for x in lines_
+                    if x["ev"] == "sent"
+                ],
+                lab.customers.invites(),
+                {int(x["conv"]): x["at"] for x in lines_ if x["ev"] == "bridged"},
+            )
         await asyncio.to_thread(_check_recordings, result, recordings)
         _finish(
             result,
@@ -465,7 +590,7 @@ def _switchboard_config(lab: Lab, plan: _Plan, lines: Sequence[str], out: Path, 
         pbx_host=lab.pbx_host,
         pbx_port=lab.pbx_port,
         domain=lab.domain,
-        sip_base=free_port_block(plan.workers),
+        sip_base=sip_port_block(plan.workers),
         workers=plan.workers,
         rtp_first=RTP_FIRST,
         rtp_last=RTP_LAST,
@@ -484,8 +609,16 @@ async def run_switchboard(
     hold: float,
     out: Path,
     idle: float = 0.0,
+    stagger: float | None = None,
+    profile: Path | None = None,
 ) -> StepResult:
+    """One step of the daemon's path; ``stagger`` not None: a burst, each
+    conversation placed by a task of its own over ``stagger`` seconds (as commands
+    from many agents arrive), else one after the other. ``profile``: where to dump
+    cProfile's statistics of this process over the set-up."""
     result = StepResult("switchboard", plan.conversations, plan.workers)
+    if stagger is not None:
+        result.stagger_seconds = stagger
     await asyncio.to_thread(out.mkdir, parents=True)
     config = _switchboard_config(lab, plan, lines, out, url)
     events = Bus(config.site.id)
@@ -496,7 +629,10 @@ async def run_switchboard(
     ended: dict[uuid.UUID, CallEnded] = {}
     recorded: dict[uuid.UUID, Path] = {}
 
-    def handle(event: object) -> None:
+    bridged_at: dict[uuid.UUID, float] = {}
+
+    def handle(envelope: Envelope) -> None:
+        event = envelope.event
         if isinstance(event, RegistrationChanged):
             if event.state == "registered":
                 registered.add(event.line)
@@ -504,6 +640,7 @@ async def run_switchboard(
                 registered.discard(event.line)
         elif isinstance(event, CallBridged) and event.recording:
             bridged.add(event.call_id)
+            bridged_at[event.call_id] = envelope.at.timestamp()
         elif isinstance(event, CallEnded):
             ended[event.call_id] = event
         elif isinstance(event, RecordingReady):
@@ -511,7 +648,7 @@ async def run_switchboard(
 
     def pull() -> None:
         while (envelope := sub.get_nowait()) is not None:
-            handle(envelope.event)
+            handle(envelope)
 
     async def until(done: Callable[[], bool], timeout: float) -> None:
         async with asyncio.timeout(timeout):
@@ -519,7 +656,7 @@ async def run_switchboard(
                 pull()
                 if done():
                     return
-                handle((await sub.get()).event)
+                handle(await sub.get())
 
     try:
         async with pool:
@@ -530,17 +667,41 @@ async def run_switchboard(
             async with CallService(
                 pool, config=config, bus=events, store=store, agent_timeout=20, ring_timeout=20
             ) as calls:
+                profiler = cProfile.Profile() if profile is not None else None
                 ctl0, started = _self_cpu(), time.monotonic()
-                ids = [
-                    await calls.click_to_call(
-                        agent=f"agent-{lines[c // 2]}", number=plan.customer(c)
-                    )
-                    for c in range(plan.conversations)
-                ]
+                if profiler is not None:
+                    profiler.enable()
+                placed: dict[uuid.UUID, float] = {}
+                limit = _bridge_timeout(plan.conversations)
+                if stagger is None:
+                    ids = [
+                        await calls.click_to_call(
+                            agent=f"agent-{lines[c // 2]}", number=plan.customer(c)
+                        )
+                        for c in range(plan.conversations)
+                    ]
+                else:
+
+                    async def place(c: int, offset: float) -> uuid.UUID:
+                        await asyncio.sleep(max(0.0, started + offset - time.monotonic()))
+                        at = time.time()
+                        call_id = await calls.click_to_call(
+                            agent=f"agent-{lines[c // 2]}", number=plan.customer(c)
+                        )
+                        placed[call_id] = at
+                        return call_id
+
+                    offsets = _offsets(plan.conversations, stagger)
+                    ids = list(await asyncio.gather(*(place(c, o) for c, o in enumerate(offsets))))
                 with contextlib.suppress(TimeoutError):
-                    await until(lambda: bridged >= set(ids) or bool(ended), timeout=30)
+                    await until(lambda: bridged >= set(ids) or bool(ended), timeout=limit)
+                if profiler is not None:
+                    profiler.disable()
+                    assert profile is not None
+                    profiler.dump_stats(profile)
                 if not bridged >= set(ids):
-                    why = f"{len(bridged & set(ids))} of {plan.conversations} bridged in 30 s"
+                    n = len(bridged & set(ids))
+                    why = f"{n} of {plan.conversations} bridged in {limit:g} s"
                     if ended:
                         first = next(iter(ended.values()))
                         why += f"; {len(ended)} ended early, e.g. {first.reason} {first.sip_code}"
@@ -579,6 +740,25 @@ async def run_switchboard(
                             number = record.to_uri.split(":", 1)[1].split("@", 1)[0]
                             sent.append((number, record.sent_at))
                 latencies = _latencies(sent, lab.customers.invites())
+                if stagger is not None:
+                    conv_of = {call_id: c for c, call_id in enumerate(ids)}
+                    legs = []
+                    for call_id, c in conv_of.items():
+                        for leg, leg_id in (
+                            ("customer", str(call_id)),
+                            ("agent", f"{call_id}-agent"),
+                        ):
+                            record = pool.stats.originate_of(leg_id)
+                            if record is not None:
+                                number = record.to_uri.split(":", 1)[1].split("@", 1)[0]
+                                legs.append((c, leg, number, record.sent_at))
+                    _stages(
+                        result,
+                        {conv_of[i]: at for i, at in placed.items()},
+                        legs,
+                        lab.customers.invites(),
+                        {conv_of[i]: at for i, at in bridged_at.items() if i in conv_of},
+                    )
                 await asyncio.to_thread(_check_recordings, result, [recorded.get(i) for i in ids])
                 _finish(
                     result,
@@ -647,18 +827,58 @@ def _print_step(bare: StepResult, sb: StepResult) -> None:
     print(f"    switchboard/bare: {ratios}", flush=True)
 
 
+def _print_stages(bare: StepResult, sb: StepResult) -> None:
+    print(
+        f"    N = {sb.conversations} placed over {sb.stagger_seconds:g} s; set-up stages,"
+        " p50 / p99 ms (bare | switchboard):",
+        flush=True,
+    )
+    for name, _, _ in _STAGES:
+        cells = []
+        for r in (bare, sb):
+            p50, p99 = r.stages.get(name, (math.nan, math.nan))
+            cells.append(f"{p50:8.1f} / {p99:8.1f}")
+        print(f"      {name:<28} {cells[0]} | {cells[1]}", flush=True)
+    print(
+        f"      {'placed->bridged':<28} {bare.bridge_p50_ms:8.1f} / {bare.bridge_p99_ms:8.1f} | "
+        f"{sb.bridge_p50_ms:8.1f} / {sb.bridge_p99_ms:8.1f}",
+        flush=True,
+    )
+    print(f"      setup s: bare {bare.setup_seconds:.2f}, switchboard {sb.setup_seconds:.2f}")
+
+
+def _step_report(bare: StepResult, sb: StepResult) -> dict[str, Any]:
+    keys = [key for _, key in _RATIOS] + ["setup_seconds", "bridge_p50_ms", "bridge_p99_ms"]
+    return {
+        "bare": asdict(bare),
+        "switchboard": asdict(sb),
+        "ratios": {key: _ratio(sb, bare, key) for key in keys},
+    }
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    steps = [int(n) for n in args.steps.split(",")]
-    if args.max is not None:
-        steps = [n for n in steps if n <= args.max]
+    burst = args.burst is not None
+    if burst:
+        staggers = [float(x) for x in args.stagger.split(",")]
+        steps = [args.burst] * len(staggers)
+    else:
+        steps = [int(n) for n in args.steps.split(",")]
+        if args.max is not None:
+            steps = [n for n in steps if n <= args.max]
+        staggers = []
+    if not steps or min(steps) < 1:
+        raise SystemExit("nothing to run: give positive step sizes")
     workers = math.ceil(max(steps) / CONVERSATIONS_PER_WORKER)
     lines = [str(3001 + w) for w in range(workers)]
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="bench-calls-"))
     extensions = {ext: secrets.token_hex(8) for ext in lines}
     url = f"sqlite+aiosqlite:///{run_dir / 'store.sqlite3'}"
     results: list[tuple[StepResult, StepResult]] = []
-    print(f"run directory: {run_dir}; {os.cpu_count()} CPUs; hold {args.hold:g} s", flush=True)
+    hold = BURST_HOLD if burst else args.hold
+    print(f"run directory: {run_dir}; {os.cpu_count()} CPUs; hold {hold:g} s", flush=True)
     print("switchboard = SipPool + CallService (click-to-call) + SQLite store + bus", flush=True)
+    if burst:
+        print(f"burst: {args.burst} conversations placed over {args.stagger} s", flush=True)
     print(" | ".join(title.rjust(_width(title)) for title, _, _ in _COLUMNS), flush=True)
     await upgrade(url)
     store = await Store.open(url, default_region="DE")
@@ -666,45 +886,57 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         for ext in lines:
             await store.users.add(f"agent-{ext}", f"Agent {ext}", extension=ext)
         async with await Lab.start(run_dir / "lab", extensions=extensions, phones=[]) as lab:
+            reference: StepResult | None = None
             for segment, n in enumerate(steps):
-                bare = await run_bare(
-                    lab,
-                    _Plan(2 * segment, n),
-                    lines,
-                    args.hold,
-                    run_dir / f"{n:03d}-bare",
-                    args.idle,
-                )
+                stagger = staggers[segment] if burst else None
+                name = f"{n:03d}" + (f"-burst{segment}" if burst else "")
+                profile = None
+                if args.profile is not None and burst:
+                    profile = Path(args.profile).with_suffix(f".{segment}.prof")
+                if args.bare_max is not None and n > args.bare_max and reference is not None:
+                    # Bare pjsua2 with pjmedia's defaults cannot hold this many on this
+                    # machine: compare with its largest step that ran in this run.
+                    bare = reference
+                else:
+                    bare = await run_bare(
+                        lab,
+                        _Plan(2 * segment, n),
+                        lines,
+                        hold,
+                        run_dir / f"{name}-bare",
+                        args.idle,
+                        stagger,
+                    )
+                    if bare.ok:
+                        reference = bare
                 sb = await run_switchboard(
-                    lab, store, url, _Plan(2 * segment + 1, n), lines, args.hold,
-                    run_dir / f"{n:03d}-switchboard", args.idle,
+                    lab, store, url, _Plan(2 * segment + 1, n), lines, hold,
+                    run_dir / f"{name}-switchboard", args.idle, stagger, profile,
                 )  # fmt: skip
                 results.append((bare, sb))
                 _print_step(bare, sb)
-                if not sb.ok:
+                if burst:
+                    _print_stages(bare, sb)
+                    if profile is not None:
+                        print(f"    cProfile of the switchboard side: {profile}", flush=True)
+                if not sb.ok and not burst:
                     break
     finally:
         await store.aclose()
     passed = [sb.conversations for _, sb in results if sb.ok]
     passed_bare = [bare.conversations for bare, _ in results if bare.ok]
     largest = max(passed, default=0)
-    print(f"largest N held (switchboard): {largest}; bare: {max(passed_bare, default=0)}")
+    if not burst:
+        print(f"largest N held (switchboard): {largest}; bare: {max(passed_bare, default=0)}")
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     return {
-        "bench": "calls",
+        "bench": "calls-burst" if burst else "calls",
         "cpus": os.cpu_count(),
-        "hold_seconds": args.hold,
+        "hold_seconds": hold,
         "largest_n": largest,
         "largest_n_bare": max(passed_bare, default=0),
-        "steps": [
-            {
-                "bare": asdict(bare),
-                "switchboard": asdict(sb),
-                "ratios": {key: _ratio(sb, bare, key) for _, key in _RATIOS},
-            }
-            for bare, sb in results
-        ],
+        "steps": [_step_report(bare, sb) for bare, sb in results],
     }
 
 
@@ -760,9 +992,7 @@ def run_report(work: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument(
-        "--steps", default="10,20,30,40,50,60", help="conversations per step, comma-separated"
-    )
+    parser.add_argument("--steps", default="20,60", help="conversations per step, comma-separated")
     parser.add_argument("--max", type=int, default=None, help="skip steps above this N")
     parser.add_argument("--hold", type=float, default=10.0, help="seconds of talk per step")
     parser.add_argument(
@@ -770,6 +1000,33 @@ def main(argv: Sequence[str] | None = None) -> None:
         type=float,
         default=10.0,
         help="seconds the registered processes are measured idle before each step's calls",
+    )
+    parser.add_argument(
+        "--bare-max",
+        type=int,
+        default=None,
+        help="run the bare side only for steps up to this N; larger steps are compared"
+        " with the largest bare step of the run (pjmedia's defaults need about five cores"
+        " for 300 conversations: bare cannot hold them on two)",
+    )
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=None,
+        help="burst mode: place this many conversations at once (and staggered, see"
+        " --stagger) on each side instead of the ramp of --steps",
+    )
+    parser.add_argument(
+        "--stagger",
+        default="0,3",
+        help="burst mode: seconds over which the conversations are placed, one burst per"
+        " value, comma-separated (0: all at once)",
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="burst mode: dump cProfile statistics of the switchboard side's set-up to"
+        " PROFILE.<burst>.prof",
     )
     parser.add_argument("--run-dir", default=None, help="default: a new temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the run directory")

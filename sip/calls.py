@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -139,6 +140,8 @@ class _Session:
 
     #: The agent leg's id once another leg took its place (attended transfer).
     agent_leg: str | None = None
+    #: The last write of the call's record queued behind the others (``_store_later``).
+    store_chain: asyncio.Task[None] | None = None
 
     @property
     def leg_ids(self) -> dict[Leg, str]:
@@ -367,12 +370,16 @@ class CallService(CallTaskService):
                 while not s.state.ended:
                     await self._handle(s, await s.queue.get())
                     await self._hang_up_leftovers(s)
+                if s.store_chain is not None:
+                    await s.store_chain  # the record's steps, before its end
                 interrupted = s.state.outcome is None or (
                     s.state.outcome.reason is CallEndReason.INTERRUPTED
                 )
                 if not interrupted:
                     await self._finish(s)
             finally:
+                if s.store_chain is not None:
+                    s.store_chain.cancel()  # done by now unless the call was cancelled
                 for timer in s.timers.values():
                     timer.cancel()
                 self._pool.release(s.worker_id, s.reserved)
@@ -451,7 +458,7 @@ class CallService(CallTaskService):
             case Ringing():
                 if s.state.leg_ringing(leg):
                     if leg is Leg.CUSTOMER:
-                        await s.conversation.store_step(self._store.calls.mark_ringing(s.call_id))
+                        self._store_later(s, partial(self._store.calls.mark_ringing, s.call_id))
                     self._bus.publish(
                         CallRinging(call_id=s.call_id, leg=leg.value, agent=s.agent_name)
                     )
@@ -473,12 +480,27 @@ class CallService(CallTaskService):
             return
         self._cancel_timer(s, leg)
         s.answered_at = time.monotonic()
-        await s.conversation.store_step(self._store.calls.mark_answered(s.call_id))
+        self._store_later(s, partial(self._store.calls.mark_answered, s.call_id))
         self._bus.publish(CallAnswered(call_id=s.call_id, leg=leg.value, agent=s.agent_name))
         # The customer's audio may have come up with its 200 already.
         if s.state.media_active(Leg.CUSTOMER):
             await self._bridge(s)
-        await self._link_caller(s)
+        self._store_later(s, partial(self._link_caller, s))
+
+    def _store_later(self, s: _Session, step: Callable[[], Awaitable[object]]) -> None:
+        """Write a step of the call's record after its earlier steps, without holding
+        the call up: its legs' events go on being handled meanwhile (in a burst of
+        calls the store is the slowest party, and a bridge must not wait for a
+        ringing time to be written). The call's end waits for them (``_drive``), so
+        the record is complete before it is ended and ``call.ended`` published."""
+        previous = s.store_chain
+
+        async def write() -> None:
+            if previous is not None:
+                await previous
+            await s.conversation.store_step(step())
+
+        s.store_chain = asyncio.create_task(write(), name=f"click-to-call-store-{s.call_id}")
 
     async def _link_caller(self, s: _Session) -> None:
         """Attach the answered call to the number's client or lead, creating a lead
