@@ -4,9 +4,21 @@ fields and tags, and a private client hidden from another agent everywhere."""
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
-from crm_store import CallDirection, ClientKind, Role, Visibility
+from crm_store import (
+    Address,
+    CallDirection,
+    CallerMatch,
+    Client,
+    ClientKind,
+    Role,
+    Visibility,
+)
+from sip.inbound.card import caller_card
 from tests.web.conftest import Env
 
 
@@ -229,3 +241,45 @@ async def test_bad_filters_are_refused_with_their_path(env: Env) -> None:
         reply = await env.client.get("/api/clients", params=params, headers=env.auth("bob"))
         assert reply.status_code == 400, (params, reply.text)
         assert reply.json()["error"]["details"]["path"].endswith(path), reply.text
+
+
+def test_the_ringing_card_of_a_private_client_names_no_one() -> None:
+    client = _client(Visibility.PRIVATE)
+    match = CallerMatch("client", client.id, client.display_name, "+33611223344", client=client)
+    card = caller_card(match)
+    assert card == {
+        "kind": "client",
+        "id": str(client.id),
+        "display_name": "",
+        "phone": "+33611223344",
+        "created": False,
+        "private": True,
+        "tags": [],
+    }
+    shared = replace(client, visibility=Visibility.SHARED)
+    open_card = caller_card(replace(match, client=shared))
+    assert open_card is not None
+    assert (open_card["display_name"], open_card["tags"]) == ("Paul Secret", ["vip"])
+
+
+def _client(visibility: Visibility) -> Client:
+    now = datetime.now(UTC)
+    return Client(
+        id=uuid.uuid4(),
+        kind=ClientKind.PERSON,
+        display_name="Paul Secret",
+        first_name="Paul",
+        last_name="Secret",
+        company_name=None,
+        company_id=None,
+        emails=(),
+        phones=(),
+        tags=("vip",),
+        address=Address(),
+        custom_fields={},
+        responsible_user_id=uuid.uuid4(),
+        visibility=visibility,
+        timezone=None,
+        created_at=now,
+        updated_at=now,
+    )
