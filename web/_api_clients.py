@@ -529,8 +529,9 @@ async def client_timeline(
     for entry in history.entries:
         if can_open_call(principal, directory.call_agent(entry.call.agent_user_id)):
             summary = call_summary(entry, directory)
-            if summary["recording"]:
-                summary["recording_url"] = f"/api/calls/{entry.call.id}/recording"
+            summary["recording_url"] = (
+                f"/api/calls/{entry.call.id}/recording" if summary["recording"] else None
+            )
             items.append({"type": "call", "at": entry.call.created_at, "call": summary})
     for note in await svc.store.clients.notes(client_id):
         items.append(
