@@ -198,3 +198,40 @@ def test_a_private_client_is_invisible_to_another_agent_even_when_calling(
     expect(panel).not_to_contain_text("Fontaine")
     widget.click(tid("call-hangup"))
     wrap_up(widget, call_id, "interested")
+
+
+def test_merge_a_duplicate_then_delete_with_a_confirmation(open_agent: OpenAgent) -> None:
+    chloe = open_agent("chloe", via_form=False)
+    made = []
+    for phone in ("04 91 11 22 33", "04 91 44 55 66"):
+        reply = chloe.api(
+            "POST",
+            "/api/clients/full",
+            {"first_name": "Odile", "last_name": "Vasseur", "phones": [{"number": phone}]},
+        )
+        assert reply.status == 201, reply.text()
+        made.append(reply.json())
+    keep, dup = made
+    page = chloe.context.new_page()
+    page.goto(f"/clients/{keep['id']}")
+    page.click(tid("client-merge-open"))
+    dialog = page.locator(tid("merge-dialog"))
+    expect(dialog).to_be_visible()
+    page.fill(tid("merge-search"), "445566")
+    hit = dialog.locator(f"{tid('merge-hit')}[value='{dup['id']}']")
+    hit.check()
+    page.click(tid("merge-confirm"))
+    expect(page.locator(tid("client-phone"))).to_have_count(2)
+    expect(page.locator(tid("timeline"))).to_contain_text("Merged a duplicate")
+    assert chloe.context.request.get(f"/api/clients/{dup['id']}").status == 404
+
+    # Delete asks first: Escape keeps the client, the confirmation removes it.
+    page.click(tid("client-delete"))
+    expect(page.locator(tid("delete-dialog"))).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator(tid("delete-dialog"))).to_be_hidden()
+    assert chloe.context.request.get(f"/api/clients/{keep['id']}").ok
+    page.click(tid("client-delete"))
+    page.click(tid("delete-confirm"))
+    page.wait_for_url("**/clients")
+    assert chloe.context.request.get(f"/api/clients/{keep['id']}").status == 404
