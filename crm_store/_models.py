@@ -521,3 +521,5 @@ search_terms = cast(Table, SearchTermRow.__table__)
 
 # The call history of one agent, newest first (the widget's history, keyset paged).
 Index("ix_calls_agent_created", calls.c.agent_user_id, calls.c.created_at)
+# A client's last contact (the clients' list filters and sorts by it).
+Index("ix_calls_client_created", calls.c.client_id, calls.c.created_at)

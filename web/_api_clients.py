@@ -155,9 +155,12 @@ class ClientRow(BaseModel):
 
 class ClientList(BaseModel):
     clients: list[ClientRow]
-    total: int
+    #: Every match counted, when asked for (``total=true``); else null.
+    total: int | None
     page: int
     per_page: int
+    #: Whether a next page has rows.
+    more: bool
 
 
 class FieldDefOut(BaseModel):
@@ -326,8 +329,10 @@ async def client_list(
     sort: ClientSort = "name",
     page: int = 1,
     per_page: int = 50,
+    total: bool = False,
 ) -> dict[str, Any]:
-    """One page of the list (the API's and the page's), only what ``principal`` sees."""
+    """One page of the list (the API's and the page's), only what ``principal`` sees;
+    ``total``: count every match too (it reads them all)."""
     defs = await svc.store.definitions.fields()
     where = ClientFilter(
         text=q.strip() or None,
@@ -348,6 +353,7 @@ async def client_list(
         sort=sort,
         offset=(page - 1) * per_page,
         limit=per_page,
+        count=total,
     )
     directory = await Directory.load(svc)
     companies = await companies_of(svc.store, found.clients)
@@ -365,7 +371,13 @@ async def client_list(
             open_tasks=found.open_tasks.get(client.id, 0),
         )
         rows.append(row)
-    return {"clients": rows, "total": found.total, "page": page, "per_page": per_page}
+    return {
+        "clients": rows,
+        "total": found.total,
+        "page": page,
+        "per_page": per_page,
+        "more": found.more,
+    }
 
 
 @router.get(
@@ -394,6 +406,7 @@ async def list_clients(
     sort: ClientSort = "name",
     page: Annotated[int, Query(ge=1, le=20_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=200)] = 50,
+    total: Annotated[bool, Query(description="also count every match")] = False,
 ) -> dict[str, Any]:
     return await client_list(
         svc,
@@ -412,6 +425,7 @@ async def list_clients(
         sort=sort,
         page=page,
         per_page=per_page,
+        total=total,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -53,13 +53,8 @@ def _one_day(params: Any, name: str) -> date | None:
         raise BadRequest(f"{name}: not a day (YYYY-MM-DD)", details={"path": name}) from None
 
 
-@router.get("/clients", response_class=HTMLResponse)
-async def clients_page(request: Request, svc: Svc, renderer: Render) -> Response:
-    found = await from_cookie(request, svc)
-    if found is None:
-        return await crm_page(request, svc, renderer, "crm/clients.html", active="clients")
-    principal = found.principal
-    params = request.query_params
+async def _list_args(svc: Services, params: Any) -> dict[str, Any]:
+    """The list's arguments from the page's query (the filter form's fields)."""
     defs = await svc.store.definitions.fields()
     fields = []
     for d in defs:
@@ -67,11 +62,9 @@ async def clients_page(request: Request, svc: Svc, renderer: Render) -> Response
             value = (params.get(f"f.{d.key}.{op}") or "").strip()
             if value:
                 fields.append(f"{d.key}:{op}:{value}")
-    scope: Literal["my", "all"] = "my" if params.get("scope") == "my" else "all"
     sort = params.get("sort") or "name"
     if sort not in _SORTS:
         raise BadRequest("sort: not a known order", details={"path": "sort"})
-    open_tasks = {"yes": True, "no": False}.get(params.get("open_tasks") or "")
     try:
         page = max(1, min(20_000, int(params.get("page") or 1)))
     except ValueError:
@@ -82,28 +75,34 @@ async def clients_page(request: Request, svc: Svc, renderer: Render) -> Response
             responsible = uuid.UUID(params["responsible"])
         except ValueError:
             raise BadRequest("responsible: not a user", details={"path": "responsible"}) from None
-    kind = params.get("kind") if params.get("kind") in ("person", "company") else None
-    q = (params.get("q") or "")[:100]
-    listed = await client_list(
-        svc,
-        principal,
-        scope=scope,
-        q=q,
-        tags=[t for t in params.getlist("tag") if t][:20],
-        responsible=responsible,
-        kind=kind,  # type: ignore[arg-type]
-        created_from=_one_day(params, "created_from"),
-        created_until=_one_day(params, "created_until"),
-        contact_from=_one_day(params, "contact_from"),
-        contact_until=_one_day(params, "contact_until"),
-        open_tasks=open_tasks,
-        fields=fields,
-        sort=sort,  # type: ignore[arg-type]
-        page=page,
-        per_page=_PER_PAGE,
-    )
+    return {
+        "scope": "my" if params.get("scope") == "my" else "all",
+        "q": (params.get("q") or "")[:100],
+        "tags": [t for t in params.getlist("tag") if t][:20],
+        "responsible": responsible,
+        "kind": params.get("kind") if params.get("kind") in ("person", "company") else None,
+        "created_from": _one_day(params, "created_from"),
+        "created_until": _one_day(params, "created_until"),
+        "contact_from": _one_day(params, "contact_from"),
+        "contact_until": _one_day(params, "contact_until"),
+        "open_tasks": {"yes": True, "no": False}.get(params.get("open_tasks") or ""),
+        "fields": fields,
+        "sort": sort,
+        "page": page,
+        "per_page": _PER_PAGE,
+    }
+
+
+@router.get("/clients", response_class=HTMLResponse)
+async def clients_page(request: Request, svc: Svc, renderer: Render) -> Response:
+    found = await from_cookie(request, svc)
+    if found is None:
+        return await crm_page(request, svc, renderer, "crm/clients.html", active="clients")
+    params = request.query_params
+    args = await _list_args(svc, params)
+    listed = await client_list(svc, found.principal, **args)
+    page = args["page"]
     kept = [(k, v) for k, v in params.multi_items() if k != "page" and v]
-    pages = max(1, -(-listed["total"] // _PER_PAGE))
     return await crm_page(
         request,
         svc,
@@ -113,15 +112,26 @@ async def clients_page(request: Request, svc: Svc, renderer: Render) -> Response
         listed=listed,
         params=params,
         chosen_tags=set(params.getlist("tag")),
-        defs=defs,
+        defs=await svc.store.definitions.fields(),
         tags=await svc.store.definitions.tags(),
         users=[u for u in await svc.store.users.list() if u.active],
         sorts=_SORTS,
         page=page,
-        pages=pages,
+        count_url=f"/partials/clients/count?{urlencode(kept)}",
         prev_url=f"/clients?{urlencode([*kept, ('page', page - 1)])}" if page > 1 else None,
-        next_url=f"/clients?{urlencode([*kept, ('page', page + 1)])}" if page < pages else None,
+        next_url=f"/clients?{urlencode([*kept, ('page', page + 1)])}" if listed["more"] else None,
     )
+
+
+@router.get("/partials/clients/count", response_class=HTMLResponse)
+async def count_partial(
+    request: Request, principal: CurrentPrincipal, svc: Svc, renderer: Render
+) -> HTMLResponse:
+    """How many clients the list's filters match: asked apart from the page, which
+    shows its rows without waiting for every match to be counted."""
+    args = await _list_args(svc, request.query_params)
+    listed = await client_list(svc, principal, **{**args, "per_page": 1, "page": 1, "total": True})
+    return _fragment(request, svc, renderer, "crm/client_count.html", total=listed["total"])
 
 
 async def _form(

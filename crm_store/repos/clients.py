@@ -492,9 +492,13 @@ class ClientRepository:
         sort: ClientSort = "name",
         offset: int = 0,
         limit: int = 50,
+        count: bool = True,
     ) -> ClientPage:
-        """One page of the clients ``viewer`` may see that match ``where``, with the
-        count of all that match, each client's last contact and open tasks."""
+        """One page of the clients ``viewer`` may see that match ``where``, with each
+        client's last contact and open tasks; ``more`` tells whether a next page
+        has rows. ``count``: also count every match (``total``; it reads every
+        matching row, so a page shown at once may ask for it apart, see
+        :meth:`count`)."""
         if not 0 <= offset <= 1_000_000 or not 1 <= limit <= 500:
             raise ValueError("offset or limit out of range")
         c = m.clients
@@ -507,22 +511,36 @@ class ClientRepository:
         key = last if column == "last_contact" else c.c[column]
         order = [key.desc().nulls_last() if descending else key.asc().nulls_last(), c.c.id]
         stmt = select(c, last.label("_last_contact")).where(*conds).order_by(*order)
-        stmt = stmt.offset(offset).limit(limit)
+        stmt = stmt.offset(offset).limit(limit + 1)
         async with self._db.read() as conn:
-            total = int(await conn.scalar(select(func.count()).select_from(c).where(*conds)) or 0)
-            rows = (await conn.execute(stmt)).mappings().all()
+            total = None
+            if count:
+                counted = select(func.count()).select_from(c).where(*conds)
+                total = int(await conn.scalar(counted) or 0)
+            fetched = (await conn.execute(stmt)).mappings().all()
+            more, rows = len(fetched) > limit, fetched[:limit]
             clients = await hydrate_clients(conn, rows)
             open_tasks: dict[uuid.UUID, int] = {}
             if clients:
                 t = m.tasks
-                counted = await conn.execute(
+                per_client = await conn.execute(
                     select(t.c.client_id, func.count())
                     .where(t.c.client_id.in_([cl.id for cl in clients]), t.c.done.is_(False))
                     .group_by(t.c.client_id)
                 )
-                open_tasks = {r[0]: int(r[1]) for r in counted}
+                open_tasks = {r[0]: int(r[1]) for r in per_client}
         lasts = {r["id"]: r["_last_contact"] for r in rows if r["_last_contact"] is not None}
-        return ClientPage(clients, total, lasts, open_tasks)
+        return ClientPage(clients, total, lasts, open_tasks, more)
+
+    async def count(self, where: ClientFilter, *, viewer: uuid.UUID | None, sees_all: bool) -> int:
+        """How many clients ``viewer`` may see match ``where``."""
+        conds = _filter_conditions(where)
+        if conds is None:
+            return 0
+        conds.append(self.visible_to(viewer, sees_all=sees_all))
+        async with self._db.read() as conn:
+            counted = select(func.count()).select_from(m.clients).where(*conds)
+            return int(await conn.scalar(counted) or 0)
 
     async def iter_visible(
         self,
@@ -538,11 +556,17 @@ class ClientRepository:
         offset = 0
         while True:
             found = await self.page(
-                where, viewer=viewer, sees_all=sees_all, sort=sort, offset=offset, limit=batch
+                where,
+                viewer=viewer,
+                sees_all=sees_all,
+                sort=sort,
+                offset=offset,
+                limit=batch,
+                count=False,
             )
             if found.clients:
                 yield found.clients
-            if len(found.clients) < batch:
+            if not found.more:
                 return
             offset += batch
 
@@ -731,13 +755,15 @@ class ClientFilter:
 
 @dataclass(frozen=True, slots=True)
 class ClientPage:
-    """A page of clients; ``total`` counts every match; ``last_contact`` and
-    ``open_tasks`` are by client id (absent: none)."""
+    """A page of clients; ``total`` counts every match (``None``: not counted);
+    ``last_contact`` and ``open_tasks`` are by client id (absent: none); ``more``:
+    a next page has rows."""
 
     clients: list[Client]
-    total: int
+    total: int | None
     last_contact: dict[uuid.UUID, datetime]
     open_tasks: dict[uuid.UUID, int]
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -776,6 +802,8 @@ def _filter_conditions(where: ClientFilter) -> list[Any] | None:
         conds.append(c.c.responsible_user_id == where.responsible_user_id)
     if where.company_id is not None:
         conds.append(c.c.company_id == where.company_id)
+    # Checks per client (EXISTS on an index), so that a page in name order stops
+    # after its rows instead of sorting every match.
     for tag in dict.fromkeys(where.tags):
         t = m.client_tags
         conds.append(exists(select(t.c.tag).where(t.c.client_id == c.c.id, t.c.tag == tag)))
@@ -784,20 +812,18 @@ def _filter_conditions(where: ClientFilter) -> list[Any] | None:
     if where.created_until is not None:
         conds.append(c.c.created_at < where.created_until)
     if where.contact_from is not None or where.contact_until is not None:
+        # The last contact in the window: a call in it, none after it (both read
+        # from the index on the client's calls by time).
         k = m.calls
         window = [k.c.client_id == c.c.id]
         if where.contact_from is not None:
             window.append(k.c.created_at >= where.contact_from)
-        if where.contact_until is not None:
-            # The last contact is before ``until``: no call on or after it.
-            conds.append(
-                ~exists(
-                    select(k.c.id).where(
-                        k.c.client_id == c.c.id, k.c.created_at >= where.contact_until
-                    )
-                )
-            )
         conds.append(exists(select(k.c.id).where(*window)))
+        if where.contact_until is not None:
+            later = select(k.c.id).where(
+                k.c.client_id == c.c.id, k.c.created_at >= where.contact_until
+            )
+            conds.append(~exists(later))
     if where.has_open_tasks is not None:
         t = m.tasks
         has = exists(select(t.c.id).where(t.c.client_id == c.c.id, t.c.done.is_(False)))

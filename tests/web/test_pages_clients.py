@@ -58,6 +58,8 @@ async def test_list_card_and_form_pages(env: Env) -> None:
         'data-testid="client-row"'
     ) == 0
     assert (await env.client.get("/clients", params={"sort": "shoe"})).status_code == 400
+    counted = await env.client.get("/partials/clients/count", params={"tag": "vip"})
+    assert 'data-total="1"' in counted.text
 
     card = (await env.client.get(f"/clients/{ana.id}")).text
     assert card.count('data-testid="client-call"') == 2

@@ -91,6 +91,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_tag_defs")),
     )
+    op.create_index("ix_calls_client_created", "calls", ["client_id", "created_at"])
     # The tags already in use become defined ones.
     op.execute(
         "INSERT INTO tag_defs (name, created_at)"
@@ -99,6 +100,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_calls_client_created", table_name="calls")
     op.drop_table("tag_defs")
     op.drop_table("custom_field_defs")
     op.drop_index(op.f("ix_client_notes_client_id"), table_name="client_notes")
