@@ -521,5 +521,7 @@ search_terms = cast(Table, SearchTermRow.__table__)
 
 # The call history of one agent, newest first (the widget's history, keyset paged).
 Index("ix_calls_agent_created", calls.c.agent_user_id, calls.c.created_at)
+# "My clients" in name order: an index walk (the clients' list).
+Index("ix_clients_responsible_name", clients.c.responsible_user_id, clients.c.display_name)
 # A client's last contact (the clients' list filters and sorts by it).
 Index("ix_calls_client_created", calls.c.client_id, calls.c.created_at)

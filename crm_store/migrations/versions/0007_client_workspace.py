@@ -92,6 +92,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_tag_defs")),
     )
     op.create_index("ix_calls_client_created", "calls", ["client_id", "created_at"])
+    op.create_index(
+        "ix_clients_responsible_name", "clients", ["responsible_user_id", "display_name"]
+    )
     # The tags already in use become defined ones.
     op.execute(
         "INSERT INTO tag_defs (name, created_at)"
@@ -100,6 +103,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_clients_responsible_name", table_name="clients")
     op.drop_index("ix_calls_client_created", table_name="calls")
     op.drop_table("tag_defs")
     op.drop_table("custom_field_defs")
