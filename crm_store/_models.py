@@ -40,6 +40,7 @@ from .enums import (
     CallEndReason,
     CallListItemState,
     ClientKind,
+    CustomFieldType,
     LeadSource,
     LeadStatus,
     PhoneKind,
@@ -187,6 +188,57 @@ class ClientRow(Base):
     timezone: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    website: Mapped[str | None] = mapped_column(String(300))
+
+
+class ClientAccessRow(Base):
+    """The users a private client is also shown to, besides its responsible user."""
+
+    __tablename__ = "client_access"
+
+    client_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class ClientNoteRow(Base):
+    """A note written on a client's card (its timeline shows them)."""
+
+    __tablename__ = "client_notes"
+
+    id: Mapped[uuid.UUID] = _pk()
+    client_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), index=True
+    )
+    author_user_id: Mapped[uuid.UUID | None] = _fk("users.id", "SET NULL", index=False)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CustomFieldDefRow(Base):
+    """A client field an admin defined; the values live in ``clients.custom_fields``
+    under ``key``."""
+
+    __tablename__ = "custom_field_defs"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(100))
+    type: Mapped[CustomFieldType] = mapped_column(_enum(CustomFieldType, "custom_field_type"))
+    choices: Mapped[list[str]] = mapped_column(default=list)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TagDefRow(Base):
+    """A tag an admin defined: the ones offered when tagging a client."""
+
+    __tablename__ = "tag_defs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ClientTagRow(Base):
@@ -472,6 +524,10 @@ web_sessions = cast(Table, WebSessionRow.__table__)
 ws_tickets = cast(Table, WsTicketRow.__table__)
 clients = cast(Table, ClientRow.__table__)
 client_tags = cast(Table, ClientTagRow.__table__)
+client_access = cast(Table, ClientAccessRow.__table__)
+client_notes = cast(Table, ClientNoteRow.__table__)
+custom_field_defs = cast(Table, CustomFieldDefRow.__table__)
+tag_defs = cast(Table, TagDefRow.__table__)
 leads = cast(Table, LeadRow.__table__)
 phones = cast(Table, PhoneRow.__table__)
 calls = cast(Table, CallRow.__table__)
@@ -486,3 +542,7 @@ search_terms = cast(Table, SearchTermRow.__table__)
 
 # The call history of one agent, newest first (the widget's history, keyset paged).
 Index("ix_calls_agent_created", calls.c.agent_user_id, calls.c.created_at)
+# "My clients" in name order: an index walk (the clients' list).
+Index("ix_clients_responsible_name", clients.c.responsible_user_id, clients.c.display_name)
+# A client's last contact (the clients' list filters and sorts by it).
+Index("ix_calls_client_created", calls.c.client_id, calls.c.created_at)

@@ -151,6 +151,7 @@ class Client:
     timezone: str | None
     created_at: datetime
     updated_at: datetime
+    website: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

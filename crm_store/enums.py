@@ -13,6 +13,7 @@ __all__ = [
     "CallEndReason",
     "CallListItemState",
     "ClientKind",
+    "CustomFieldType",
     "LeadSource",
     "LeadStatus",
     "PhoneKind",
@@ -43,6 +44,16 @@ class Visibility(StrEnum):
 
     PRIVATE = "private"
     SHARED = "shared"
+
+
+class CustomFieldType(StrEnum):
+    """What the value of an admin-defined client field is: free text, a number, a day
+    (``YYYY-MM-DD``) or one of the field's choices."""
+
+    TEXT = "text"
+    NUMBER = "number"
+    DATE = "date"
+    CHOICE = "choice"
 
 
 class PhoneKind(StrEnum):

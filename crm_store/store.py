@@ -37,6 +37,7 @@ from .repos import (
     TaskRepository,
     UserRepository,
 )
+from .repos.client_defs import DefinitionRepository
 from .repos.contacts import ContactRepository
 
 __all__ = ["Store", "open_store"]
@@ -89,6 +90,7 @@ class Store:
         self.dialer = DialerRepository(db)
         self.presence = PresenceRepository(db)
         self.contacts = ContactRepository(db)
+        self.definitions = DefinitionRepository(db)
 
     @classmethod
     async def open(cls, url: str, *, default_region: str = "FR", pool_size: int = 5) -> Store:

@@ -36,6 +36,7 @@ from crm_store import (
     CallEndReason,
     CallListEntry,
     ClientKind,
+    CustomFieldType,
     NotFound,
     PhoneKind,
     Role,
@@ -261,6 +262,7 @@ async def seed(
     now = now or datetime.now(UTC)
     report = SeedReport()
     users = await _users(store, demo_users(agents), passwords, report)
+    await _definitions(store, report)
     contacts = await _contacts(store, users, report)
     await _tasks(store, users, contacts, now, report)
     await _call_list(store, users, report)
@@ -284,6 +286,31 @@ async def _users(
 
 
 _Contact = tuple[str, uuid.UUID]  # ("client" | "lead", id)
+
+# The client fields admins define: key, label, type, choices.
+_FIELDS = (
+    ("segment", "Segment", CustomFieldType.CHOICE, ("retail", "wholesale", "industry")),
+    ("contract_value", "Contract value", CustomFieldType.NUMBER, ()),
+    ("renewal", "Renewal", CustomFieldType.DATE, ()),
+)
+
+
+async def _definitions(store: Store, report: SeedReport) -> None:
+    """The seeded clients' tags as defined tags, and the custom fields."""
+    wanted = sorted(
+        {t for *_, tags, _o in _COMPANIES for t in tags}
+        | {t for _n, _p, _f, _c, _e, tags, _o, _v in _PEOPLE for t in tags}
+    )
+    have = set(await store.definitions.tags())
+    for tag in wanted:
+        if tag not in have:
+            await store.definitions.define_tag(tag)
+            report.add("tags")
+    keys = {f.key for f in await store.definitions.fields()}
+    for key, label, kind, choices in _FIELDS:
+        if key not in keys:
+            await store.definitions.define_field(key, label, kind, choices=choices)
+            report.add("custom_fields")
 
 
 async def _contacts(

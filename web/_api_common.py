@@ -193,8 +193,35 @@ async def client_card(
     card = client_hit(client, directory, await companies_of(store, [client]))
     card["tags"] = list(client.tags)
     card["visibility"] = client.visibility.value
+    card.update(_client_details(client))
     card.update(await _extras(store, principal, directory, client_id=client.id))
     return card
+
+
+def _client_details(client: Client) -> dict[str, Any]:
+    """The fields of the workspace's card beyond the widget's."""
+    address = client.address
+    return {
+        "client_kind": client.kind.value,
+        "first_name": client.first_name,
+        "last_name": client.last_name,
+        "company_name": client.company_name,
+        "company_id": None if client.company_id is None else str(client.company_id),
+        "website": client.website,
+        "address": {
+            "street": address.street,
+            "postcode": address.postcode,
+            "city": address.city,
+            "region": address.region,
+            "country": address.country,
+        },
+        "custom_fields": dict(client.custom_fields),
+        "responsible_user_id": None
+        if client.responsible_user_id is None
+        else str(client.responsible_user_id),
+        "created_at": _iso(client.created_at),
+        "updated_at": _iso(client.updated_at),
+    }
 
 
 async def lead_card(

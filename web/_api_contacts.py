@@ -70,8 +70,13 @@ async def client_card_of(
         client = await svc.store.clients.get(client_id)
     except NotFound:
         raise ApiNotFound("no such client", details={"id": str(client_id)}) from None
-    check_contact(principal, client.visibility.value, client.responsible_user_id, client.id)
-    return await client_card(svc.store, principal, await Directory.load(svc), client)
+    shared = (
+        await svc.store.clients.shared_with(client.id) if client.visibility == "private" else ()
+    )
+    check_contact(principal, client.visibility.value, client.responsible_user_id, client.id, shared)
+    card = await client_card(svc.store, principal, await Directory.load(svc), client)
+    card["shared_with"] = [str(u) for u in shared]
+    return card
 
 
 async def lead_card_of(svc: Services, principal: Principal, lead_id: uuid.UUID) -> dict[str, Any]:

@@ -39,6 +39,7 @@ def N_(message: str) -> str:
 #: The workspace's navigation, in order. Labels are msgids, translated in the layout.
 NAV: tuple[NavEntry, ...] = (
     NavEntry("phone", "/widget", N_("Phone")),
+    NavEntry("clients", "/clients", N_("Clients")),
     NavEntry("leads", "/leads", N_("Leads")),
     NavEntry("tasks", "/tasks", N_("Tasks")),
     NavEntry("calendar", "/calendar", N_("Calendar")),

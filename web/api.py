@@ -9,12 +9,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import _api_agents, _api_calls, _api_contacts, _api_leads, _api_settings, _api_tasks
+from . import (
+    _api_agents,
+    _api_calls,
+    _api_clients,
+    _api_contacts,
+    _api_leads,
+    _api_settings,
+    _api_tasks,
+)
 
 __all__ = ["router"]
 
 router = APIRouter()
 router.include_router(_api_settings.router)
+router.include_router(_api_clients.router)
 router.include_router(_api_contacts.router)
 router.include_router(_api_calls.router)
 router.include_router(_api_agents.router)

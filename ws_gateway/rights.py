@@ -25,14 +25,16 @@ command reaches the handler:
 CRM data (the HTTP API, and the caller's card on the websocket) follows the same
 rule through :func:`can_open_call` and :func:`can_open_contact`: a call is seen
 by the principal its agent belongs to (and by supervisors and admins); a
-private contact by its responsible user only (and by supervisors and admins).
+private contact by its responsible user and the users it is shared with (and by
+supervisors and admins); lists, searches and exports of clients apply the same
+rule in SQL (``ClientRepository.visible_to``).
 """
 
 from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 from bus import Event
@@ -139,13 +141,19 @@ def can_open_call(principal: Principal, call_agent: str | None) -> bool:
 
 
 def can_open_contact(
-    principal: Principal, visibility: str, responsible_user_id: uuid.UUID | None
+    principal: Principal,
+    visibility: str,
+    responsible_user_id: uuid.UUID | None,
+    shared_with: Collection[uuid.UUID] = (),
 ) -> bool:
     """Whether ``principal`` may see a client or lead card: shared ones by all,
-    a private one by its responsible user, supervisors and admins."""
+    a private one by its responsible user, the users it is shared with
+    (``shared_with``), supervisors and admins."""
     if principal.sees_all or visibility != "private":
         return True
-    return responsible_user_id is not None and responsible_user_id == principal.user_id
+    if responsible_user_id is not None and responsible_user_id == principal.user_id:
+        return True
+    return principal.user_id in shared_with
 
 
 def can_work_lead(principal: Principal, owner_user_id: uuid.UUID | None) -> bool:
@@ -174,9 +182,10 @@ def check_contact(
     visibility: str,
     responsible_user_id: uuid.UUID | None,
     contact_id: uuid.UUID,
+    shared_with: Collection[uuid.UUID] = (),
 ) -> None:
     """Raise :class:`~ws_gateway.Forbidden` unless :func:`can_open_contact`."""
-    if not can_open_contact(principal, visibility, responsible_user_id):
+    if not can_open_contact(principal, visibility, responsible_user_id, shared_with):
         raise Forbidden("this contact is private", details={"id": str(contact_id)})
 
 

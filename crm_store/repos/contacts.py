@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, exists, func, or_, select, true
 from sqlalchemy.engine import RowMapping
 
 from .. import _models as m
@@ -95,10 +95,7 @@ class ContactRepository:
         if client_match is None or lead_match is None:
             return []
         if not sees_all:
-            client_match = and_(
-                client_match,
-                or_(c.c.visibility == Visibility.SHARED, c.c.responsible_user_id == viewer),
-            )
+            client_match = and_(client_match, visible_clients(viewer, sees_all=False))
         client_stmt = select(c).where(client_match).order_by(c.c.display_name, c.c.id).limit(limit)
         lead_stmt = (
             select(lead_t)
@@ -220,6 +217,22 @@ class ContactRepository:
         async with self._db.read() as conn:
             rows = (await conn.execute(stmt)).all()
         return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+
+def visible_clients(viewer: uuid.UUID | None, *, sees_all: bool) -> Any:
+    """The condition on ``clients`` rows ``viewer`` may see (see
+    :meth:`ClientRepository.visible_to`)."""
+    c = m.clients
+    if sees_all:
+        return true()
+    if viewer is None:
+        return c.c.visibility == Visibility.SHARED
+    shared_with = exists(
+        select(m.client_access.c.client_id).where(
+            m.client_access.c.client_id == c.c.id, m.client_access.c.user_id == viewer
+        )
+    )
+    return or_(c.c.visibility == Visibility.SHARED, c.c.responsible_user_id == viewer, shared_with)
 
 
 def _matching(owner_id: Any, owner: Any, words: list[str], digits: str) -> Any:

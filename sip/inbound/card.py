@@ -8,7 +8,7 @@ from typing import Any
 import phonenumbers
 import structlog
 
-from crm_store import CallerMatch, LeadSource, Store, StoreError
+from crm_store import CallerMatch, LeadSource, Store, StoreError, Visibility
 
 __all__ = ["caller_card", "identify", "warm_up"]
 
@@ -22,6 +22,11 @@ def caller_card(match: CallerMatch | None, *, created: bool = False) -> dict[str
     (E.164) and ``created`` (the lead was created by this call); a client adds
     ``client_kind``, ``company``, ``tags``, ``responsible_user_id``; a lead
     ``status``, ``source``, ``owner_user_id``, ``tags`` (see ``docs/protocol.md``).
+
+    The event goes to every principal who may see the call, not only those who
+    may open the client: a private client's card is therefore only ``client``,
+    its id and the number (``private`` true, ``display_name`` empty), and the
+    widget asks the HTTP API for the rest, which answers only those allowed.
     """
     if match is None:
         return None
@@ -32,7 +37,11 @@ def caller_card(match: CallerMatch | None, *, created: bool = False) -> dict[str
         "phone": match.phone,
         "created": created,
     }
-    if match.client is not None:
+    if match.client is not None and match.client.visibility is Visibility.PRIVATE:
+        card["display_name"] = ""
+        card["private"] = True
+        card["tags"] = []
+    elif match.client is not None:
         client = match.client
         card["client_kind"] = client.kind.value
         card["company"] = client.company_name

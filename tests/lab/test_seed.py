@@ -50,6 +50,8 @@ async def test_seed_writes_a_believable_data_set(store: Store, tmp_path: Path) -
     report = await seed(store, passwords=passwords, recordings=tmp_path / "rec")
     assert report.created == {
         "users": 5,
+        "tags": 8,
+        "custom_fields": 3,
         "clients": 8,
         "leads": 3,
         "tasks": 4,

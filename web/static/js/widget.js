@@ -573,7 +573,10 @@ function isUnknown(card) {
 }
 
 function fillCard(root, card) {
-  root.querySelector("[data-testid=card-name]").textContent = card.display_name || "";
+  // A private client's card on the websocket names no one: the HTTP card fills
+  // it in for those who may open it.
+  root.querySelector("[data-testid=card-name]").textContent =
+    card.display_name || (card.private ? t("Private client") : "");
   root.querySelector("[data-testid=card-company]").textContent = card.company || "";
   const responsible = card.responsible ? card.responsible.display_name : "";
   root.querySelector("[data-testid=card-responsible]").textContent = responsible
