@@ -31,6 +31,7 @@ from .repos import (
     CallRepository,
     ClientRepository,
     DialerRepository,
+    ImportRepository,
     LeadRepository,
     PresenceRepository,
     SessionRepository,
@@ -89,6 +90,7 @@ class Store:
         self.dialer = DialerRepository(db)
         self.presence = PresenceRepository(db)
         self.contacts = ContactRepository(db)
+        self.imports = ImportRepository(db)
 
     @classmethod
     async def open(cls, url: str, *, default_region: str = "FR", pool_size: int = 5) -> Store:
