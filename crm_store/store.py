@@ -39,6 +39,7 @@ from .repos import (
     UserRepository,
 )
 from .repos.contacts import ContactRepository
+from .repos.exports import ExportRepository
 
 __all__ = ["Store", "open_store"]
 
@@ -91,6 +92,7 @@ class Store:
         self.presence = PresenceRepository(db)
         self.contacts = ContactRepository(db)
         self.imports = ImportRepository(db)
+        self.exports = ExportRepository(db)
 
     @classmethod
     async def open(cls, url: str, *, default_region: str = "FR", pool_size: int = 5) -> Store:

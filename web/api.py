@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import _api_agents, _api_calls, _api_contacts, _api_settings
+from . import (
+    _api_agents,
+    _api_calls,
+    _api_contacts,
+    _api_dialer_lists,
+    _api_export,
+    _api_import,
+    _api_settings,
+)
 
 __all__ = ["router"]
 
@@ -18,3 +26,6 @@ router.include_router(_api_settings.router)
 router.include_router(_api_contacts.router)
 router.include_router(_api_calls.router)
 router.include_router(_api_agents.router)
+router.include_router(_api_import.router)
+router.include_router(_api_export.router)
+router.include_router(_api_dialer_lists.router)
