@@ -114,6 +114,7 @@ class ImportPreview(BaseModel):
     delimiter: str | None
     columns: list[str]
     sample: list[list[str]]
+    sample_lines: list[int] = Field(description="The line each sample row starts on.")
     mapping: dict[int, str]
     fields: list[str]
     mapping_problems: list[str]
@@ -266,6 +267,7 @@ async def preview(
         delimiter=table.delimiter,
         columns=_columns(table, opts.header),
         sample=[cells for _, cells in body_rows[:_SAMPLE_ROWS]],
+        sample_lines=[line for line, _ in body_rows[:_SAMPLE_ROWS]],
         mapping=mapping,
         fields=[*FIELDS, "custom:"],
         mapping_problems=problems,

@@ -37,7 +37,10 @@ def N_(message: str) -> str:
 
 
 #: The workspace's navigation, in order. Labels are msgids, translated in the layout.
-NAV: tuple[NavEntry, ...] = (NavEntry("phone", "/widget", N_("Phone")),)
+NAV: tuple[NavEntry, ...] = (
+    NavEntry("phone", "/widget", N_("Phone")),
+    NavEntry("import", "/import", N_("Import")),
+)
 
 
 async def crm_page(

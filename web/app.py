@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import Config
 
-from . import _api_import, api, auth, i18n, pages
+from . import _api_import, _pages_import, api, auth, i18n, pages
 from ._api_settings import websocket_url
 from ._services import Services
 from .errors import error_body, install_handlers
@@ -82,6 +82,7 @@ def create_app(svc: Services) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(_pages_import.router)
     app.mount(
         "/static",
         pages.VersionedStatic(directory=pages.STATIC_DIR, version=version),
