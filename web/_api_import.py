@@ -11,6 +11,7 @@ need the supervisor or admin role: an import touches contacts of everyone.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import datetime
@@ -188,7 +189,9 @@ async def _read(file: UploadFile, options: ImportOptions) -> tuple[Table, bytes]
         raise BadRequest("the file is empty", details={"path": "file"})
     fmt = options.format or ("xlsx" if data.startswith(_XLSX_MAGIC) else "csv")
     try:
-        table = _read_table(
+        # Seconds of parsing for a large file: off the daemon's loop.
+        table = await asyncio.to_thread(
+            _read_table,
             data,
             format=fmt,
             encoding=options.encoding,
@@ -238,7 +241,9 @@ async def _prepare(
     problems = check_mapping(mapping, table.width, target)
     if problems:
         return mapping, problems, [], [], None
-    drafts, errors = read_drafts(table, mapping, region=svc.store.region, header=options.header)
+    drafts, errors = await asyncio.to_thread(
+        read_drafts, table, mapping, region=svc.store.region, header=options.header
+    )
     found = await svc.store.imports.plan(target, drafts, options.duplicates) if plan else None
     return mapping, problems, drafts, errors, found
 

@@ -20,7 +20,7 @@ each; updates get one audit entry per contact.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -37,13 +37,16 @@ from .._types import utcnow
 from ..contact_import import ContactDraft, Duplicates, Target
 from ..enums import ClientKind, LeadSource, LeadStatus, PhoneKind, Visibility
 from ..exceptions import Conflict, NotFound
-from ..ids import new_id
+from ..ids import new_id, new_id_ints, new_ids
 
 __all__ = ["ImportOutcome", "ImportPlan", "ImportRecord", "ImportRepository", "Skipped"]
 
 log = structlog.get_logger(__name__)
 
 _CHUNK = 500
+# Contacts written per statement (with their phones and search terms).
+_BATCH = 20_000
+_SQLITE_CACHE_KIB = -131072
 _T = TypeVar("_T")
 _CLIENT_SNAPSHOT = (
     "first_name",
@@ -316,6 +319,29 @@ def _run(
     responsible_user_id: uuid.UUID | None,
     actor: Actor,
 ) -> ImportOutcome:
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:
+        # A large import rewrites index pages all over the search terms' indexes:
+        # a page cache of 128 MiB for this transaction keeps more of them in memory.
+        cache = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+        conn.exec_driver_sql(f"PRAGMA cache_size={_SQLITE_CACHE_KIB}")
+    try:
+        return _run_in(conn, target, drafts, duplicates, filename, rows, responsible_user_id, actor)
+    finally:
+        if sqlite:
+            conn.exec_driver_sql(f"PRAGMA cache_size={int(cache or -2000)}")
+
+
+def _run_in(
+    conn: Connection,
+    target: Target,
+    drafts: Sequence[ContactDraft],
+    duplicates: Duplicates,
+    filename: str | None,
+    rows: int,
+    responsible_user_id: uuid.UUID | None,
+    actor: Actor,
+) -> ImportOutcome:
     plan = _plan(conn, target, drafts, duplicates)
     import_id = new_id()
     now = utcnow()
@@ -374,25 +400,79 @@ def _run(
     return ImportOutcome(_record(row), plan.skip)
 
 
-def _terms(draft: ContactDraft, owner: dict[str, uuid.UUID | None]) -> Iterable[dict[str, Any]]:
-    terms = text_terms((draft.display_name, draft.company), draft.emails)
-    terms |= phone_terms(n for n, _ in draft.phones)
-    for term in sorted(terms):
-        yield {"id": new_id(), "term": term, **owner}
+class _Children:
+    """The phones, search terms and tags of a batch of new contacts, written with
+    one ``executemany`` each. On SQLite the rows go to the driver as they are stored
+    (ids as hex text; terms sorted, so the term index grows at few places): a
+    hundred thousand contacts have millions of search terms, and SQLAlchemy's
+    per-row work would cost more than SQLite's."""
 
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.sqlite = conn.dialect.name == "sqlite"
+        self.phones: list[tuple[Any, ...]] = []
+        self.terms: list[tuple[Any, ...]] = []
+        self.tags: list[dict[str, Any]] = []
 
-def _insert_children(
-    conn: Connection,
-    phones: list[dict[str, Any]],
-    terms: list[dict[str, Any]],
-    tags: list[dict[str, Any]],
-) -> None:
-    if phones:
-        conn.execute(m.phones.insert(), phones)
-    if terms:
-        conn.execute(m.search_terms.insert(), terms)
-    if tags:
-        conn.execute(m.client_tags.insert(), tags)
+    def add(
+        self, draft: ContactDraft, client_id: uuid.UUID | None, lead_id: uuid.UUID | None
+    ) -> None:
+        owner = (client_id, lead_id)
+        terms = text_terms((draft.display_name, draft.company), draft.emails)
+        terms |= phone_terms(n for n, _ in draft.phones)
+        self.phones.extend((n, k.value, *owner) for n, k in draft.phones)
+        self.terms.extend((t, *owner) for t in terms)
+        if client_id is not None:
+            self.tags.extend({"client_id": client_id, "tag": t} for t in draft.tags)
+
+    def write(self) -> None:
+        if self.sqlite:
+            self._write_sqlite()
+        else:
+            ids = new_ids(len(self.phones) + len(self.terms))
+            if self.phones:
+                self.conn.execute(
+                    m.phones.insert(),
+                    [
+                        {"id": i, "number_e164": n, "kind": k, "client_id": c, "lead_id": ld}
+                        for i, (n, k, c, ld) in zip(ids, self.phones, strict=False)
+                    ],
+                )
+            if self.terms:
+                self.conn.execute(
+                    m.search_terms.insert(),
+                    [
+                        {"id": i, "term": t, "client_id": c, "lead_id": ld}
+                        for i, (t, c, ld) in zip(ids[len(self.phones) :], self.terms, strict=True)
+                    ],
+                )
+        if self.tags:
+            self.conn.execute(m.client_tags.insert(), self.tags)
+        self.phones, self.terms, self.tags = [], [], []
+
+    def _write_sqlite(self) -> None:
+        def hexed(value: uuid.UUID | None) -> str | None:
+            return None if value is None else value.hex
+
+        ids = [f"{v:032x}" for v in new_id_ints(len(self.phones) + len(self.terms))]
+        if self.phones:
+            self.conn.exec_driver_sql(
+                "INSERT INTO phones (id, number_e164, kind, client_id, lead_id)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [
+                    (i, n, k, hexed(c), hexed(ld))
+                    for i, (n, k, c, ld) in zip(ids, self.phones, strict=False)
+                ],
+            )
+        if self.terms:
+            self.terms.sort()
+            self.conn.exec_driver_sql(
+                "INSERT INTO search_terms (id, term, client_id, lead_id) VALUES (?, ?, ?, ?)",
+                [
+                    (i, t, hexed(c), hexed(ld))
+                    for i, (t, c, ld) in zip(ids[len(self.phones) :], self.terms, strict=True)
+                ],
+            )
 
 
 def _create_clients(
@@ -401,15 +481,13 @@ def _create_clients(
     responsible: uuid.UUID | None,
     now: datetime,
 ) -> list[uuid.UUID]:
-    ids: list[uuid.UUID] = []
-    for chunk in _chunks(drafts, 5000):
+    ids = new_ids(len(drafts))
+    children = _Children(conn)
+    for start in range(0, len(drafts), _BATCH):
         rows: list[dict[str, Any]] = []
-        phones: list[dict[str, Any]] = []
-        terms: list[dict[str, Any]] = []
-        tags: list[dict[str, Any]] = []
-        for draft in chunk:
-            client_id = new_id()
-            ids.append(client_id)
+        for client_id, draft in zip(
+            ids[start : start + _BATCH], drafts[start : start + _BATCH], strict=True
+        ):
             person = bool(draft.first_name or draft.last_name)
             rows.append(
                 {
@@ -430,28 +508,22 @@ def _create_clients(
                     "updated_at": now,
                 }
             )
-            owner: dict[str, uuid.UUID | None] = {"client_id": client_id, "lead_id": None}
-            phones.extend(
-                {"id": new_id(), "number_e164": n, "kind": k, **owner} for n, k in draft.phones
-            )
-            terms.extend(_terms(draft, owner))
-            tags.extend({"client_id": client_id, "tag": t} for t in draft.tags)
+            children.add(draft, client_id, None)
         conn.execute(m.clients.insert(), rows)
-        _insert_children(conn, phones, terms, tags)
+        children.write()
     return ids
 
 
 def _create_leads(
     conn: Connection, drafts: Sequence[ContactDraft], now: datetime
 ) -> list[uuid.UUID]:
-    ids: list[uuid.UUID] = []
-    for chunk in _chunks(drafts, 5000):
+    ids = new_ids(len(drafts))
+    children = _Children(conn)
+    for start in range(0, len(drafts), _BATCH):
         rows: list[dict[str, Any]] = []
-        phones: list[dict[str, Any]] = []
-        terms: list[dict[str, Any]] = []
-        for draft in chunk:
-            lead_id = new_id()
-            ids.append(lead_id)
+        for lead_id, draft in zip(
+            ids[start : start + _BATCH], drafts[start : start + _BATCH], strict=True
+        ):
             rows.append(
                 {
                     "id": lead_id,
@@ -470,13 +542,9 @@ def _create_leads(
                     "updated_at": now,
                 }
             )
-            owner: dict[str, uuid.UUID | None] = {"client_id": None, "lead_id": lead_id}
-            phones.extend(
-                {"id": new_id(), "number_e164": n, "kind": k, **owner} for n, k in draft.phones
-            )
-            terms.extend(_terms(draft, owner))
+            children.add(draft, None, lead_id)
         conn.execute(m.leads.insert(), rows)
-        _insert_children(conn, phones, terms, [])
+        children.write()
     return ids
 
 
@@ -548,7 +616,10 @@ def _update(
         if target == "clients"
         else []
     )
-    _insert_children(conn, new_phones, [], new_tags)
+    if new_phones:
+        conn.execute(m.phones.insert(), new_phones)
+    if new_tags:
+        conn.execute(m.client_tags.insert(), new_tags)
     reindex_sync(conn, **{"client_id" if target == "clients" else "lead_id": entity_id})
     audit_sync(
         conn,
