@@ -516,6 +516,43 @@ class SearchTermRow(Base):
     lead_id: Mapped[uuid.UUID | None] = _fk("leads.id", "CASCADE", index=False)
 
 
+class ImportRow(Base):
+    """A file of clients or leads imported in one transaction, and whether it was
+    undone."""
+
+    __tablename__ = "imports"
+
+    id: Mapped[uuid.UUID] = _pk()
+    # "clients" or "leads"
+    target: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str | None] = mapped_column(String(200))
+    user_id: Mapped[uuid.UUID | None] = _fk("users.id", "SET NULL")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    undone_at: Mapped[datetime | None]
+    undone_by: Mapped[uuid.UUID | None] = _fk("users.id", "SET NULL", index=False)
+
+
+class ImportItemRow(Base):
+    """A contact an import created or updated: undo deletes the first and puts
+    ``before`` back into the second. No foreign key to the contact: one deleted
+    since is simply no longer there to undo."""
+
+    __tablename__ = "import_items"
+
+    import_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("imports.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entity_id: Mapped[uuid.UUID] = mapped_column()
+    # "created" or "updated"
+    action: Mapped[str] = mapped_column(String(8))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
 metadata = Base.metadata
 
 users = cast(Table, UserRow.__table__)
@@ -539,6 +576,8 @@ do_not_call = cast(Table, DoNotCallRow.__table__)
 dialer_sessions = cast(Table, DialerSessionRow.__table__)
 agent_presence = cast(Table, AgentPresenceRow.__table__)
 search_terms = cast(Table, SearchTermRow.__table__)
+imports = cast(Table, ImportRow.__table__)
+import_items = cast(Table, ImportItemRow.__table__)
 
 # The call history of one agent, newest first (the widget's history, keyset paged).
 Index("ix_calls_agent_created", calls.c.agent_user_id, calls.c.created_at)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Literal
@@ -41,8 +42,10 @@ __all__ = [
     "ImportLimits",
     "ImportRejected",
     "RowError",
+    "Table",
     "printable",
     "read_numbers",
+    "read_table",
 ]
 
 Format = Literal["csv", "xlsx"]
@@ -117,6 +120,150 @@ def printable(text: str) -> str:
         elif category != "Cc" and char not in _BIDI_CONTROLS:
             out.append(char)
     return "".join(out)
+
+
+ENCODINGS: tuple[str, ...] = ("utf-8", "windows-1251", "windows-1250", "latin-1")
+"""The encodings a CSV may be read in (UTF-8 may start with a BOM)."""
+DELIMITERS: tuple[str, ...] = (",", ";", "\t", "|")
+"""The delimiters a CSV may use."""
+# The most of a file looked at to guess its encoding and delimiter.
+_SNIFF_CHARS = 65536
+# Non-letters that legitimately appear in names and addresses of the seeds' languages.
+_USUAL_SIGNS = frozenset("«»\u2013\u2014№€…“”„\u2018\u2019•°§©®\u00d7·\u00a0")
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A file read as rows of text cells: each row with its line in the file
+    (1-based, header included), and how the file was read."""
+
+    rows: list[tuple[int, list[str]]]
+    format: Format
+    encoding: str | None
+    delimiter: str | None
+
+    @property
+    def width(self) -> int:
+        return max((len(cells) for _, cells in self.rows), default=0)
+
+
+def read_table(
+    data: bytes,
+    *,
+    format: Format = "csv",
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    limits: ImportLimits = ImportLimits(),
+) -> Table:
+    """Every row of ``data``, read within ``limits``.
+
+    A CSV's ``encoding`` (one of :data:`ENCODINGS`) and ``delimiter`` (one of
+    :data:`DELIMITERS`) are guessed when not given: UTF-8 if the bytes are UTF-8,
+    else the single-byte encoding whose text looks most like words of one script;
+    the delimiter that splits the first lines into the most regular columns.
+    Raises :class:`ImportRejected` (the limit named, by line) like
+    :func:`read_numbers`, and for a row holding a NUL or an over-long cell.
+    """
+    if len(data) > limits.max_bytes:
+        raise ImportRejected([RowError(1, f"the file is larger than {limits.max_bytes} bytes")])
+    if format == "xlsx":
+        rows = _xlsx_rows(data, limits)
+        used_encoding = used_delimiter = None
+    else:
+        if encoding is not None and encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {encoding!r}; one of {', '.join(ENCODINGS)}")
+        if delimiter is not None and delimiter not in DELIMITERS:
+            raise ValueError(f"unknown delimiter {delimiter!r}")
+        used_encoding, text = _decode(data, encoding)
+        used_delimiter = delimiter or _guess_delimiter(text)
+        rows = _text_rows(text, _dialect(used_delimiter), limits)
+    errors = [e for line, cells in rows if (e := _check_row(line, cells, limits)) is not None]
+    if errors:
+        raise ImportRejected(errors)
+    return Table(rows, format, used_encoding, used_delimiter)
+
+
+def _decode(data: bytes, encoding: str | None) -> tuple[str, str]:
+    if encoding is None:
+        try:
+            return "utf-8", data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            pass
+        scored: list[tuple[int, int, str, str]] = []
+        # On a tie Latin-1 wins over Windows-1250: French read as either is all
+        # letters, while Polish read as Latin-1 is not (ł, ą, ś, ż are signs there).
+        for rank, name in enumerate(("windows-1251", "latin-1", "windows-1250")):
+            try:
+                text = data.decode(name)
+            except UnicodeDecodeError:
+                continue
+            scored.append((_oddity(text[:_SNIFF_CHARS]), rank, name, text))
+        if not scored:
+            raise ImportRejected([RowError(1, "the text encoding could not be recognised")])
+        _, _, name, text = min(scored)
+        return name, text
+    try:
+        return encoding, data.decode("utf-8-sig" if encoding == "utf-8" else encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ImportRejected([RowError(line, f"not {encoding} text")]) from None
+
+
+_WORDS = re.compile(r"[^\W\d_]+")
+
+
+def _oddity(text: str) -> int:
+    """How unlike real text ``text`` is: signs that are no letters, words mixing
+    Cyrillic and Latin letters, and words made only of accented Latin letters (what
+    Cyrillic read as a Latin code page looks like)."""
+    odd = sum(
+        1
+        for char in text
+        if not char.isascii()
+        and not char.isalpha()
+        and char not in _USUAL_SIGNS
+        and not char.isspace()
+    )
+    for word in _WORDS.findall(text):
+        if word.isascii():
+            continue
+        cyrillic = any("\u0400" <= c <= "\u04ff" for c in word)
+        latin = any(c.isascii() or ("\u00c0" <= c <= "\u024f") for c in word)
+        if cyrillic and latin:
+            odd += 2
+        elif not cyrillic and len(word) > 1 and not any(c.isascii() for c in word):
+            odd += 1
+    return odd
+
+
+def _guess_delimiter(text: str) -> str:
+    sample = text[:_SNIFF_CHARS]
+    lines = sample.splitlines()[:50]
+    if len(lines) > 1 and len(sample) == _SNIFF_CHARS:
+        lines.pop()  # cut in the middle
+    best, best_score = ",", (0, 0)
+    for candidate in DELIMITERS:
+        try:
+            widths = [len(r) for r in csv.reader(lines, _dialect(candidate)) if r]
+        except csv.Error:
+            continue
+        if not widths:
+            continue
+        common = max(set(widths), key=widths.count)
+        if common < 2:
+            continue
+        score = (widths.count(common), common)
+        if score > best_score:
+            best, best_score = candidate, score
+    return best
+
+
+def _dialect(delimiter: str) -> type[csv.Dialect]:
+    class Dialect(csv.excel):
+        pass
+
+    Dialect.delimiter = delimiter
+    return Dialect
 
 
 def read_numbers(
@@ -212,14 +359,23 @@ def _csv_rows(data: bytes, limits: ImportLimits) -> list[tuple[int, list[str]]]:
         )
     except csv.Error:
         dialect = csv.excel
+    return _text_rows(text, dialect, limits)
+
+
+def _text_rows(
+    text: str, dialect: type[csv.Dialect] | csv.Dialect, limits: ImportLimits
+) -> list[tuple[int, list[str]]]:
     reader = csv.reader(io.StringIO(text, newline=""), dialect)
     rows: list[tuple[int, list[str]]] = []
     try:
+        start = 1
         for cells in reader:
             if len(rows) >= limits.max_rows:
                 raise _too_many_rows(reader.line_num, limits)
-            # line_num is the physical line the record ended on (quoted newlines).
-            rows.append((reader.line_num, cells))
+            # A record is told by the physical line it starts on (a quoted cell may
+            # hold line breaks): the line an editor shows it on.
+            rows.append((start, cells))
+            start = reader.line_num + 1
     except csv.Error as exc:
         # The reader's own refusals (a NUL byte, a field over its size limit).
         message = printable(str(exc))

@@ -31,6 +31,7 @@ from .repos import (
     CallRepository,
     ClientRepository,
     DialerRepository,
+    ImportRepository,
     LeadRepository,
     PresenceRepository,
     SessionRepository,
@@ -39,6 +40,7 @@ from .repos import (
 )
 from .repos.client_defs import DefinitionRepository
 from .repos.contacts import ContactRepository
+from .repos.exports import ExportRepository
 
 __all__ = ["Store", "open_store"]
 
@@ -91,6 +93,8 @@ class Store:
         self.presence = PresenceRepository(db)
         self.contacts = ContactRepository(db)
         self.definitions = DefinitionRepository(db)
+        self.imports = ImportRepository(db)
+        self.exports = ExportRepository(db)
 
     @classmethod
     async def open(cls, url: str, *, default_region: str = "FR", pool_size: int = 5) -> Store:

@@ -43,6 +43,7 @@ NAV: tuple[NavEntry, ...] = (
     NavEntry("leads", "/leads", N_("Leads")),
     NavEntry("tasks", "/tasks", N_("Tasks")),
     NavEntry("calendar", "/calendar", N_("Calendar")),
+    NavEntry("import", "/import", N_("Import")),
 )
 
 

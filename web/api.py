@@ -14,6 +14,9 @@ from . import (
     _api_calls,
     _api_clients,
     _api_contacts,
+    _api_dialer_lists,
+    _api_export,
+    _api_import,
     _api_leads,
     _api_settings,
     _api_tasks,
@@ -29,3 +32,6 @@ router.include_router(_api_calls.router)
 router.include_router(_api_agents.router)
 router.include_router(_api_leads.router)
 router.include_router(_api_tasks.router)
+router.include_router(_api_import.router)
+router.include_router(_api_export.router)
+router.include_router(_api_dialer_lists.router)

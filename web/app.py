@@ -7,7 +7,7 @@ the request body limit and the security headers every response carries.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import Config
 
-from . import _pages_clients, _pages_leads, api, auth, i18n, pages
+from . import _api_import, _pages_clients, _pages_import, _pages_leads, api, auth, i18n, pages
 from ._api_settings import websocket_url
 from ._services import Services
 from .errors import error_body, install_handlers
@@ -84,6 +84,7 @@ def create_app(svc: Services) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(_pages_clients.router)
     app.include_router(_pages_leads.router)
+    app.include_router(_pages_import.router)
     app.mount(
         "/static",
         pages.VersionedStatic(directory=pages.STATIC_DIR, version=version),
@@ -92,7 +93,12 @@ def create_app(svc: Services) -> FastAPI:
 
     app.add_middleware(SecurityHeaders, config=svc.config)
     # Outermost: a body over the limit is refused before anything reads it.
-    app.add_middleware(BodyLimit, limit=svc.config().http.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        limit=svc.config().http.max_body_bytes,
+        # Imported files have their own limit (the import's, named in its errors).
+        larger={"/api/imports": _api_import.MAX_UPLOAD_BYTES},
+    )
     return app
 
 
@@ -147,14 +153,27 @@ class BodyLimit:
     the answer, so that the client reads a 413, not a reset connection.
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, limit: int, larger: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
-        self.limit = limit
+        self.default = limit
+        #: Paths (and what is under them) allowed a larger body, with their limit.
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path: str = scope["path"]
+        limit = next(
+            (
+                size
+                for prefix, size in self.larger.items()
+                if path == prefix or path.startswith(prefix + "/")
+            ),
+            self.default,
+        )
         declared: int | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -163,12 +182,12 @@ class BodyLimit:
                 except ValueError:
                     await _refuse(send, 400, "bad_request", "invalid Content-Length")
                     return
-        if declared is not None and declared > self.limit:
+        if declared is not None and declared > limit:
             await _drain(receive, _DRAIN_MAX)
-            await _too_large(send, self.limit)
+            await _too_large(send, limit)
             return
         if declared is not None or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, _capped(receive, self.limit), send)
+            await self.app(scope, _capped(receive, limit), send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -178,10 +197,10 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.limit:
+            if size > limit:
                 if message.get("more_body", False):
                     await _drain(receive, _DRAIN_MAX - size)
-                await _too_large(send, self.limit)
+                await _too_large(send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

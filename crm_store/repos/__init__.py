@@ -7,6 +7,7 @@ from .call_lists import CallListRepository
 from .calls import CallRepository
 from .clients import ClientRepository
 from .dialer import DialerRepository, DialerSessionRecord, DoNotCallEntry, PendingAttempt
+from .imports import ImportRepository
 from .leads import LeadRepository
 from .presence import AgentPresenceRecord, PresenceRepository
 from .sessions import SessionRepository
@@ -22,6 +23,7 @@ __all__ = [
     "DialerRepository",
     "DialerSessionRecord",
     "DoNotCallEntry",
+    "ImportRepository",
     "LeadRepository",
     "PendingAttempt",
     "PresenceRepository",
