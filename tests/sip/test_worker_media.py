@@ -152,8 +152,9 @@ async def test_an_idle_worker_spends_no_cpu_and_answers_commands_at_once(
     assert "clock" not in _threads(pid)
     before = _cpu(pid)
     await asyncio.sleep(5)  # an idle stretch, measured
-    # A 10 ms polling loop spends 4-5 clock ticks in 5 s; an idle wait none.
-    assert _cpu(pid) - before <= 0.01
+    # A 10 ms polling loop spends 4-5 clock ticks in 5 s; an idle wait none (one
+    # tick of accounting noise allowed; the figures are in whole ticks).
+    assert round(_cpu(pid) - before, 2) <= 0.01
     # The worker waits up to seconds in pjsip; each command wakes it at once.
     for _ in range(5):
         sent = time.monotonic()
