@@ -43,6 +43,16 @@ def _exports(svc: Services) -> ExportRepository:
     return svc.store.exports
 
 
+async def _may_open(svc: Services, principal: Principal, client: Client) -> bool:
+    """Whether ``principal`` may open ``client``: as on its card and in the list, a
+    private client is open to the users it is shared with too (read only for the
+    private clients the principal could not open otherwise)."""
+    args = (principal, client.visibility.value, client.responsible_user_id)
+    if can_open_contact(*args):
+        return True
+    return can_open_contact(*args, await svc.store.clients.shared_with(client.id))
+
+
 async def visible_clients(
     svc: Services,
     principal: Principal,
@@ -56,11 +66,7 @@ async def visible_clients(
     async for batch in _exports(svc).clients(
         tags=tags, responsible_user_id=principal.user_id if mine else None, ids=ids
     ):
-        shown = [
-            c
-            for c in batch
-            if can_open_contact(principal, c.visibility.value, c.responsible_user_id)
-        ]
+        shown = [c for c in batch if await _may_open(svc, principal, c)]
         seen += len(shown)
         if seen > MAX_LIST_ROWS:
             raise ListTooLong

@@ -191,6 +191,20 @@ async def test_export_shows_what_the_user_may_see_and_neutralises_formulas(env: 
 
     sue = await env.client.get("/api/exports/clients", headers=env.auth("sue"))
     assert len(list(csv.reader(io.StringIO(sue.content.decode("utf-8-sig"))))) == 4
+
+    # A private client shared with alice is in her export, as in her list.
+    await env.store.clients.create(
+        ClientKind.PERSON,
+        first_name="Chloe",
+        last_name="Shared",
+        phones=["0612345671"],
+        responsible_user_id=bob.id,
+        visibility=Visibility.PRIVATE,
+        shared_with=[alice.id],
+    )
+    again = await env.client.get("/api/exports/clients", headers=env.auth("alice"))
+    names = [r[0] for r in csv.reader(io.StringIO(again.content.decode("utf-8-sig")))][1:]
+    assert names == ['\'=HYPERLINK("http://evil")', "Anne Shared", "Chloe Shared"]
     bad = await env.client.get(
         "/api/exports/clients", params={"format": "pdf"}, headers=env.auth("alice")
     )
